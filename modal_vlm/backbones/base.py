@@ -1,0 +1,116 @@
+"""The two abstractions every backbone implements: a frozen :class:`Backbone` and its
+:class:`TextTower`.
+
+A backbone is a frozen vision-language model reduced to what prompt tuning needs:
+
+* ``visual``: an ``nn.Module`` mapping a preprocessed image batch to image features;
+* ``preprocess``: the transform from a PIL image to the tensor ``visual`` expects;
+* ``text``: a :class:`TextTower`, i.e. a text encoder that can be fed token *embeddings*,
+  which is what lets CoOp's learnable context vectors replace some of the tokens;
+* ``logit_scale``: the temperature used to turn cosine similarities into logits;
+* ``key``: a string that identifies the weights, used to key the embedding cache.
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TextTower(nn.Module, abc.ABC):
+    """A text encoder that accepts token embeddings, so prompts can be learned.
+
+    Subclasses wrap one family of text encoders (open_clip's causal transformer, a Hugging
+    Face encoder such as BERT). The prompt learner only talks to this interface, so one
+    implementation of CoOp serves every family.
+
+    Every tokenized prompt starts with one special token (``<start_of_text>`` or
+    ``[CLS]``); the prompt learner relies on that to place its context vectors at
+    positions ``1 .. n_ctx``.
+    """
+
+    #: Width of the token embeddings (the size of one learnable context vector).
+    width: int
+
+    @abc.abstractmethod
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``(n, L)`` and attention mask ``(n, L)`` (1 = real token)."""
+
+    @abc.abstractmethod
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings ``(n, L, width)`` of ``token_ids``."""
+
+    @abc.abstractmethod
+    def encode_embeddings(
+        self, embeddings: torch.Tensor, token_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Text features ``(n, D)`` (not normalised) from input embeddings.
+
+        ``token_ids`` and ``attention_mask`` are those of the tokenized prompt whose
+        embeddings were (partly) replaced; they locate padding and pooling positions.
+        """
+
+    def train(self, mode: bool = True):
+        # Frozen: dropout stays off even while the prompt around it trains.
+        return super().train(False)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised features ``(n, D)`` of plain texts."""
+        ids, mask = self.tokenize(texts)
+        return F.normalize(self.encode_embeddings(self.embed_tokens(ids), ids, mask), dim=-1)
+
+
+class Backbone(nn.Module):
+    """A frozen vision-language model as used by :class:`~modal_vlm.ClipPromptClassifier`.
+
+    Parameters
+    ----------
+    visual : nn.Module
+        Maps a preprocessed image batch ``(n, 3, H, W)`` to image features ``(n, D)``.
+    text : TextTower
+        Text encoder producing features in the same ``D``-dimensional space.
+    preprocess : callable
+        PIL image -> tensor ``(3, H, W)`` accepted by ``visual``.
+    logit_scale : float
+        Multiplier of cosine similarities in the logits (CLIP: 100).
+    key : str
+        Identity of the weights (model, pretrained tag or file, image size); the embedding
+        cache is keyed by it.
+    train_preprocess : callable, optional
+        Augmenting transform for training through the image encoder (UEO); defaults to
+        ``preprocess``.
+
+    Examples
+    --------
+    >>> from modal_vlm.backbones import create_backbone
+    >>> backbone = create_backbone("tiny-vit")
+    >>> backbone.key
+    'tiny-vit|random-seed0|32px'
+    """
+
+    def __init__(self, visual, text, preprocess, logit_scale, key, train_preprocess=None):
+        super().__init__()
+        self.visual = visual
+        self.text = text
+        self.preprocess = preprocess
+        self.train_preprocess = train_preprocess or preprocess
+        self.logit_scale = float(logit_scale)
+        self.key = key
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        # Frozen encoders: dropout and BatchNorm statistics never switch to training mode.
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features of a preprocessed batch."""
+        return F.normalize(self.visual(images), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised features of plain texts."""
+        return self.text.encode_text(texts)

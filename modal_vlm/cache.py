@@ -1,0 +1,122 @@
+"""The embedding cache: every image is encoded once per backbone.
+
+Embeddings are keyed by ``(backbone key, image fingerprint)``. The in-memory store is
+process-wide, so estimators, their ``clone``\\ s, grid-search candidates and active-learning
+rounds share it. With ``cache_dir`` the store is also written to disk as append-only shards
+(``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+KEY_BYTES = 16
+
+
+class EmbeddingStore:
+    """Embeddings of one backbone: a growing matrix plus a fingerprint -> row index."""
+
+    def __init__(self):
+        self.rows: dict[bytes, int] = {}
+        self.matrix: np.ndarray | None = None
+        self.loaded_dirs: set[str] = set()
+
+    def lookup(self, keys) -> np.ndarray:
+        """Row index of each key, -1 where absent."""
+        return np.fromiter((self.rows.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def add(self, keys, embeddings: np.ndarray) -> None:
+        new = [i for i, k in enumerate(keys) if k not in self.rows]
+        if not new:
+            return
+        embeddings = np.asarray(embeddings, dtype=np.float32)[new]
+        start = len(self.rows)
+        if self.matrix is None:
+            self.matrix = np.empty((max(1024, len(new)), embeddings.shape[1]), dtype=np.float32)
+        elif start + len(new) > len(self.matrix):  # grow geometrically: amortised O(1) appends
+            grown = np.empty((max(2 * len(self.matrix), start + len(new)), self.matrix.shape[1]), np.float32)
+            grown[:start] = self.matrix[:start]
+            self.matrix = grown
+        self.matrix[start:start + len(new)] = embeddings
+        for offset, i in enumerate(new):
+            self.rows[keys[i]] = start + offset
+
+
+_STORES: dict[str, EmbeddingStore] = {}
+
+
+def _model_dir(cache_dir, model_key: str) -> Path:
+    return Path(cache_dir) / hashlib.sha1(model_key.encode()).hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Look up and add embeddings of one backbone, in memory and optionally on disk.
+
+    Parameters
+    ----------
+    model_key : str
+        :attr:`Backbone.key <modal_vlm.backbones.Backbone>` of the encoder.
+    cache_dir : str or Path, optional
+        Folder for the on-disk copy; None keeps embeddings in memory only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cache = EmbeddingCache("doc-example")
+    >>> cache.add([b"k" * 16], np.ones((1, 4)))
+    >>> found, emb = cache.get([b"k" * 16, b"x" * 16])
+    >>> found.tolist()
+    [True, False]
+    """
+
+    def __init__(self, model_key: str, cache_dir=None):
+        self.model_key = model_key
+        self.cache_dir = cache_dir
+        self.store = _STORES.setdefault(model_key, EmbeddingStore())
+        if cache_dir is not None:
+            self._load_disk()
+
+    def get(self, keys) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(found mask, embeddings of the found keys in order)``."""
+        rows = self.store.lookup(keys)
+        found = rows >= 0
+        if not found.any():
+            return found, None
+        return found, self.store.matrix[rows[found]]
+
+    def add(self, keys, embeddings) -> None:
+        """Store embeddings (and write a shard when a ``cache_dir`` is set)."""
+        self.store.add(keys, embeddings)
+        if self.cache_dir is not None and len(keys):
+            self._write_shard(keys, np.asarray(embeddings, dtype=np.float32))
+
+    def _load_disk(self):
+        folder = _model_dir(self.cache_dir, self.model_key)
+        if str(folder) in self.store.loaded_dirs:
+            return
+        self.store.loaded_dirs.add(str(folder))
+        for shard in sorted(folder.glob("shard-*.npz")):
+            with np.load(shard) as data:
+                keys = [row.tobytes() for row in data["keys"]]
+                self.store.add(keys, data["embeddings"])
+
+    def _write_shard(self, keys, embeddings):
+        folder = _model_dir(self.cache_dir, self.model_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.txt").write_text(self.model_key + "\n")
+        keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        # Write then rename: a reader never sees a half-written shard.
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=keys_array, embeddings=embeddings)
+        os.replace(tmp, folder / f"shard-{uuid.uuid4().hex}.npz")
+
+
+def clear_memory_cache() -> None:
+    """Forget every in-memory embedding of this process (the disk copy stays)."""
+    _STORES.clear()

@@ -1,0 +1,288 @@
+"""``ClipPromptClassifier``: prompt tuning of a frozen CLIP-like model as a scikit-learn
+classifier (skorch), ready for modAL."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.dataset import Dataset
+from sklearn.utils import check_random_state
+
+from .backbones import get_backbone
+from .cache import EmbeddingCache
+from .callbacks import EpochProgressBar, WarmupCosine
+from .encoding import encode_images
+from .inputs import n_images
+from .prompted_clip import PromptedCLIP
+
+
+class ClipPromptClassifier(NeuralNetClassifier):
+    """Prompt-tuned CLIP-like classifier (CoOp) with scikit-learn's and modAL's interface.
+
+    The image and text encoders stay frozen; only the prompt's context vectors are trained.
+    Each image is encoded once: embeddings are cached by content and backbone, and reused by
+    ``fit``, ``predict_proba``, ``transform``, later rounds and ``clone``\\ d estimators.
+    Before ``fit`` the classifier predicts zero-shot from ``template`` prompts, so an
+    ``ActiveLearner`` without initial labels can query (cold start).
+
+    Parameters
+    ----------
+    class_names : list of str
+        The classes; ``y`` holds indices into this list and ``classes_`` is
+        ``arange(len(class_names))`` from the start.
+    model_name : str, default="ViT-B-32"
+        A backbone from :func:`modal_vlm.backbones.list_backbones`: any open_clip
+        architecture, the offline reference model ``"conse-efficientnet-lite0-minilm"``, or
+        the tiny test models. Loaded on first use, once per process.
+    pretrained : str, optional
+        open_clip tag (``"openai"``), local weights file, or ``"random"``; None takes the
+        model's default (``"openai"`` for ViT-B-32).
+    n_ctx : int, default=16
+        Number of learned context vectors.
+    class_specific_ctx : bool, default=True
+        One context per class (CoOp's CSC).
+    ctx_init : str, optional
+        Initialise the context from this text (e.g. ``"a photo of a"``) instead of N(0, 0.02).
+    template : str, default="a photo of a {}."
+        Zero-shot prompt used before the first ``fit``.
+    image_size : int, optional
+        Input resolution of the image encoder; None keeps the model's own.
+    max_epochs : int, default=200
+    lr : float, default=0.002
+    batch_size : int, default=32
+        CoOp's recipe: SGD (momentum 0.9, weight decay 5e-4 via ``optimizer__*``), cosine
+        schedule after ``warmup_epochs`` epochs at ``warmup_lr``.
+    warmup_epochs : int, default=1
+    warmup_lr : float, default=1e-5
+    encode_batch_size : int, default=64
+        Images per image-encoder forward pass.
+    cache_dir : str, optional
+        Also keep embeddings on disk here, for later processes.
+    device : str, default="cpu"
+    random_state : int, RandomState or None
+        Seeds the context initialisation and the mini-batch order: equal seeds give equal
+        fits.
+    warm_start : bool, default=False
+        ``fit`` re-initialises the prompt (the protocol's fresh prompt per round) unless True.
+    verbose : int, default=1
+        0: silent; 1: progress bars for encoding and training when they take over 2 s;
+        2: skorch's per-epoch table as well.
+    **kwargs
+        Any other skorch parameter (``optimizer``, ``optimizer__momentum``, ``callbacks``,
+        ``iterator_train__num_workers``...).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    module_ : PromptedCLIP
+        The trained prompt and the frozen text tower.
+    backbone_ : Backbone
+        The shared frozen model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", n_ctx=2,
+    ...                            max_epochs=2, random_state=0, verbose=0)
+    >>> X = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    >>> clf.predict_proba(X).shape          # zero-shot, before any label
+    (6, 2)
+    >>> clf.fit(X, [0, 1, 0, 1, 0, 1]).predict(X).shape
+    (6,)
+    """
+
+    def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
+                 class_specific_ctx=True, ctx_init=None, template="a photo of a {}.",
+                 image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
+                 warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
+                 random_state=None, warm_start=False, verbose=1, **kwargs):
+        defaults = {
+            "module": PromptedCLIP,
+            "criterion": torch.nn.CrossEntropyLoss,
+            "optimizer": torch.optim.SGD,
+            "optimizer__momentum": 0.9,
+            "optimizer__weight_decay": 5e-4,
+            "train_split": None,
+            "iterator_train__shuffle": True,
+        }
+        super().__init__(**{**defaults, **kwargs}, max_epochs=max_epochs, lr=lr,
+                         batch_size=batch_size, device=device, warm_start=warm_start, verbose=verbose)
+        self.class_names = class_names
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.n_ctx = n_ctx
+        self.class_specific_ctx = class_specific_ctx
+        self.ctx_init = ctx_init
+        self.template = template
+        self.image_size = image_size
+        self.warmup_epochs = warmup_epochs
+        self.warmup_lr = warmup_lr
+        self.encode_batch_size = encode_batch_size
+        self.cache_dir = cache_dir
+        self.random_state = random_state
+
+    # -- the frozen model and its embeddings ------------------------------------------------
+
+    @property
+    def backbone_(self):
+        return get_backbone(self.model_name, self.pretrained, self.device, self.image_size)
+
+    @property
+    def classes_(self):
+        return np.arange(len(self.class_names))
+
+    def transform(self, X) -> np.ndarray:
+        """L2-normalised image embeddings ``(n, D)`` of the frozen image encoder (cached).
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors (see :mod:`modal_vlm.inputs`).
+
+        Returns
+        -------
+        np.ndarray of shape (n_samples, D), float32
+        """
+        backbone = self.backbone_
+        return encode_images(backbone, X, cache=EmbeddingCache(backbone.key, self.cache_dir),
+                             batch_size=self.encode_batch_size, verbose=self.verbose)
+
+    def predict_proba_from_features(self, features) -> np.ndarray:
+        """Class probabilities from embeddings returned by :meth:`transform`.
+
+        Query strategies use it to get embeddings and probabilities in one pass over the pool.
+        """
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2:
+            raise ValueError(f"features must be 2-d (n, D), got shape {features.shape}.")
+        return super().predict_proba(Dataset(features, None))
+
+    # -- skorch hooks -----------------------------------------------------------------------
+
+    def _seed(self):
+        if self.random_state is None:
+            return None
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _generator(self):
+        seed = self._seed()
+        return None if seed is None else torch.Generator().manual_seed(seed)
+
+    def check_class_names(self):
+        """Raise ``ValueError`` for empty, non-string or duplicate class names."""
+        names = self.class_names
+        if isinstance(names, str) or not hasattr(names, "__len__") or len(names) < 2:
+            raise ValueError(f"class_names must be a list of at least 2 names, got {names!r}.")
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"class_names must be non-empty strings, got {list(names)!r}.")
+        duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+        if duplicates:
+            raise ValueError(f"class_names has duplicates: {duplicates}.")
+
+    def initialize_module(self):
+        self.check_class_names()
+        kwargs = self.get_params_for("module")
+        module = self.initialized_instance(self.module, {
+            "backbone": self.backbone_, "class_names": list(self.class_names), "n_ctx": self.n_ctx,
+            "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
+            "template": self.template, "generator": self._generator(), **kwargs,
+        })
+        self.module_ = module.to(self.device)
+        return self
+
+    def get_all_learnable_params(self):
+        # The frozen encoders sit inside module_; only the prompt context is learned.
+        for name, param in super().get_all_learnable_params():
+            if param.requires_grad:
+                yield name, param
+
+    @property
+    def _default_callbacks(self):
+        schedule = WarmupCosine(self.lr, self.max_epochs, self.warmup_epochs, self.warmup_lr)
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("lr_scheduler", LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule)),
+            ("progress_bar", EpochProgressBar()),
+            ("print_log", PrintLog(sink=self._print_log)),
+        ]
+
+    def _print_log(self, text):
+        if self.verbose >= 2:
+            print(text)
+
+    def check_is_fitted(self, attributes=None, *args, **kwargs):
+        # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.
+        if not self.initialized_:
+            self.initialize()
+        return super().check_is_fitted(attributes, *args, **kwargs)
+
+    def check_data(self, X, y):
+        n = n_images(X)
+        if n == 0:
+            raise ValueError("X is empty: fit needs at least one labeled image.")
+        if y is None:
+            raise ValueError("y is required: class indices into class_names.")
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-d, got shape {y.shape}.")
+        if len(y) != n:
+            raise ValueError(f"X and y have different lengths: {n} images, {len(y)} labels.")
+        if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+            raise ValueError(f"y must hold integer class indices into class_names, got dtype {y.dtype}.")
+        bad = sorted(set(y[(y < 0) | (y >= len(self.class_names))].astype(int).tolist()))
+        if bad:
+            raise ValueError(
+                f"Unknown labels {bad[:10]}: y must hold class indices in 0..{len(self.class_names) - 1} "
+                f"(class_names has {len(self.class_names)} entries)."
+            )
+
+    def get_dataset(self, X, y=None):
+        if isinstance(X, Dataset):
+            return X
+        self.check_is_fitted()
+        y = None if y is None else np.asarray(y).astype(np.int64)
+        return Dataset(self.transform(X), y)
+
+    def get_iterator(self, dataset, training=False):
+        if not training or self.random_state is None:
+            return super().get_iterator(dataset, training=training)
+        # A seeded generator: same random_state, same mini-batch order, same fit.
+        kwargs = {"batch_size": self.batch_size, **self.get_params_for("iterator_train"),
+                  "generator": self._generator()}
+        return self.iterator_train(dataset, **kwargs)
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.module_.prompt_trained.fill_(True)  # from now on predictions use the learned prompt
+        return super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
+
+    # -- scikit-learn API -------------------------------------------------------------------
+
+    def fit(self, X, y, **fit_params):
+        """Train the prompt on labeled images (re-initialised unless ``warm_start``).
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+        y : array-like of shape (n_samples,)
+            Class indices into ``class_names``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Empty ``X``, length mismatch, labels outside ``range(len(class_names))``,
+            duplicate class names, unreadable images.
+        FileNotFoundError
+            A missing image file (named in the message).
+        """
+        self.check_class_names()
+        self.check_data(X, y)  # before re-initialising: a rejected fit leaves the model as it was
+        return super().fit(X, y, **fit_params)

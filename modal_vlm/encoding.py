@@ -1,0 +1,62 @@
+"""Encode images with a frozen backbone, through the embedding cache."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .cache import EmbeddingCache
+from .inputs import as_image_items
+
+
+def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, verbose: int = 1,
+                  visual=None) -> np.ndarray:
+    """L2-normalised image embeddings of ``X``, encoding only images the cache lacks.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Provides ``preprocess`` and the image encoder.
+    X : images
+        Any input accepted by :func:`modal_vlm.inputs.as_image_items`.
+    cache : EmbeddingCache
+        Cache of this backbone; new embeddings are added to it.
+    batch_size : int
+        Images per encoder forward pass.
+    verbose : int
+        0 silences the progress bar; otherwise it appears when encoding takes over 2 s.
+    visual : nn.Module, optional
+        Image encoder to use instead of ``backbone.visual`` (an adapted copy).
+
+    Returns
+    -------
+    np.ndarray of shape (n_images, D), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modal_vlm.backbones import get_backbone
+    >>> backbone = get_backbone("tiny-vit")
+    >>> cache = EmbeddingCache(backbone.key)
+    >>> encode_images(backbone, np.zeros((3, 32, 32, 3), np.uint8), cache=cache, verbose=0).shape
+    (3, 32)
+    """
+    items = as_image_items(X)
+    keys = [item.fingerprint() for item in items]
+    found, _ = cache.get(keys)
+    todo = {}  # first index of each missing fingerprint: duplicates in X are encoded once
+    for i in np.flatnonzero(~found):
+        todo.setdefault(keys[i], i)
+    todo = list(todo.values())
+    visual = backbone.visual if visual is None else visual
+    with tqdm(total=len(todo), desc="encoding images", unit="img", delay=2.0,
+              disable=not verbose or not todo, leave=False) as bar, torch.no_grad():
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            batch = torch.stack([items[i].to_tensor(backbone.preprocess) for i in chunk])
+            device = next(visual.parameters()).device
+            features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
+            cache.add([keys[i] for i in chunk], features.cpu().numpy())
+            bar.update(len(chunk))
+    found, embeddings = cache.get(keys)
+    return embeddings

@@ -1,0 +1,176 @@
+"""Image inputs: what users may pass as ``X``, validated, fingerprinted and loaded.
+
+Accepted (see :func:`as_image_items`):
+
+* image file paths: a list, tuple or 1-d array of ``str`` / ``os.PathLike``;
+* PIL images: a list of ``PIL.Image.Image``;
+* raw pixels: an integer array ``(n, H, W, 3)`` or ``(n, H, W)`` (grey, converted to RGB)
+  with values in 0..255;
+* preprocessed tensors: a float ``torch.Tensor`` or array ``(n, 3, H, W)``, already resized
+  and normalised for the backbone (used as they are).
+
+A list may mix these per element. Each item gets a content fingerprint (a 16-byte BLAKE2b
+digest of its pixels, file bytes or tensor values) that keys the embedding cache, so the same
+image is encoded once whichever form it arrives in again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+_PATH_DIGESTS: dict[str, tuple[int, int, bytes]] = {}  # path -> (size, mtime_ns, digest)
+
+
+def _digest(*parts) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part if isinstance(part, (bytes, memoryview)) else str(part).encode())
+    return h.digest()
+
+
+class ImageItem:
+    """One image: a content fingerprint and a way to turn it into the backbone's input."""
+
+    __slots__ = ("value", "kind")
+
+    def __init__(self, value, kind):
+        self.value, self.kind = value, kind
+
+    def fingerprint(self) -> bytes:
+        if self.kind == "path":
+            return _path_digest(self.value)
+        if self.kind == "pil":
+            im = self.value
+            return _digest(b"pixels", im.mode, im.size, im.tobytes())
+        array = np.ascontiguousarray(self.value)
+        return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
+
+    def to_tensor(self, preprocess) -> torch.Tensor:
+        """The preprocessed ``(3, H, W)`` tensor."""
+        if self.kind == "tensor":
+            return torch.as_tensor(self.value, dtype=torch.float32)
+        if self.kind == "path":
+            image = _open_image(self.value)
+        elif self.kind == "pil":
+            image = self.value
+        else:  # raw pixels
+            image = Image.fromarray(np.asarray(self.value, dtype=np.uint8))
+        return preprocess(image.convert("RGB"))
+
+
+def _path_digest(path: str) -> bytes:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {path!r}") from None
+    known = _PATH_DIGESTS.get(path)
+    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+        return known[2]
+    with open(path, "rb") as f:
+        digest = _digest(b"file", f.read())
+    _PATH_DIGESTS[path] = (stat.st_size, stat.st_mtime_ns, digest)
+    return digest
+
+
+def _open_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {path!r}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"Cannot read image file {path!r}: {exc}") from exc
+
+
+def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+        raise ValueError(f"{where}: an image must be (H, W) or (H, W, 3); got shape {array.shape}.")
+    if array.dtype.kind not in "ub" and array.dtype.kind != "i":
+        raise ValueError(
+            f"{where}: raw pixels must be integers in 0..255 (got dtype {array.dtype}); "
+            "pass float data only as preprocessed (n, 3, H, W) tensors."
+        )
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"{where}: pixel values must lie in 0..255.")
+        array = array.astype(np.uint8)
+    return ImageItem(array, "pixels")
+
+
+def _item(element, index) -> ImageItem:
+    where = f"X[{index}]"
+    if isinstance(element, (str, os.PathLike, np.str_)):
+        return ImageItem(os.fspath(element), "path")
+    if isinstance(element, Image.Image):
+        return ImageItem(element, "pil")
+    if isinstance(element, torch.Tensor):
+        element = element.detach().cpu().numpy()
+    array = np.asarray(element)
+    if array.dtype.kind == "f":
+        if array.ndim != 3 or array.shape[0] != 3:
+            raise ValueError(f"{where}: a float image must be a preprocessed (3, H, W) tensor; got {array.shape}.")
+        return ImageItem(array.astype(np.float32, copy=False), "tensor")
+    if array.dtype.kind in "uib":
+        return _pixel_item(array, where)
+    raise TypeError(f"{where}: unsupported image type {type(element).__name__}.")
+
+
+def as_image_items(X) -> list[ImageItem]:
+    """Validate ``X`` and split it into :class:`ImageItem` objects.
+
+    Parameters
+    ----------
+    X : sequence of paths or PIL images, integer array (n, H, W[, 3]), float (n, 3, H, W)
+        See the module docstring.
+
+    Returns
+    -------
+    list of ImageItem
+
+    Raises
+    ------
+    ValueError
+        Empty ``X``, a single path instead of a sequence, wrong shapes or dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> items = as_image_items(np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    >>> len(items), items[0].kind
+    (2, 'pixels')
+    """
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise ValueError(f"X must be a sequence of images, got a single {type(X).__name__}; wrap it in a list.")
+    if hasattr(X, "to_numpy") and not isinstance(X, (np.ndarray, torch.Tensor)):
+        X = X.to_numpy()  # pandas Series of paths
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
+        if X.ndim not in (3, 4):
+            raise ValueError(
+                f"X has shape {X.shape}: expected images (n, H, W), (n, H, W, 3) or preprocessed "
+                "(n, 3, H, W); feature vectors are not images."
+            )
+    if len(X) == 0:
+        raise ValueError("X is empty: there are no images to encode.")
+    return [_item(element, i) for i, element in enumerate(X)]
+
+
+def n_images(X) -> int:
+    """Number of images in ``X`` without loading them (``len`` with a clear error)."""
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise ValueError(f"X must be a sequence of images, got a single {type(X).__name__}.")
+    try:
+        return len(X)
+    except TypeError:
+        raise TypeError(f"X must be a sized sequence of images, got {type(X).__name__}.") from None
+
+
+__all__ = ["ImageItem", "as_image_items", "n_images"]

@@ -1,0 +1,72 @@
+"""The torch module behind :class:`~modal_vlm.ClipPromptClassifier`: image embeddings in,
+class logits out."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .prompt_learner import PromptLearner, class_prompt_names
+
+
+class PromptedCLIP(nn.Module):
+    """``logits = logit_scale * f @ t.T`` with ``f`` the (cached, normalised) image embeddings
+    and ``t`` the normalised class text features.
+
+    Until it is trained, ``t`` comes from the hand-written ``template`` (zero-shot CLIP);
+    training switches it to the learned prompts. In evaluation mode the learned text features
+    are computed once and reused for every batch.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Frozen model; its text tower and logit scale are used.
+    class_names : list of str
+        The classes.
+    n_ctx, class_specific_ctx, ctx_init, generator
+        See :class:`~modal_vlm.prompt_learner.PromptLearner`.
+    template : str
+        Zero-shot prompt, ``{}`` is replaced by the class name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from modal_vlm.backbones import get_backbone
+    >>> module = PromptedCLIP(get_backbone("tiny-vit"), ["cat", "dog"], n_ctx=2)
+    >>> module(torch.nn.functional.normalize(torch.randn(5, 32), dim=-1)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(self, backbone, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None,
+                 template="a photo of a {}.", generator=None):
+        super().__init__()
+        self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
+                                            ctx_init, generator)
+        self.logit_scale = backbone.logit_scale
+        with torch.no_grad():
+            zero_shot = backbone.text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
+        self.register_buffer("zero_shot_features", zero_shot)
+        self.register_buffer("prompt_trained", torch.tensor(False))
+        self._eval_text_features = None
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._eval_text_features = None  # the context is about to change
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._eval_text_features = None
+        return super().load_state_dict(*args, **kwargs)
+
+    def text_features(self) -> torch.Tensor:
+        """Normalised class text features ``(C, D)`` currently in use."""
+        if not bool(self.prompt_trained):
+            return self.zero_shot_features
+        if self.training or torch.is_grad_enabled():
+            return F.normalize(self.prompt_learner(), dim=-1)
+        if self._eval_text_features is None:
+            self._eval_text_features = F.normalize(self.prompt_learner(), dim=-1)
+        return self._eval_text_features
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * image_features @ self.text_features().T

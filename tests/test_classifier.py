@@ -1,0 +1,164 @@
+"""ClipPromptClassifier: zero-shot, fitting, scikit-learn conventions, bad input."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from conftest import CLASS_NAMES
+
+
+def test_zero_shot_before_fit_is_clip_zero_shot(make_clf, images):
+    X, _ = images
+    clf = make_clf()
+    proba = clf.predict_proba(X)
+    backbone = clf.backbone_
+    text = backbone.encode_text([f"a photo of a {n}." for n in CLASS_NAMES])
+    expected = torch.softmax(backbone.logit_scale * torch.from_numpy(clf.transform(X)) @ text.T, dim=1)
+    np.testing.assert_allclose(proba, expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(X), proba.argmax(1))
+    assert clf.classes_.tolist() == [0, 1, 2]
+    assert 0.0 <= clf.score(X, np.arange(12) % 3) <= 1.0
+
+
+def test_fit_trains_only_the_prompt(make_clf, images):
+    X, y = images
+    clf = make_clf()
+    clf.fit(X, y)
+    frozen = {n: p.clone() for n, p in clf.backbone_.named_parameters()}
+    ctx_before = clf.module_.prompt_learner.ctx.detach().clone()
+    zero_shot = clf.module_.zero_shot_features.clone()
+    clf.partial_fit(X, y)
+    assert not torch.equal(clf.module_.prompt_learner.ctx, ctx_before)
+    assert all(torch.equal(p, frozen[n]) for n, p in clf.backbone_.named_parameters())
+    assert torch.equal(clf.module_.zero_shot_features, zero_shot)
+    assert [n for n, _ in clf.get_all_learnable_params()] == ["prompt_learner.ctx"]
+    assert clf.fit(X, y) is clf
+
+
+def test_fit_changes_predictions_and_reinitialises_each_time(make_clf, images):
+    X, y = images
+    clf = make_clf(max_epochs=5)
+    zero_shot = clf.predict_proba(X)
+    first = clf.fit(X, y).predict_proba(X)
+    assert not np.allclose(first, zero_shot)
+    np.testing.assert_allclose(clf.fit(X, y).predict_proba(X), first, atol=1e-6)  # fresh prompt, same seed
+    warm = make_clf(max_epochs=5, warm_start=True)
+    warm.fit(X, y)
+    np.testing.assert_allclose(warm.predict_proba(X), first, atol=1e-6)
+    assert not np.allclose(warm.fit(X, y).predict_proba(X), first)  # continues training
+
+
+def test_seed_controls_the_fit(make_clf, images):
+    X, y = images
+    a = make_clf(random_state=1).fit(X, y).predict_proba(X)
+    b = make_clf(random_state=1).fit(X, y).predict_proba(X)
+    c = make_clf(random_state=2).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_protocol_defaults_and_schedule(make_clf, images):
+    from modal_vlm import ClipPromptClassifier
+
+    clf = ClipPromptClassifier(CLASS_NAMES)
+    params = clf.get_params()
+    assert (params["model_name"], params["pretrained"], params["n_ctx"], params["class_specific_ctx"]) == \
+        ("ViT-B-32", None, 16, True)
+    assert (params["max_epochs"], params["lr"], params["batch_size"]) == (200, 0.002, 32)
+    assert (params["optimizer"], params["optimizer__momentum"], params["optimizer__weight_decay"]) == \
+        (torch.optim.SGD, 0.9, 5e-4)
+    X, y = images
+    fitted = make_clf(max_epochs=4, lr=0.01).fit(X, y)
+    lrs = [g["lr"] for g in [fitted.optimizer_.param_groups[0]]]
+    assert lrs[0] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 3 / 4)))  # after 4 scheduler steps
+
+
+def test_transform_is_the_normalised_embedding(make_clf, images):
+    X, _ = images
+    emb = make_clf().transform(X)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    clf = make_clf()
+    np.testing.assert_allclose(clf.predict_proba_from_features(emb), clf.predict_proba(X), atol=1e-6)
+
+
+def test_clone_get_set_params(make_clf, images):
+    X, y = images
+    clf = make_clf(n_ctx=2, optimizer__momentum=0.5).fit(X, y)
+    twin = clone(clf)
+    assert twin.get_params()["n_ctx"] == 2 and twin.get_params()["optimizer__momentum"] == 0.5
+    assert not hasattr(twin, "module_")
+    twin.set_params(n_ctx=3, max_epochs=1).fit(X, y)
+    assert twin.module_.prompt_learner.ctx.shape[1] == 3
+
+
+def test_pipeline_and_grid_search(make_clf, images):
+    X, y = images
+    X = np.concatenate([X, X])
+    y = np.concatenate([y, y])
+    pipe = Pipeline([("identity", FunctionTransformer(None)), ("clf", make_clf(max_epochs=1))])
+    assert pipe.fit(X, y).predict(X).shape == (24,)
+    search = GridSearchCV(make_clf(max_epochs=1), {"n_ctx": [1, 2]}, cv=2).fit(X, y)
+    assert search.best_params_["n_ctx"] in (1, 2)
+    assert search.predict(X).shape == (24,)
+
+
+def test_pickle_round_trip_predicts_the_same(make_clf, images):
+    X, y = images
+    clf = make_clf().fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("y, match", [
+    ([0, 1, 5] * 4, r"Unknown labels \[5\]"),
+    ([-1, 0, 1] * 4, r"Unknown labels \[-1\]"),
+    ([0, 1], "different lengths: 12 images, 2 labels"),
+    (["cat", "dog", "car"] * 4, "integer class indices"),
+    ([[0]] * 12, "1-d"),
+])
+def test_bad_labels_are_rejected(make_clf, images, y, match):
+    X, _ = images
+    with pytest.raises(ValueError, match=match):
+        make_clf().fit(X, y)
+
+
+def test_rejected_fit_keeps_the_fitted_model(make_clf, images):
+    X, y = images
+    clf = make_clf().fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError):
+        clf.fit(X, y[:3])
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("names, match", [
+    (["cat", "dog", "cat"], r"duplicates: \['cat'\]"),
+    (["cat"], "at least 2"),
+    ("cat", "at least 2"),
+    (["cat", ""], "non-empty strings"),
+])
+def test_bad_class_names_are_rejected(make_clf, images, names, match):
+    X, y = images
+    with pytest.raises(ValueError, match=match):
+        make_clf(class_names=names).fit(X, y % 2)
+    with pytest.raises(ValueError, match=match):
+        make_clf(class_names=names).predict(X)
+
+
+def test_empty_fit_is_rejected(make_clf):
+    with pytest.raises(ValueError, match="X is empty"):
+        make_clf().fit([], [])
+
+
+def test_hf_text_tower_classifier(make_clf, images):
+    X, y = images
+    clf = make_clf(model_name="tiny-vit-bert", class_specific_ctx=False, ctx_init="a photo of a")
+    zero_shot = clf.predict_proba(X)
+    clf.fit(X, y)
+    assert clf.module_.prompt_learner.ctx.shape == (4, 32)
+    assert not np.allclose(clf.predict_proba(X), zero_shot)
