@@ -2,6 +2,7 @@
 classifier (skorch), ready for modAL."""
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -15,8 +16,14 @@ from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .callbacks import EpochProgressBar, WarmupCosine
 from .encoding import encode_images
-from .inputs import n_images
+from .inputs import as_image_items, n_images
+from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP
+from .ueo import UNLABELED, SemiSupervisedBatchSampler, TrainingSet
+
+FIT_MODES = ("supervised", "ueo", "infomax")
+#: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
+UEO_LOGIT_SCALE = 100.0
 
 
 class ClipPromptClassifier(NeuralNetClassifier):
@@ -70,6 +77,24 @@ class ClipPromptClassifier(NeuralNetClassifier):
     verbose : int, default=1
         0: silent; 1: progress bars for encoding and training when they take over 2 s;
         2: skorch's per-epoch table as well.
+    fit_mode : {"supervised", "ueo", "infomax"}, default="supervised"
+        ``"ueo"`` adds UEO's loss on unlabeled samples (Liang et al., ICML 2024):
+        ``CE(labeled) + lambda_ueo * L_ueo(unlabeled)``, one labeled and one unlabeled batch
+        per step; without labels it is UEO's unsupervised fine-tuning. ``"infomax"`` is the
+        same with equal sample weights. Unlabeled samples come as ``y == -1`` (scikit-learn's
+        semi-supervised convention) and/or ``fit(..., X_unlabeled=...)`` (modAL:
+        ``learner.teach(X, y, X_unlabeled=X_pool)``).
+    lambda_ueo : float, default=1.0
+        Weight of the unlabeled term.
+    ueo_temperature : float, default=1.0
+        ``T`` of UEO's sample weights ``max_c softmax(cos / T)`` (the authors' 1.0).
+    train_visual_norm : bool or "auto", default="auto"
+        Also train the affine parameters of the image encoder's normalisation layers ("auto":
+        in the UEO modes). Images then go through the encoder, with augmentation, in every
+        epoch (the slow path on a CPU); embeddings of the adapted encoder are cached under
+        their own key, so nothing stale is served.
+    unlabeled_batch_size : int, default=64
+        Unlabeled samples per step in the UEO modes.
     **kwargs
         Any other skorch parameter (``optimizer``, ``optimizer__momentum``, ``callbacks``,
         ``iterator_train__num_workers``...).
@@ -98,7 +123,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
                  class_specific_ctx=True, ctx_init=None, template="a photo of a {}.",
                  image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
                  warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
-                 random_state=None, warm_start=False, verbose=1, **kwargs):
+                 random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
+                 lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
+                 unlabeled_batch_size=64, **kwargs):
         defaults = {
             "module": PromptedCLIP,
             "criterion": torch.nn.CrossEntropyLoss,
@@ -106,7 +133,6 @@ class ClipPromptClassifier(NeuralNetClassifier):
             "optimizer__momentum": 0.9,
             "optimizer__weight_decay": 5e-4,
             "train_split": None,
-            "iterator_train__shuffle": True,
         }
         super().__init__(**{**defaults, **kwargs}, max_epochs=max_epochs, lr=lr,
                          batch_size=batch_size, device=device, warm_start=warm_start, verbose=verbose)
@@ -123,6 +149,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.encode_batch_size = encode_batch_size
         self.cache_dir = cache_dir
         self.random_state = random_state
+        self.fit_mode = fit_mode
+        self.lambda_ueo = lambda_ueo
+        self.ueo_temperature = ueo_temperature
+        self.train_visual_norm = train_visual_norm
+        self.unlabeled_batch_size = unlabeled_batch_size
 
     # -- the frozen model and its embeddings ------------------------------------------------
 
@@ -146,9 +177,31 @@ class ClipPromptClassifier(NeuralNetClassifier):
         -------
         np.ndarray of shape (n_samples, D), float32
         """
+        backbone, visual = self.backbone_, None
+        key = backbone.key
+        if getattr(self, "module_", None) is not None and self.module_.visual is not None:
+            visual = self.module_.visual  # adapted by UEO: its own cache key
+            digest = hashlib.blake2b(digest_size=8)
+            for param in visual.parameters():
+                if param.requires_grad:
+                    digest.update(param.detach().cpu().numpy().tobytes())
+            key = f"{key}|norm-adapted-{digest.hexdigest()}"
+        return encode_images(backbone, X, cache=EmbeddingCache(key, self.cache_dir),
+                             batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual)
+
+    def frozen_transform(self, X) -> np.ndarray:
+        """Embeddings of the frozen (zero-shot) image encoder, whatever UEO adapted."""
         backbone = self.backbone_
         return encode_images(backbone, X, cache=EmbeddingCache(backbone.key, self.cache_dir),
                              batch_size=self.encode_batch_size, verbose=self.verbose)
+
+    def predict_ood_score(self, X) -> np.ndarray:
+        """In-distribution score: the maximum softmax probability over the known classes.
+
+        Higher means more likely one of ``class_names``; see
+        :func:`modal_vlm.metrics.ood_metrics` for AUROC and FPR at 95 % TPR.
+        """
+        return self.predict_proba(X).max(axis=1)
 
     def predict_proba_from_features(self, features) -> np.ndarray:
         """Class probabilities from embeddings returned by :meth:`transform`.
@@ -171,6 +224,20 @@ class ClipPromptClassifier(NeuralNetClassifier):
         seed = self._seed()
         return None if seed is None else torch.Generator().manual_seed(seed)
 
+    def _trains_visual_norm(self) -> bool:
+        if self.train_visual_norm == "auto":
+            return self.fit_mode != "supervised"
+        return bool(self.train_visual_norm)
+
+    def check_params(self):
+        """Raise ``ValueError`` for an unknown ``fit_mode`` or an invalid UEO setting."""
+        if self.fit_mode not in FIT_MODES:
+            raise ValueError(f"Unknown fit_mode {self.fit_mode!r}; use one of {FIT_MODES}.")
+        if self.train_visual_norm not in ("auto", True, False):
+            raise ValueError(f"train_visual_norm must be True, False or 'auto', got {self.train_visual_norm!r}.")
+        if not self.ueo_temperature > 0 or self.lambda_ueo < 0:
+            raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
+
     def check_class_names(self):
         """Raise ``ValueError`` for empty, non-string or duplicate class names."""
         names = self.class_names
@@ -184,11 +251,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def initialize_module(self):
         self.check_class_names()
+        self.check_params()
         kwargs = self.get_params_for("module")
         module = self.initialized_instance(self.module, {
             "backbone": self.backbone_, "class_names": list(self.class_names), "n_ctx": self.n_ctx,
             "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
-            "template": self.template, "generator": self._generator(), **kwargs,
+            "template": self.template, "generator": self._generator(),
+            "train_visual_norm": self._trains_visual_norm(), **kwargs,
         })
         self.module_ = module.to(self.device)
         return self
@@ -233,7 +302,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"X and y have different lengths: {n} images, {len(y)} labels.")
         if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
             raise ValueError(f"y must hold integer class indices into class_names, got dtype {y.dtype}.")
-        bad = sorted(set(y[(y < 0) | (y >= len(self.class_names))].astype(int).tolist()))
+        if self.fit_mode == "supervised" and np.any(y == UNLABELED):
+            raise ValueError("y == -1 marks unlabeled samples; use fit_mode='ueo' or 'infomax' to learn from them.")
+        known = y[y != UNLABELED] if self.fit_mode != "supervised" else y
+        bad = sorted(set(known[(known < 0) | (known >= len(self.class_names))].astype(int).tolist()))
         if bad:
             raise ValueError(
                 f"Unknown labels {bad[:10]}: y must hold class indices in 0..{len(self.class_names) - 1} "
@@ -241,19 +313,46 @@ class ClipPromptClassifier(NeuralNetClassifier):
             )
 
     def get_dataset(self, X, y=None):
-        if isinstance(X, Dataset):
+        if isinstance(X, (Dataset, TrainingSet)):
             return X
         self.check_is_fitted()
-        y = None if y is None else np.asarray(y).astype(np.int64)
-        return Dataset(self.transform(X), y)
+        if y is None:
+            return Dataset(self.transform(X), None)
+        labels = np.asarray(y).astype(np.int64)
+        frozen = self.frozen_transform(X)
+        weights = np.ones(len(labels), dtype=np.float32)
+        if self.fit_mode == "ueo":  # fixed once, from the zero-shot model (spec)
+            cosine = torch.from_numpy(frozen) @ self.module_.zero_shot_features.cpu().T
+            weights = ueo_sample_weights(cosine, self.ueo_temperature).numpy()
+        if self.module_.visual is None:
+            return TrainingSet(torch.from_numpy(frozen), labels, weights)
+        return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
 
     def get_iterator(self, dataset, training=False):
-        if not training or self.random_state is None:
+        if not training:
             return super().get_iterator(dataset, training=training)
-        # A seeded generator: same random_state, same mini-batch order, same fit.
-        kwargs = {"batch_size": self.batch_size, **self.get_params_for("iterator_train"),
-                  "generator": self._generator()}
-        return self.iterator_train(dataset, **kwargs)
+        # One batching rule for every fit mode (labeled batches, joined by unlabeled ones in
+        # the UEO modes), seeded: same random_state, same mini-batches, same fit.
+        kwargs = {k: v for k, v in self.get_params_for("iterator_train").items()
+                  if k not in ("batch_size", "shuffle", "generator", "sampler")}
+        sampler = SemiSupervisedBatchSampler(dataset.labels, self.batch_size, self.unlabeled_batch_size,
+                                             self._seed())
+        return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Cross-entropy on labeled samples, plus ``lambda_ueo`` times UEO's (or InfoMax's)
+        loss on the unlabeled ones in the UEO modes."""
+        if not isinstance(y_true, dict):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        labels = y_true["label"].to(y_pred.device)
+        labeled = labels != UNLABELED
+        loss = y_pred.new_zeros(())
+        if labeled.any():
+            loss = self.criterion_(y_pred[labeled], labels[labeled])
+        if self.fit_mode != "supervised" and not labeled.all():
+            logits = y_pred[~labeled] * (UEO_LOGIT_SCALE / self.module_.logit_scale)
+            loss = loss + self.lambda_ueo * ueo_loss(logits, y_true["weight"].to(y_pred.device)[~labeled])
+        return loss
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         self.module_.prompt_trained.fill_(True)  # from now on predictions use the learned prompt
@@ -261,7 +360,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     # -- scikit-learn API -------------------------------------------------------------------
 
-    def fit(self, X, y, **fit_params):
+    def fit(self, X, y, X_unlabeled=None, **fit_params):
         """Train the prompt on labeled images (re-initialised unless ``warm_start``).
 
         Parameters
@@ -269,7 +368,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
         X : images
             Paths, PIL images, uint8 arrays or preprocessed tensors.
         y : array-like of shape (n_samples,)
-            Class indices into ``class_names``.
+            Class indices into ``class_names``; -1 marks unlabeled samples (UEO modes).
+        X_unlabeled : images, optional
+            More unlabeled images (UEO modes), e.g. the remaining active-learning pool.
 
         Returns
         -------
@@ -284,5 +385,12 @@ class ClipPromptClassifier(NeuralNetClassifier):
             A missing image file (named in the message).
         """
         self.check_class_names()
+        self.check_params()
         self.check_data(X, y)  # before re-initialising: a rejected fit leaves the model as it was
+        if X_unlabeled is not None and n_images(X_unlabeled):
+            if self.fit_mode == "supervised":
+                raise ValueError("X_unlabeled is used by fit_mode='ueo' or 'infomax' only.")
+            X = as_image_items(X) + as_image_items(X_unlabeled)
+            y = np.concatenate([np.asarray(y, dtype=np.int64),
+                                np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
         return super().fit(X, y, **fit_params)

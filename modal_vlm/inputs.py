@@ -106,6 +106,8 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
 
 def _item(element, index) -> ImageItem:
     where = f"X[{index}]"
+    if isinstance(element, ImageItem):
+        return element
     if isinstance(element, (str, os.PathLike, np.str_)):
         return ImageItem(os.fspath(element), "path")
     if isinstance(element, Image.Image):
