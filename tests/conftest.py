@@ -15,6 +15,11 @@ def pytest_configure(config):
 
 
 @pytest.fixture
+def class_names():
+    return list(CLASS_NAMES)
+
+
+@pytest.fixture
 def images():
     """12 random 32x32 RGB images (uint8) and labels cycling over 3 classes."""
     rng = np.random.default_rng(0)

@@ -9,15 +9,14 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from conftest import CLASS_NAMES
 
 
-def test_zero_shot_before_fit_is_clip_zero_shot(make_clf, images):
+def test_zero_shot_before_fit_is_clip_zero_shot(make_clf, images, class_names):
     X, _ = images
     clf = make_clf()
     proba = clf.predict_proba(X)
     backbone = clf.backbone_
-    text = backbone.encode_text([f"a photo of a {n}." for n in CLASS_NAMES])
+    text = backbone.encode_text([f"a photo of a {n}." for n in class_names])
     expected = torch.softmax(backbone.logit_scale * torch.from_numpy(clf.transform(X)) @ text.T, dim=1)
     np.testing.assert_allclose(proba, expected.numpy(), atol=1e-5)
     np.testing.assert_array_equal(clf.predict(X), proba.argmax(1))
@@ -62,10 +61,10 @@ def test_seed_controls_the_fit(make_clf, images):
     assert not np.allclose(a, c)
 
 
-def test_protocol_defaults_and_schedule(make_clf, images):
+def test_protocol_defaults_and_schedule(make_clf, images, class_names):
     from modal_vlm import ClipPromptClassifier
 
-    clf = ClipPromptClassifier(CLASS_NAMES)
+    clf = ClipPromptClassifier(class_names)
     params = clf.get_params()
     assert (params["model_name"], params["pretrained"], params["n_ctx"], params["class_specific_ctx"]) == \
         ("ViT-B-32", None, 16, True)

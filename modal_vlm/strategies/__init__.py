@@ -1,0 +1,62 @@
+"""Query strategies for modAL: CEC and the field's baselines.
+
+Every strategy has modAL's signature ``strategy(classifier, X_pool, n_instances=1, *,
+random_state=None, **params)``. ``classifier`` may be a modAL learner, a
+:class:`~modal_vlm.ClipPromptClassifier` or a scikit-learn Pipeline ending in one. Probabilities
+(zero-shot before any label) and embeddings come from the classifier's embedding cache, once
+per call.
+
+Return value (see :ref:`strategies-return`): with modAL 0.4.1 (what a fresh install
+resolves) the pool indices; with modAL 0.4.2+, which unpacks ``(indices, metrics)``, that tuple.
+``return_metrics=True`` always returns the tuple; ``metrics`` holds per-sample scores (CEC:
+``U``, ``H``, ``H_nb``).
+
+>>> from modal_vlm.strategies import get_strategy, list_strategies
+>>> list_strategies()[:3]
+['random', 'entropy', 'margin']
+>>> get_strategy("entropy+pcb")
+pcb(entropy_query, gamma=0.1)
+"""
+from __future__ import annotations
+
+from .badge import badge_query
+from .cec import cec_query
+from .coreset import coreset_query
+from .pcb import pcb
+from .random import random_query
+from .uncertainty import entropy_query, least_confidence_query, margin_query
+
+_STRATEGIES = {
+    "random": random_query,
+    "entropy": entropy_query,
+    "margin": margin_query,
+    "least_confidence": least_confidence_query,
+    "coreset": coreset_query,
+    "badge": badge_query,
+    "cec": cec_query,
+}
+
+
+def list_strategies(pcb_variants: bool = False) -> list[str]:
+    """Names accepted by :func:`get_strategy`; ``NAME+pcb`` works for every base name."""
+    names = list(_STRATEGIES)
+    return names + [f"{n}+pcb" for n in names if n != "cec"] if pcb_variants else names
+
+
+def get_strategy(name: str):
+    """The strategy called ``name`` (``"cec"``, ``"entropy"``, ``"entropy+pcb"``...).
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the valid ones.
+    """
+    base, _, wrapper = name.partition("+")
+    if base not in _STRATEGIES or wrapper not in ("", "pcb"):
+        raise ValueError(f"Unknown strategy {name!r}; use one of {list_strategies()} "
+                         "(append '+pcb' for PCB class balancing).")
+    return pcb(_STRATEGIES[base]) if wrapper else _STRATEGIES[base]
+
+
+__all__ = ["badge_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
+           "least_confidence_query", "list_strategies", "margin_query", "pcb", "random_query"]

@@ -1,0 +1,92 @@
+"""Weighted k-means++ seeding and Lloyd iterations in torch.
+
+The seeding only needs, for the newest seed ``i``, the inner products of every point with
+point ``i``; taking them from a callable lets BADGE seed on gradient embeddings that are never
+materialised (their inner products factorise, see :mod:`.badge`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._linalg import nearest_centers, row_blocks, squared_norms
+
+
+def _uniform_if_void(weights, n: int) -> torch.Tensor:
+    # All-zero weights (every sample certain) carry no preference: fall back to uniform.
+    if weights is None:
+        return torch.ones(n)
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    if weights.min() < 0:
+        raise ValueError("sample weights must be non-negative.")
+    return weights if float(weights.sum()) > 0 else torch.ones(n)
+
+
+def kmeans_plusplus(sq_norms, inner_with, n_clusters: int, rng, *, weights=None, first=None):
+    """Weighted k-means++ (D^2) seeding; returns ``n_clusters`` distinct row indices.
+
+    Parameters
+    ----------
+    sq_norms : torch.Tensor of shape (n,)
+        Squared norms of the points.
+    inner_with : callable
+        ``inner_with(i)`` returns the inner products of all points with point ``i``.
+    n_clusters : int
+    rng : numpy.random.RandomState
+    weights : array-like of shape (n,), optional
+        Sample weights; a point is drawn with probability proportional to
+        ``weight * (squared distance to the nearest seed)``.
+    first : int, optional
+        The first seed; by default drawn with probability proportional to ``weights``.
+    """
+    n = len(sq_norms)
+    weights = _uniform_if_void(weights, n).double()
+    chosen = np.zeros(n, dtype=bool)
+    seeds = []
+    if first is None:
+        first = int(np.searchsorted(np.cumsum(weights.numpy()), rng.uniform() * float(weights.sum()),
+                                    side="right"))
+    seed, min_sq = first, torch.full((n,), float("inf"), dtype=torch.float64)
+    while True:
+        seeds.append(seed)
+        chosen[seed] = True
+        if len(seeds) == n_clusters:
+            return np.asarray(seeds, dtype=np.intp)
+        sq = (sq_norms + sq_norms[seed] - 2.0 * inner_with(seed)).clamp_min(0.0).double()
+        min_sq = torch.minimum(min_sq, sq)
+        mass = (weights * min_sq).numpy()
+        mass[chosen] = 0.0  # rounding can leave a seed a tiny positive distance to itself
+        total = mass.sum()
+        if total > 0:
+            # side="right" skips zero-mass entries, so seeds stay distinct.
+            seed = int(np.searchsorted(np.cumsum(mass), rng.uniform() * total, side="right"))
+        else:  # every remaining point duplicates a seed (or weighs nothing)
+            seed = int(rng.choice(np.flatnonzero(~chosen)))
+
+
+def weighted_kmeans(X: torch.Tensor, n_clusters: int, rng, *, weights=None, max_iter: int = 100,
+                    tol: float = 1e-4) -> torch.Tensor:
+    """Weighted k-means (k-means++ seeding, Lloyd iterations); returns the centers ``(K, d)``.
+
+    Converges when the squared center shift falls under ``tol`` times the mean per-feature
+    variance of ``X`` (scikit-learn's criterion). A center that loses all its weight stays
+    where it was.
+    """
+    w = _uniform_if_void(weights, len(X))
+    sq_norms = squared_norms(X)
+    seeds = kmeans_plusplus(sq_norms, lambda i: X @ X[i], n_clusters, rng, weights=w)
+    centers = X[torch.as_tensor(seeds)].clone()
+    # Mean per-feature variance from the norms: X.var(0) would allocate an (n, d) temporary.
+    threshold = tol * float(sq_norms.mean() - X.mean(0).square().sum()) / X.shape[1]
+    for _ in range(max_iter):
+        labels = nearest_centers(X, centers)[0][:, 0]
+        sums = torch.zeros_like(centers)
+        for rows in row_blocks(len(X), 4 * X.shape[1]):
+            sums.index_add_(0, labels[rows], X[rows] * w[rows, None])
+        mass = torch.zeros(n_clusters).index_add_(0, labels, w)
+        updated = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-30)[:, None], centers)
+        shift = float(((updated - centers) ** 2).sum())
+        centers = updated
+        if shift <= threshold:
+            break
+    return centers

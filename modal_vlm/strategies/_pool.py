@@ -1,0 +1,132 @@
+"""One resolver from whatever modAL hands a strategy to what the strategy needs.
+
+A strategy receives a modAL learner, a bare estimator or a scikit-learn
+:class:`~sklearn.pipeline.Pipeline` ending in one, plus a pool ``X_pool`` that is opaque here
+(paths, PIL images, arrays...): it only ever goes to the estimator. :class:`QueryPool` turns
+that into embeddings, probabilities and the labeled set, each computed at most once.
+"""
+from __future__ import annotations
+
+import numbers
+from functools import cached_property
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+
+from ._linalg import as_tensor
+
+
+def _is_learner(obj) -> bool:
+    return hasattr(obj, "estimator") and hasattr(obj, "X_training")
+
+
+class QueryPool:
+    """Lazy view of a classifier over an unlabeled pool.
+
+    It quacks like a modAL learner (``estimator``, ``X_training``, ``y_training``,
+    ``predict_proba``) so that :func:`~modal_vlm.strategies.pcb` can hand it to any base
+    strategy, modAL's own included, and nothing is computed twice.
+
+    Parameters
+    ----------
+    classifier : modAL learner, estimator or Pipeline
+    X_pool : sequence
+        The unlabeled pool, passed untouched to the estimator.
+    X_labeled, y_labeled : optional
+        The labeled set; default: the learner's ``X_training`` / ``y_training``.
+    """
+
+    def __init__(self, classifier, X_pool, X_labeled=None, y_labeled=None):
+        learner = _is_learner(classifier)
+        self.classifier = classifier
+        self.X_pool = X_pool
+        self.n = len(X_pool)
+        self.estimator = classifier.estimator if learner else classifier
+        self.X_training = X_labeled if X_labeled is not None else (
+            classifier.X_training if learner else None)
+        self.y_training = y_labeled if y_labeled is not None else (
+            classifier.y_training if learner else None)
+        if isinstance(self.estimator, Pipeline):
+            self._head, self._model = self.estimator[:-1], self.estimator[-1]
+        else:
+            self._head, self._model = None, self.estimator
+
+    def _embed(self, X):
+        if not hasattr(self._model, "transform"):
+            raise TypeError(f"{type(self._model).__name__} has no transform(): this strategy needs "
+                            "image embeddings, e.g. from ClipPromptClassifier.")
+        features = self._model.transform(X if self._head is None else self._head.transform(X))
+        if np.ndim(features) != 2 or len(features) != len(X):
+            raise ValueError(f"transform() returned shape {np.shape(features)} for {len(X)} samples; "
+                             "expected (n_samples, n_features).")
+        return as_tensor(features)
+
+    @cached_property
+    def features(self):
+        """Embeddings of the pool, ``torch.Tensor (n, d)`` float32."""
+        return self._embed(self.X_pool)
+
+    @cached_property
+    def proba(self) -> np.ndarray:
+        """Class probabilities of the pool, ``(n, C)``; from :attr:`features` when the model can."""
+        if hasattr(self._model, "predict_proba_from_features"):
+            proba = self._model.predict_proba_from_features(self.features.numpy())
+        else:
+            proba = self.estimator.predict_proba(self.X_pool)
+        proba = np.asarray(proba)
+        if proba.ndim != 2 or len(proba) != self.n:
+            raise ValueError(f"predict_proba returned shape {proba.shape} for {self.n} samples.")
+        return proba
+
+    @cached_property
+    def labeled_features(self):
+        """Embeddings of the labeled set, or ``None`` when nothing is labeled yet."""
+        if self.X_training is None or len(self.X_training) == 0:
+            return None
+        return self._embed(self.X_training)
+
+    def predict_proba(self, X):
+        """The cached :attr:`proba` for the pool itself, the estimator's otherwise."""
+        return self.proba if X is self.X_pool else self.estimator.predict_proba(X)
+
+    def class_counts(self) -> np.ndarray:
+        """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label)."""
+        n_classes = self.proba.shape[1]
+        if self.y_training is None or len(self.y_training) == 0:
+            return np.zeros(n_classes, dtype=np.int64)
+        classes = np.asarray(getattr(self._model, "classes_", np.arange(n_classes)))
+        y = np.asarray(self.y_training).reshape(-1)
+        position = np.searchsorted(classes, y).clip(0, len(classes) - 1)
+        if len(classes) != n_classes or not np.array_equal(classes[position], y):
+            raise ValueError(f"labels {sorted(set(y.tolist()) - set(classes.tolist()))} of the labeled "
+                             f"set are not among the classifier's {n_classes} classes_.")
+        return np.bincount(position, minlength=n_classes)
+
+
+def check_n_instances(n_instances, n_pool: int) -> int:
+    """``n_instances`` as an int in ``[1, n_pool]``, or a ValueError naming the problem."""
+    if n_pool == 0:
+        raise ValueError("X_pool is empty: there is nothing to query.")
+    if isinstance(n_instances, bool) or not isinstance(n_instances, numbers.Integral):
+        raise ValueError(f"n_instances must be an int, got {n_instances!r}.")
+    if n_instances < 1:
+        raise ValueError(f"n_instances must be at least 1, got {n_instances}.")
+    if n_instances > n_pool:
+        raise ValueError(f"n_instances={n_instances} exceeds the pool size {n_pool}.")
+    return int(n_instances)
+
+
+def prepare(classifier, X_pool, n_instances, random_state, *, X_labeled=None, y_labeled=None):
+    """Validate a strategy call: returns ``(QueryPool, n_instances, RandomState)``.
+
+    A :class:`QueryPool` over the same ``X_pool`` (as handed over by ``pcb``) is reused.
+    """
+    if (isinstance(classifier, QueryPool) and classifier.X_pool is X_pool
+            and X_labeled is None and y_labeled is None):
+        pool = classifier
+    else:
+        if isinstance(classifier, QueryPool):
+            classifier = classifier.classifier
+        pool = QueryPool(classifier, X_pool, X_labeled=X_labeled, y_labeled=y_labeled)
+    return pool, check_n_instances(n_instances, pool.n), check_random_state(random_state)

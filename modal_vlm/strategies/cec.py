@@ -1,0 +1,244 @@
+"""CEC: Calibrated Entropy-weighted Clustering (Safaei & Patel, WACV 2025).
+
+The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool ``U``:
+
+1. calibrated entropy ``H(x)``: divide each class's probability by its prior ``P(c)``, the
+   mean of its ``top_n`` largest probabilities over ``U`` (CLIP favours some classes);
+2. neighbour-aware uncertainty ``U(x) = (1 - alpha) H(x) + alpha H_nb(x)``, ``H_nb`` the
+   similarity-weighted mean entropy of the ``k`` nearest pool neighbours;
+3. weighted k-means on the embeddings with weights ``U`` and ``K = n_instances`` clusters;
+   each cluster gives the untaken pool sample nearest to its centroid.
+
+Exact and approximate parts at scale: calibration and entropies are exact. The kNN is exact
+(blocked, no ``n x n`` matrix) up to 10^4 samples and an inverted-file search with exact
+re-ranking above (``knn="exact"`` forces exactness). k-means runs on the whole pool up to
+``kmeans_subsample`` points and otherwise on a uniform random subsample of that
+size (at least ``50 * n_instances``), after which the whole pool is assigned to the centroids;
+``kmeans_subsample=None`` clusters the whole pool.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ._kmeans import weighted_kmeans
+from ._knn import knn as nearest_neighbours
+from ._linalg import as_tensor, nearest_centers
+from ._pool import prepare
+from ._result import query_result
+from .uncertainty import entropy, top_scores
+
+SELECTIONS = ("centroid", "most_uncertain", "candidates")
+#: Default size of the k-means sample on large pools (never fewer than 50 per cluster).
+KMEANS_SUBSAMPLE = 20_000
+#: ``selection="candidates"`` clusters this many top-``U`` samples per query.
+CANDIDATES_PER_QUERY = 10
+EPS = 1e-8
+
+
+def class_priors(proba, top_n=None) -> np.ndarray:
+    """``P(c)``: the mean of the ``top_n`` largest ``p(c|x)`` over the pool, per class.
+
+    ``top_n`` defaults to ``ceil(n / C)``, the count a balanced pool would have per class,
+    and is clipped to ``[1, n]``.
+
+    Examples
+    --------
+    >>> class_priors([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]]).round(3)
+    array([0.85, 0.35], dtype=float32)
+    """
+    P = as_tensor(proba)
+    n, C = P.shape
+    top_n = math.ceil(n / C) if top_n is None else int(top_n)
+    top_n = min(max(top_n, 1), n)
+    return torch.topk(P, top_n, dim=0).values.mean(0).numpy()
+
+
+def calibrated_entropy(proba, top_n=None, calibrate=True):
+    """``H(x)`` of step 1: entropy of the prior-calibrated probabilities.
+
+    Returns
+    -------
+    H : np.ndarray of shape (n,)
+    prior : np.ndarray of shape (C,) or None
+        ``P(c)``, None when ``calibrate=False`` (plain entropy).
+
+    Examples
+    --------
+    >>> H, prior = calibrated_entropy([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
+    >>> H.round(3)
+    array([0.517, 0.663, 0.665, 0.693], dtype=float32)
+    """
+    prior = class_priors(proba, top_n) if calibrate else None
+    return entropy(proba, prior), prior
+
+
+def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None):
+    """``U(x)`` and ``H_nb(x)`` of step 2.
+
+    ``H_nb(x) = sum_j w_j H(x_j) / sum_j w_j`` over the ``k`` most cosine-similar other pool
+    samples, ``w_j = max(s_j, 0) + eps``; ``U = (1 - alpha) H + alpha H_nb``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> F = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> U, H_nb = neighbour_uncertainty(np.array([1.0, 0.0, 0.5]), F, k=1)
+    >>> H_nb.round(3), U.round(3)
+    (array([0. , 0.5, 0. ], dtype=float32), array([0.5 , 0.25, 0.25], dtype=float32))
+    """
+    H = np.asarray(H, dtype=np.float32)
+    k = min(int(k), len(H) - 1)
+    if alpha == 0 or k < 1:
+        return H.copy(), H.copy()
+    index, sim = nearest_neighbours(as_tensor(features), k, rng or np.random.RandomState(0), knn)
+    w = sim.clamp_min(0.0) + EPS
+    H_nb = ((w * torch.from_numpy(H)[index]).sum(1) / w.sum(1)).numpy()
+    return ((1.0 - alpha) * H + alpha * H_nb).astype(np.float32), H_nb
+
+
+def _refill(picks, U, n_instances, rng) -> np.ndarray:
+    """Complete ``picks`` (clusters left empty) with the highest-``U`` samples not yet picked."""
+    picks = np.asarray(picks, dtype=np.intp)
+    if len(picks) == n_instances:
+        return picks
+    taken = np.zeros(len(U), dtype=bool)
+    taken[picks] = True
+    by_u = top_scores(U, len(U), rng)
+    return np.concatenate([picks, by_u[~taken[by_u]][:n_instances - len(picks)]])
+
+
+def _centroid_picks(features, centers, members_count, U, rng):
+    """The untaken pool sample nearest to each non-empty cluster's centroid, then refills."""
+    K = len(centers)
+    # Each centroid's K nearest samples: at most K - 1 of them can be taken before its turn.
+    nearest = nearest_centers(centers, features, min(K, len(features)))[0].numpy()
+    taken, picks = set(), []
+    for cluster in np.flatnonzero(members_count):
+        pick = next(int(i) for i in nearest[cluster] if int(i) not in taken)
+        taken.add(pick)
+        picks.append(pick)
+    return _refill(picks, U, K, rng)
+
+
+def _most_uncertain_picks(labels, U, n_instances, rng):
+    """The highest-``U`` member of each non-empty cluster (ties: lowest index), then refills."""
+    order = np.lexsort((-U, labels))  # by cluster, then decreasing U; stable
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = labels[order[1:]] != labels[order[:-1]]
+    return _refill(order[first], U, n_instances, rng)
+
+
+def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection="centroid",
+                                    kmeans_subsample=KMEANS_SUBSAMPLE):
+    """Step 3: ``n_instances`` distinct pool indices from weighted k-means on ``features``.
+
+    Parameters
+    ----------
+    features : array-like of shape (n, d)
+    U : array-like of shape (n,)
+        Sample weights (uncertainties).
+    n_instances : int
+    rng : numpy.random.RandomState
+    selection : {"centroid", "most_uncertain", "candidates"}
+        Within-cluster rule: the sample nearest the centroid (the paper), the most uncertain
+        member, or centroid-nearest after clustering only the ``10 * n_instances`` most
+        uncertain samples.
+    kmeans_subsample : int or None
+        Cluster a uniform random sample of this many points (at least ``50 * n_instances``)
+        when the pool is larger, then assign the whole pool; None clusters the whole pool.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> F = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    >>> sorted(uncertainty_weighted_clustering(F, np.ones(6), 2, np.random.RandomState(0)).tolist())
+    [1, 4]
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+    F, U = as_tensor(features), np.asarray(U, dtype=np.float32)
+    candidates = np.arange(len(F))
+    if selection == "candidates":
+        candidates = np.sort(top_scores(U, min(len(F), CANDIDATES_PER_QUERY * n_instances), rng))
+    Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
+    fit_rows = np.arange(len(Fc))
+    if kmeans_subsample is not None and len(Fc) > max(int(kmeans_subsample), 50 * n_instances):
+        fit_rows = np.sort(rng.choice(len(Fc), max(int(kmeans_subsample), 50 * n_instances), replace=False))
+    centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_instances, rng, weights=Uc[fit_rows])
+    labels = nearest_centers(Fc, centers)[0][:, 0].numpy()
+    counts = np.bincount(labels, minlength=n_instances)
+    if selection == "most_uncertain":
+        picks = _most_uncertain_picks(labels, Uc, n_instances, rng)
+    else:
+        picks = _centroid_picks(Fc, centers, counts, Uc, rng)
+    return candidates[picks]
+
+
+def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
+              calibrate=True, clustering=True, selection="centroid", knn="auto",
+              kmeans_subsample=KMEANS_SUBSAMPLE, return_metrics=False):
+    """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
+
+    Parameters
+    ----------
+    classifier : modAL learner, ClipPromptClassifier or Pipeline ending in one
+        Provides probabilities (zero-shot before any label: CEC works from round 0) and
+        embeddings (``transform``, cached).
+    X_pool : sequence
+        Unlabeled pool, passed to the classifier as-is.
+    n_instances : int, default=1
+        Batch size ``b``.
+    random_state : int, RandomState or None
+        Seeds k-means, subsampling and tie breaks.
+    top_n : int, optional
+        Samples averaged per class for the prior (default ``ceil(|U| / C)``).
+    k : int, default=10
+        Neighbours in ``H_nb``.
+    alpha : float, default=0.5
+        Weight of the neighbourhood term; 0 disables it.
+    calibrate : bool, default=True
+        False uses plain entropy.
+    clustering : bool, default=True
+        False takes the top-``b`` samples by ``U``.
+    selection : {"centroid", "most_uncertain", "candidates"}, default="centroid"
+        Within-cluster selection rule, see :func:`uncertainty_weighted_clustering`.
+    knn : {"auto", "exact", "approximate"}, default="auto"
+        Neighbour search; "auto" is exact up to 10^4 pool samples.
+    kmeans_subsample : int or None, default=20000
+        k-means sample size on large pools; None clusters the whole pool.
+    return_metrics : bool, default=False
+        Return ``(indices, metrics)`` whatever the installed modAL expects.
+
+    Returns
+    -------
+    indices or (indices, metrics)
+        ``metrics`` holds per-sample ``"U"``, ``"H"``, ``"H_nb"`` and the class ``"prior"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modAL.models import ActiveLearner
+    >>> from modal_vlm import ClipPromptClassifier
+    >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", verbose=0)
+    >>> X_pool = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    >>> learner = ActiveLearner(estimator=clf, query_strategy=cec_query)
+    >>> query_idx, query_images = learner.query(X_pool, n_instances=3)
+    >>> len(set(query_idx.tolist()))
+    3
+    """
+    pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    H, prior = calibrated_entropy(pool.proba, top_n, calibrate)
+    needs_features = alpha > 0 or clustering
+    features = pool.features if needs_features else None
+    U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
+    if clustering:
+        picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
+                                                kmeans_subsample=kmeans_subsample)
+    else:
+        picks = top_scores(U, n_instances, rng)
+    return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)

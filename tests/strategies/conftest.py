@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+
+class FakeClassifier:
+    """Stands in for ClipPromptClassifier: X is an index array into fixed features/probas."""
+
+    def __init__(self, features, proba):
+        self.features, self.proba = np.asarray(features, np.float32), np.asarray(proba, np.float32)
+        self.classes_ = np.arange(self.proba.shape[1])
+        self.calls = {"transform": 0, "predict_proba": 0}
+
+    def transform(self, X):
+        self.calls["transform"] += 1
+        return self.features[np.asarray(X)]
+
+    def predict_proba_from_features(self, F):
+        self.calls["predict_proba"] += 1
+        rows = [int(np.flatnonzero((self.features == f).all(1))[0]) for f in F]
+        return self.proba[rows]
+
+    def predict_proba(self, X):
+        self.calls["predict_proba"] += 1
+        return self.proba[np.asarray(X)]
+
+
+@pytest.fixture
+def fake():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(40, 5))
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    logits = rng.normal(size=(40, 4)) * 2
+    P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return FakeClassifier(F, P), np.arange(40)

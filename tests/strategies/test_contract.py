@@ -1,0 +1,151 @@
+"""The modAL contract of every strategy: signature, return value, errors, determinism."""
+import numpy as np
+import pytest
+from modAL.models import ActiveLearner
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from modal_vlm.strategies import _result, get_strategy, list_strategies, pcb
+from modal_vlm.strategies import (badge_query, cec_query, coreset_query, entropy_query,
+                                  least_confidence_query, margin_query, random_query)
+
+ALL = [random_query, entropy_query, margin_query, least_confidence_query, coreset_query, badge_query,
+       cec_query, pcb(entropy_query), pcb(cec_query), pcb(coreset_query)]
+NAMES = [getattr(s, "__name__", repr(s)) for s in ALL]
+
+
+@pytest.fixture(params=[False, True], ids=["modAL-0.4.1", "modAL-0.4.2"])
+def modal_version(request, monkeypatch):
+    monkeypatch.setattr(_result, "modal_unpacks_metrics", lambda: request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("strategy", ALL, ids=NAMES)
+def test_distinct_deterministic_indices(strategy, fake):
+    clf, X = fake
+    a, metrics = strategy(clf, X, 7, random_state=3, return_metrics=True)
+    b, _ = strategy(clf, X, 7, random_state=3, return_metrics=True)
+    assert a.dtype.kind == "i" and len(set(a.tolist())) == 7 and a.min() >= 0 and a.max() < 40
+    np.testing.assert_array_equal(a, b)
+    assert isinstance(metrics, dict)
+    whole = strategy(clf, X, 40, random_state=0, return_metrics=True)[0]
+    assert sorted(whole.tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize("strategy", ALL, ids=NAMES)
+@pytest.mark.parametrize("n, match", [(41, "exceeds the pool size 40"), (0, "at least 1"),
+                                      (2.5, "must be an int")])
+def test_bad_n_instances(strategy, fake, n, match):
+    clf, X = fake
+    with pytest.raises(ValueError, match=match):
+        strategy(clf, X, n)
+
+
+@pytest.mark.parametrize("strategy", ALL, ids=NAMES)
+def test_empty_pool(strategy, fake):
+    with pytest.raises(ValueError, match="X_pool is empty"):
+        strategy(fake[0], np.arange(0), 1)
+
+
+@pytest.mark.parametrize("strategy", [cec_query, pcb(cec_query), badge_query], ids=["cec", "pcb_cec", "badge"])
+def test_one_pass_over_the_pool(strategy, fake):
+    clf, X = fake
+    strategy(clf, X, 5, random_state=0)
+    assert clf.calls == {"transform": 1, "predict_proba": 1}
+
+
+def test_modal_0_4_1_and_0_4_2_conventions(modal_version, fake):
+    clf, X = fake
+    result = cec_query(clf, X, 3, random_state=0)
+    if modal_version:
+        indices, metrics = result
+        assert set(metrics) >= {"U", "H", "H_nb"} and metrics["U"].shape == (40,)
+    else:
+        indices = result
+        assert isinstance(result, np.ndarray)
+    assert len(indices) == 3
+
+
+def test_modal_0_4_2_style_call_never_runs_the_strategy_twice(monkeypatch, fake):
+    """A stand-in for modAL 0.4.2's BaseLearner.query, which re-runs on a failed unpacking."""
+    monkeypatch.setattr(_result, "modal_unpacks_metrics", lambda: True)
+    clf, X = fake
+    calls = []
+
+    def counted(classifier, X_pool, **kwargs):
+        calls.append(1)
+        return cec_query(classifier, X_pool, **kwargs)
+
+    try:
+        query_result, query_metrics = counted(clf, X, n_instances=4, random_state=0)
+    except Exception:  # what modAL 0.4.2 does
+        query_metrics = None
+        query_result = counted(clf, X, n_instances=4, random_state=0)
+    assert len(calls) == 1 and len(query_result) == 4 and "U" in query_metrics
+
+
+@pytest.mark.parametrize("name", ["cec", "entropy", "margin", "entropy+pcb"])
+def test_cold_start_in_a_real_modal_learner(make_clf, images, name):
+    X, _ = images
+    learner = ActiveLearner(estimator=make_clf(), query_strategy=get_strategy(name))
+    idx, chosen = learner.query(X, n_instances=3, random_state=0)
+    assert len(set(np.asarray(idx).tolist())) == 3
+    np.testing.assert_array_equal(chosen, X[idx])
+
+
+def test_coreset_and_pcb_read_the_learners_labeled_set(make_clf, images):
+    X, y = images
+    learner = ActiveLearner(estimator=make_clf(max_epochs=1), X_training=X[:3], y_training=y[:3])
+    idx, metrics = coreset_query(learner, X[3:], 2, random_state=0, return_metrics=True)
+    assert np.isfinite(metrics["distance"]).all()
+    assert metrics["distance"][idx[0]] == metrics["distance"].max()
+    with pytest.raises(ValueError, match=r"labels \[7\]"):
+        pcb(random_query)(learner, X[3:], 2, y_labeled=np.array([7]))
+
+
+def test_coreset_cold_start_is_a_seeded_random_center(make_clf, images):
+    X, _ = images
+    a = coreset_query(make_clf(), X, 3, random_state=5, return_metrics=True)
+    b = coreset_query(make_clf(), X, 3, random_state=5, return_metrics=True)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.isinf(a[1]["distance"]).all()
+
+
+def test_pipeline_ending_in_the_classifier(make_clf, images):
+    X, _ = images
+    pipe = Pipeline([("identity", FunctionTransformer(None)), ("clf", make_clf())])
+    direct = cec_query(make_clf(), X, 3, random_state=0, return_metrics=True)[0]
+    np.testing.assert_array_equal(cec_query(pipe, X, 3, random_state=0, return_metrics=True)[0], direct)
+
+
+def test_pcb_wraps_modals_own_strategy(make_clf, images):
+    from modAL.uncertainty import uncertainty_sampling
+
+    X, _ = images
+    idx = pcb(uncertainty_sampling, gamma=0.5)(make_clf(), X, 3, random_state=0)
+    assert len(set(np.asarray(idx).tolist())) == 3
+
+
+def test_strategy_registry():
+    assert list_strategies() == ["random", "entropy", "margin", "least_confidence", "coreset", "badge", "cec"]
+    assert "badge+pcb" in list_strategies(pcb_variants=True)
+    assert get_strategy("cec") is cec_query
+    with pytest.raises(ValueError, match="Unknown strategy 'bald'.*cec"):
+        get_strategy("bald")
+    with pytest.raises(ValueError, match="gamma"):
+        pcb(entropy_query, gamma=0)
+
+
+def test_cec_parameters(fake):
+    clf, X = fake
+    plain = cec_query(clf, X, 5, random_state=0, calibrate=False, alpha=0.0, clustering=False,
+                      return_metrics=True)
+    top_entropy = np.argsort(-plain[1]["H"])[:5]
+    assert sorted(plain[0].tolist()) == sorted(top_entropy.tolist())
+    for selection in ("centroid", "most_uncertain", "candidates"):
+        idx = cec_query(clf, X, 5, random_state=0, selection=selection, return_metrics=True)[0]
+        assert len(set(idx.tolist())) == 5
+    with pytest.raises(ValueError, match="alpha"):
+        cec_query(clf, X, 2, alpha=1.5)
+    with pytest.raises(ValueError, match="selection"):
+        cec_query(clf, X, 2, selection="best")

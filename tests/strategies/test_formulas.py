@@ -1,0 +1,105 @@
+"""Formula-level checks of the strategies on hand-computed small cases."""
+import numpy as np
+import pytest
+import torch
+
+from modal_vlm.strategies.badge import badge_select, gradient_embeddings
+from modal_vlm.strategies.cec import (calibrated_entropy, class_priors, neighbour_uncertainty,
+                                      uncertainty_weighted_clustering)
+from modal_vlm.strategies.coreset import k_center_greedy
+from modal_vlm.strategies.pcb import balance_by_pseudo_labels
+
+
+def test_calibration_with_two_classes_and_a_known_prior():
+    # Class 0 dominates: its top-2 mean is 0.85, class 1's is 0.35 (top_n = ceil(4 / 2) = 2).
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
+    np.testing.assert_allclose(class_priors(proba), [0.85, 0.35], rtol=1e-6)
+    H, prior = calibrated_entropy(proba)
+    q = (proba / prior) / (proba / prior).sum(1, keepdims=True)
+    np.testing.assert_allclose(H, -(q * np.log(q)).sum(1), rtol=1e-5)
+    # Calibration moves the 0.6/0.4 sample to near-uniform: q = (0.7059, 1.1429) normalised.
+    np.testing.assert_allclose(q[2], [0.38182, 0.61818], atol=1e-4)
+    plain, none = calibrated_entropy(proba, calibrate=False)
+    assert none is None and np.argmax(plain) == 2 and np.argmax(H) == 3
+    np.testing.assert_allclose(class_priors(proba, top_n=1), [0.9, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(class_priors(proba, top_n=99), proba.mean(0), rtol=1e-6)
+
+
+def test_neighbour_weighting_on_a_toy_pool():
+    # Unit vectors at angles 0, 10, 20 and 180 degrees: the last has only negative similarities.
+    angles = np.deg2rad([0.0, 10.0, 20.0, 180.0])
+    F = np.stack([np.cos(angles), np.sin(angles)], 1)
+    H = np.array([1.0, 0.2, 0.4, 0.9])
+    U, H_nb = neighbour_uncertainty(H, F, k=2, alpha=0.5, knn="exact")
+    s = np.cos(np.deg2rad(10.0))
+    c20 = np.cos(np.deg2rad(20.0))
+    expected = np.array([
+        (s * 0.2 + c20 * 0.4) / (s + c20),       # neighbours 10 and 20 degrees
+        (s * 1.0 + s * 0.4) / (2 * s),           # 0 and 20 degrees, equal similarity
+        (s * 0.2 + c20 * 1.0) / (s + c20),
+        (1e-8 * 0.4 + 1e-8 * 0.2) / 2e-8,        # negative similarities weigh eps each
+    ])
+    np.testing.assert_allclose(H_nb, expected, rtol=1e-4)
+    np.testing.assert_allclose(U, 0.5 * H + 0.5 * expected, rtol=1e-4)
+    # An isolated uncertain outlier scores lower than its raw entropy once neighbours count.
+    assert U[3] < H[3]
+    U0, _ = neighbour_uncertainty(H, F, k=2, alpha=0.0)
+    np.testing.assert_allclose(U0, H, rtol=1e-6)
+
+
+def test_weighted_kmeans_picks_centroid_nearest_samples():
+    F = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
+    picks = uncertainty_weighted_clustering(F, np.ones(6), 2, np.random.RandomState(0))
+    assert sorted(picks.tolist()) == [1, 4]
+    # A heavy weight pulls a centroid: weights 1, 1, 8 put it at 1.7, nearest sample 2.0.
+    picks = uncertainty_weighted_clustering(F, np.array([1, 1, 8, 1, 1, 1.0]), 2, np.random.RandomState(0))
+    assert sorted(picks.tolist()) == [2, 4]
+    most = uncertainty_weighted_clustering(F, np.array([1, 5, 2, 9, 1, 1.0]), 2, np.random.RandomState(0),
+                                           selection="most_uncertain")
+    assert sorted(most.tolist()) == [1, 3]
+
+
+def test_clustering_always_returns_distinct_indices():
+    F = np.zeros((5, 2))  # all samples identical: clusters collapse, picks must not
+    picks = uncertainty_weighted_clustering(F, np.arange(5.0), 4, np.random.RandomState(0))
+    assert len(set(picks.tolist())) == 4
+
+
+def test_k_center_greedy():
+    F = np.array([[0.0], [1.0], [2.0], [10.0], [4.0]])
+    picks, distance = k_center_greedy(F, 3, np.random.RandomState(0), labeled_features=np.array([[0.0]]))
+    assert picks.tolist() == [3, 4, 2]  # 10 is farthest; then 4 (distance 4); then 2 (distance 2)
+    np.testing.assert_allclose(distance, [0, 1, 2, 10, 4], atol=1e-6)
+    cold_a, _ = k_center_greedy(F, 2, np.random.RandomState(1))
+    cold_b, _ = k_center_greedy(F, 2, np.random.RandomState(1))
+    np.testing.assert_array_equal(cold_a, cold_b)
+    assert cold_a[1] == (3 if cold_a[0] != 3 else 0)
+
+
+def test_badge_gradient_embeddings_and_factorised_seeding():
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    F = np.array([[1.0, 0.0], [0.6, 0.8]])
+    g = gradient_embeddings(proba, F)
+    assert g.shape == (2, 6)
+    np.testing.assert_allclose(g[0], [-0.3, 0.0, 0.2, 0.0, 0.1, 0.0], atol=1e-6)
+    np.testing.assert_allclose(g[1].reshape(3, 2), np.outer([0.1, 0.1, -0.2], [0.6, 0.8]), atol=1e-6)
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(4), size=30)
+    E = rng.normal(size=(30, 3))
+    picks, norms = badge_select(P, E, 5, np.random.RandomState(0))
+    G = gradient_embeddings(P, E)
+    np.testing.assert_allclose(norms, np.linalg.norm(G, axis=1), rtol=1e-5)
+    assert picks[0] == np.argmax(norms) and len(set(picks.tolist())) == 5
+
+
+def test_pcb_balancing_order():
+    candidates = np.array([10, 11, 12, 13, 14])
+    pseudo = np.array([0, 0, 1, 2, 2])
+    counts = np.array([2, 0, 1])
+    picks = balance_by_pseudo_labels(candidates, pseudo, counts, 4, np.random.RandomState(0))
+    # Class 1 (0 labels) first: candidate 12. Then counts (2, 1, 1): class 1 again, no candidate
+    # left -> a random candidate, uncounted. Then class 1 still least: random again...
+    assert picks[0] == 12 and len(set(picks.tolist())) == 4
+    counts = np.array([0, 0, 0])
+    picks = balance_by_pseudo_labels(candidates, pseudo, counts, 3, np.random.RandomState(0))
+    assert sorted(pseudo[picks - 10].tolist()) == [0, 1, 2]  # one per class from a cold start
