@@ -32,7 +32,7 @@ EXACT_MAX = 10_000
 #: Dimension of the projection the inverted file is built on.
 PROJECTED_DIM = 128
 #: Cells searched by the samples of a cell (their own and the nearest others).
-N_PROBE = 4
+N_PROBE = 2
 #: Candidates kept per sample for exact re-ranking, as a multiple of k.
 RERANK_FACTOR = 2
 #: Training points per list for the coarse k-means.

@@ -160,21 +160,24 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
     F, U = as_tensor(features), np.asarray(U, dtype=np.float32)
-    candidates = np.arange(len(F))
+    # Index copies only where a subset is meant: a copy of a 10^6-sample pool costs 2 GB.
+    candidates, Fc, Uc = None, F, U
     if selection == "candidates":
         candidates = np.sort(top_scores(U, min(len(F), CANDIDATES_PER_QUERY * n_instances), rng))
-    Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
-    fit_rows = np.arange(len(Fc))
-    if kmeans_subsample is not None and len(Fc) > max(int(kmeans_subsample), 50 * n_instances):
-        fit_rows = np.sort(rng.choice(len(Fc), max(int(kmeans_subsample), 50 * n_instances), replace=False))
-    centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_instances, rng, weights=Uc[fit_rows])
+        Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
+    fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_instances)
+    if len(Fc) > fit_size:
+        fit_rows = np.sort(rng.choice(len(Fc), fit_size, replace=False))
+        centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_instances, rng, weights=Uc[fit_rows])
+    else:
+        centers = weighted_kmeans(Fc, n_instances, rng, weights=Uc)
     labels = nearest_centers(Fc, centers)[0][:, 0].numpy()
     counts = np.bincount(labels, minlength=n_instances)
     if selection == "most_uncertain":
         picks = _most_uncertain_picks(labels, Uc, n_instances, rng)
     else:
         picks = _centroid_picks(Fc, centers, counts, Uc, rng)
-    return candidates[picks]
+    return picks if candidates is None else candidates[picks]
 
 
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,

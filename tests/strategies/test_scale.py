@@ -1,0 +1,100 @@
+"""The large-pool machinery on small pools: approximate kNN, k-means subsampling, modAL detection."""
+import numpy as np
+import pytest
+import torch
+
+from modal_vlm.strategies import _knn, _result, cec_query
+from modal_vlm.strategies._kmeans import weighted_kmeans
+from modal_vlm.strategies.cec import uncertainty_weighted_clustering
+
+
+def blobs(n, d=32, n_blobs=20, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_blobs, d))
+    F = centres[rng.integers(0, n_blobs, n)] + noise * rng.normal(size=(n, d))
+    return torch.from_numpy((F / np.linalg.norm(F, axis=1, keepdims=True)).astype(np.float32))
+
+
+def test_exact_knn_matches_brute_force_and_excludes_self():
+    F = blobs(300)
+    index, sim = _knn.exact_knn(F, 5)
+    S = (F @ F.T).numpy()
+    np.fill_diagonal(S, -np.inf)
+    np.testing.assert_array_equal(np.sort(index.numpy(), 1), np.sort(np.argsort(-S, 1)[:, :5], 1))
+    np.testing.assert_allclose(sim.numpy(), -np.sort(-S, 1)[:, :5], rtol=1e-5)
+
+
+def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeypatch):
+    monkeypatch.setattr(_knn, "PROJECTED_DIM", 16)  # exercise the projection on a small pool
+    F = blobs(3000)
+    index, sim = _knn.knn(F, 10, np.random.RandomState(0), method="approximate")
+    rows = torch.arange(len(F))[:, None]
+    assert not (index == rows).any()
+    assert all(len(set(r)) == 10 for r in index.tolist())
+    np.testing.assert_allclose(sim.numpy(), (F[:, None, :] * F[index]).sum(-1).numpy(), atol=1e-5)
+    exact, exact_sim = _knn.exact_knn(F, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(index.tolist(), exact.tolist())])
+    assert recall > 0.5 and sim.mean() > 0.97 * exact_sim.mean()
+    again, _ = _knn.knn(F, 10, np.random.RandomState(0), method="approximate")
+    torch.testing.assert_close(index, again)
+
+
+def test_approximate_knn_falls_back_to_exact_for_tiny_cells(monkeypatch):
+    monkeypatch.setattr(_knn, "TRAIN_PER_LIST", 1)  # 8 cells of ~8 samples, 2 probed: < k + 1
+    exact_rows = []
+    exact_knn = _knn.exact_knn
+    monkeypatch.setattr(_knn, "exact_knn", lambda F, k, q=None: exact_rows.append(len(q)) or exact_knn(F, k, q))
+    F = blobs(64, n_blobs=3)
+    index, sim = _knn.approximate_knn(F, 20, np.random.RandomState(0))
+    exact, exact_sim = exact_knn(F, 20)
+    assert exact_rows and exact_rows[0] > 0
+    torch.testing.assert_close(sim, exact_sim)
+
+
+def test_auto_is_exact_up_to_the_threshold(monkeypatch):
+    monkeypatch.setattr(_knn, "approximate_knn", lambda *a: pytest.fail("approximate at small n"))
+    _knn.knn(blobs(50), 3, np.random.RandomState(0))
+    with pytest.raises(ValueError, match="knn must be one of"):
+        _knn.knn(blobs(50), 3, np.random.RandomState(0), method="faiss")
+
+
+def test_weighted_kmeans_matches_weighted_means():
+    X = torch.tensor([[0.0], [1.0], [10.0], [14.0]])
+    centers = weighted_kmeans(X, 2, np.random.RandomState(0), weights=[1.0, 3.0, 1.0, 1.0])
+    np.testing.assert_allclose(np.sort(centers.numpy()[:, 0]), [0.75, 12.0], rtol=1e-6)
+
+
+def test_kmeans_on_a_subsample_then_the_whole_pool():
+    # Four far-apart blobs: a 200-sample fit finds them as well as the whole pool does.
+    F = np.concatenate([np.random.default_rng(i).normal(10 * i, 0.1, size=(500, 2)) for i in range(4)])
+    U = np.ones(len(F))
+    sub = uncertainty_weighted_clustering(F, U, 4, np.random.RandomState(0), kmeans_subsample=200)
+    full = uncertainty_weighted_clustering(F, U, 4, np.random.RandomState(0), kmeans_subsample=None)
+    assert sorted(i // 500 for i in sub) == sorted(i // 500 for i in full) == [0, 1, 2, 3]
+
+
+def test_cec_on_a_pool_above_the_exact_threshold(monkeypatch, fake):
+    clf, X = fake
+    monkeypatch.setattr(_knn, "EXACT_MAX", 10)  # the 40-sample pool goes approximate
+    a = cec_query(clf, X, 5, random_state=np.random.RandomState(1), kmeans_subsample=250)
+    b = cec_query(clf, X, 5, random_state=1, kmeans_subsample=250)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 5
+
+
+def test_installed_modal_is_detected():
+    import importlib.metadata
+
+    unpacks = _result.modal_unpacks_metrics.__wrapped__()
+    version = importlib.metadata.version("modAL-python")
+    assert unpacks == (tuple(int(v) for v in version.split(".")[:3]) >= (0, 4, 2))
+
+
+def test_split_result_reads_every_convention():
+    idx, metrics = _result.split_result(np.array([3, 1]))
+    assert idx.tolist() == [3, 1] and metrics == {}
+    idx, metrics = _result.split_result((np.array([2]), {"U": np.ones(3)}))
+    assert idx.tolist() == [2] and set(metrics) == {"U"}
+    # modAL 0.4.1's old style (indices, rows) and 0.4.2's (indices, selected scores)
+    idx, metrics = _result.split_result((np.array([0, 4]), np.zeros((2, 5))))
+    assert idx.tolist() == [0, 4] and metrics == {}
