@@ -78,6 +78,7 @@ autosummary_ignore_module_all = False   # a module's __all__ decides what it doc
 autosummary_imported_members = False
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "none"              # types are in the numpydoc "Parameters" sections
+autodoc_inherit_docstrings = False     # skorch hooks we override stay out of the reference
 numpydoc_show_class_members = False     # the class template lists the members itself
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
@@ -96,7 +97,6 @@ def skip_member(app, what, name, obj, skip, options):
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"modal-vlm {release}"
-html_static_path = ["_static"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
