@@ -249,6 +249,16 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if duplicates:
             raise ValueError(f"class_names has duplicates: {duplicates}.")
 
+    def initialize(self):
+        # Every fit starts a fresh prompt (the protocol), so skorch's "Re-initializing ..."
+        # lines carry no news: they are printed only with verbose >= 2.
+        verbose = self.verbose
+        self.verbose = verbose if verbose >= 2 else 0
+        try:
+            return super().initialize()
+        finally:
+            self.verbose = verbose
+
     def initialize_module(self):
         self.check_class_names()
         self.check_params()

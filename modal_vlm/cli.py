@@ -1,64 +1,208 @@
-"""The ``modal-vlm`` command line."""
+"""The ``modal-vlm`` command line: ``demo`` (offline, no data needed) and ``run`` (active
+learning on an image folder, resumable)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tomllib
+import warnings
+
+DEMO_MODEL = "conse-efficientnet-lite0-minilm"
+
+#: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
+SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_size",
+                 "split_seed": "split_seed", "max_per_class": "max_per_class",
+                 "max_test_per_class": "max_test_per_class", "on_bad_image": "on_bad_image",
+                 "strategy": "strategies", "seed": "seeds", "rounds": "rounds", "budget": "budget",
+                 "first_round": "first_round"}
+#: ``run`` options that set a ``ClipPromptClassifier`` parameter.
+CLASSIFIER_FLAGS = {"model": "model_name", "pretrained": "pretrained", "epochs": "max_epochs",
+                    "lr": "lr", "batch_size": "batch_size", "image_size": "image_size",
+                    "cache_dir": "cache_dir", "device": "device"}
 
 
-def _format_row(record) -> str:
-    return (f"{record['round']:>5}  {record['n_labeled']:>9}  {record['accuracy']:>8.3f}  "
-            f"{record['mean_per_class_accuracy']:>13.3f}  {record['seconds']['train']:>7.1f}")
+def _print_summary(result) -> None:
+    print(f"\n{'strategy':<14}{'seeds':>5}{'labels':>8}  {'final accuracy':>15}  {'AULC':>15}")
+    for row in result.summary:
+        print(f"{row['strategy']:<14}{row['n_seeds']:>5}{row['n_labeled']:>8}  "
+              f"{row['final_accuracy_mean']:>7.3f} ± {row['final_accuracy_std']:.3f}  "
+              f"{row['aulc_mean']:>7.3f} ± {row['aulc_std']:.3f}")
+    files = ", ".join(path.name for path in sorted(result.path.iterdir())
+                      if path.is_file() and not path.name.startswith("."))
+    print(f"results in {result.path}: {files}")
 
 
 def demo(args) -> int:
     """Active learning with the offline reference model on scikit-learn's digits."""
     import numpy as np
-    from modAL.uncertainty import uncertainty_sampling
 
-    from .classifier import ClipPromptClassifier
     from .datasets import load_digits_images
-    from .experiment import run_active_learning
+    from .runner import RunConfig, RunData, run_experiment
 
     X, y, names = load_digits_images(size=32)
-    rng = np.random.RandomState(args.seed)
-    order = rng.permutation(len(y))
+    order = np.random.RandomState(args.seed).permutation(len(y))
     test, pool = order[:args.test_size], order[args.test_size:args.test_size + args.pool_size]
-    estimator = ClipPromptClassifier(
-        list(names), model_name="conse-efficientnet-lite0-minilm", image_size=96,
-        template="a photo of the number {}.", ctx_init="a photo of the number",
-        max_epochs=args.epochs, verbose=1 if not args.quiet else 0,
-    )
-    print(f"modal-vlm demo: {len(pool)} unlabeled digits, {len(test)} test digits, "
-          f"{args.rounds} rounds x {len(names)} labels, entropy sampling, offline ConSE model")
-    print("round  n_labeled  accuracy  mean_per_class  train_s")
-    history = run_active_learning(
-        estimator, uncertainty_sampling, X[pool], y[pool], X[test], y[test],
-        rounds=args.rounds, random_state=args.seed, on_round=lambda r: print(_format_row(r), flush=True),
-    )
-    final, zero_shot = history[-1]["accuracy"], history[0]["accuracy"]
-    print(f"zero-shot accuracy {zero_shot:.3f} -> {final:.3f} after {history[-1]['n_labeled']} labels")
+    data = RunData(X[pool], y[pool], X[test], y[test], names,
+                   source=f"scikit-learn digits, seed {args.seed}")
+    config = RunConfig(strategies=tuple(args.strategy), seeds=(args.seed,), rounds=args.rounds,
+                       classifier={"model_name": DEMO_MODEL, "image_size": 96,
+                                   "template": "a photo of the number {}.",
+                                   "ctx_init": "a photo of the number", "max_epochs": args.epochs})
+    if not args.quiet:
+        print(f"modal-vlm demo: {len(pool)} unlabeled digits, {len(test)} test digits, {args.rounds} "
+              f"rounds x {len(names)} labels, {' vs. '.join(args.strategy)}, offline ConSE model "
+              f"(replaces an earlier demo in {args.out})")
+    result = run_experiment(config, args.out, data=data, overwrite=True, progress=not args.quiet,
+                            title="modal-vlm demo: digits, offline ConSE model")
+    if not args.quiet:
+        _print_summary(result)
     return 0
+
+
+def _toml_value(text: str):
+    """``text`` read as a TOML value (number, bool, list, quoted string), else as a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _param(text: str) -> tuple:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), _toml_value(value.strip())
+
+
+def _test_size(text: str):
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def run_config(args):
+    """The :class:`~modal_vlm.runner.RunConfig` of ``modal-vlm run``'s arguments: defaults,
+    then the ``--config`` file, then the options given."""
+    from .runner import RunConfig
+
+    config = RunConfig.from_toml(args.config) if getattr(args, "config", None) else RunConfig()
+    given = vars(args)
+    classifier = {param: given[flag] for flag, param in CLASSIFIER_FLAGS.items() if flag in given}
+    classifier.update(dict(getattr(args, "param", [])))
+    return config.override(classifier=classifier,
+                           **{setting: given[flag] for flag, setting in SETTING_FLAGS.items() if flag in given})
+
+
+def run(args) -> int:
+    """Active learning on an image folder, checkpointed in ``--out``."""
+    from .runner import run_experiment
+
+    result = run_experiment(run_config(args), args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if not args.quiet:
+        _print_summary(result)
+    return 0
+
+
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="offline active-learning run on scikit-learn's digits",
+                       description="A small active-learning experiment with the offline reference "
+                                   "model on scikit-learn's digits: no data argument, no download.")
+    p.add_argument("--strategy", nargs="+", default=["cec"], metavar="NAME",
+                   help="query strategies to compare (default: cec)")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=30, help="training epochs per round")
+    p.add_argument("--pool-size", type=int, default=600)
+    p.add_argument("--test-size", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="modal-vlm-demo", metavar="DIR",
+                   help="output folder: tables and learning_curve.png (default: ./modal-vlm-demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    p.set_defaults(func=demo)
+
+
+def _add_run_parser(sub) -> None:
+    from .runner.config import BAD_IMAGE_POLICIES
+    from .experiment import FIRST_ROUNDS
+
+    p = sub.add_parser(
+        "run", help="active learning on an image folder (resumable)",
+        argument_default=argparse.SUPPRESS,
+        description="Active learning on an image folder (one sub-folder of images per class), with "
+                    "the PCB/CEC protocol by default: 8 rounds of one label per class, round 1 at "
+                    "random, seeds 0 1 2, CoOp training. Settings come from the defaults, then "
+                    "--config, then the options given. Every finished round is saved in --out: "
+                    "run the same command again to resume an interrupted run.")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="DIR", help="image folder of the unlabeled pool")
+    data.add_argument("--test-data", metavar="DIR",
+                      help="image folder of the test set (default: a stratified split of --data)")
+    data.add_argument("--test-size", type=_test_size, metavar="F",
+                      help="without --test-data: test fraction, or count, of --data (default 0.2)")
+    data.add_argument("--split-seed", type=int, metavar="N", help="seed of the split and subsets (default 0)")
+    data.add_argument("--max-per-class", type=int, metavar="N", help="images per class read from --data")
+    data.add_argument("--max-test-per-class", type=int, metavar="N",
+                      help="images per class read from --test-data")
+    data.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES,
+                      help="unreadable image files: stop (fail, default) or leave out with a warning")
+    protocol = p.add_argument_group("protocol")
+    protocol.add_argument("--strategy", nargs="+", metavar="NAME",
+                          help="query strategies, e.g. cec entropy random entropy+pcb (default: cec)")
+    protocol.add_argument("--seed", nargs="+", type=int, metavar="N", help="seeds (default: 0 1 2)")
+    protocol.add_argument("--rounds", type=int, metavar="N", help="query rounds (default 8)")
+    protocol.add_argument("--budget", type=int, metavar="N", help="labels per round (default: number of classes)")
+    protocol.add_argument("--first-round", choices=FIRST_ROUNDS,
+                          help="round 1 at random (default) or by the strategy from zero-shot predictions")
+    model = p.add_argument_group("classifier")
+    model.add_argument("--model", metavar="NAME", help="backbone name (default ViT-B-32)")
+    model.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or local weights file")
+    model.add_argument("--epochs", type=int, metavar="N", help="training epochs per round (default 200)")
+    model.add_argument("--lr", type=float, help="learning rate (default 0.002)")
+    model.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default 32)")
+    model.add_argument("--image-size", type=int, metavar="PX", help="image encoder resolution (default: the model's)")
+    model.add_argument("--cache-dir", metavar="DIR", help="keep image embeddings on disk here")
+    model.add_argument("--device", metavar="NAME", help="torch device (default cpu)")
+    model.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
+                       help="any other ClipPromptClassifier parameter, e.g. --param n_ctx=4 "
+                            "(repeatable; values are read as TOML)")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings, [classifier] table for the model")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run directory: config.json, rounds.json/csv, summary.json, learning_curve.png")
+    p.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace a finished run, or a run with other settings, in --out")
+    p.add_argument("--quiet", action="store_true", default=False, help="no progress bars or tables")
+    p.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modal-vlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="offline active-learning run on scikit-learn's digits")
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--pool-size", type=int, default=600)
-    p.add_argument("--test-size", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=demo)
+    _add_demo_parser(sub)
+    _add_run_parser(sub)
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"modal-vlm: warning: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .runner import RunDirectoryError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", UserWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (ValueError, OSError, RunDirectoryError) as exc:
+            print(f"modal-vlm: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            resume = " Run the same command again to resume." if args.command == "run" else ""
+            print(f"\nmodal-vlm: interrupted; finished rounds are saved in {args.out}.{resume}",
+                  file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -1,88 +1,237 @@
-"""Run an active-learning experiment: modAL's ``ActiveLearner`` around a
-:class:`~modal_vlm.ClipPromptClassifier`, evaluated on a test set after every round."""
+"""One active-learning run: modAL's ``ActiveLearner`` around a
+:class:`~modal_vlm.ClipPromptClassifier`, evaluated on a test set after every round.
+
+A run is a pure function of its inputs and seed: the estimator refits from scratch every
+round with ``random_state=seed``, and each round's query draws its randomness from
+``(seed, round)`` (:func:`round_seed`). The labeled set after any round is therefore all a
+run needs to continue, and :func:`run_active_learning` resumes from the records of the
+rounds already done (``history=``) with the same results as an uninterrupted run.
+:mod:`modal_vlm.runner` builds checkpointed, multi-strategy, multi-seed experiments on it.
+"""
 from __future__ import annotations
 
+import inspect
+import numbers
 import time
 
 import numpy as np
 from modAL.models import ActiveLearner
 from sklearn.base import clone
-from sklearn.utils import check_random_state
 
 from .metrics import classification_metrics
+from .strategies import get_strategy, random_query
+from .strategies._result import split_result
+
+#: Values of ``first_round``: the protocol's random round 1, or the strategy from zero-shot.
+FIRST_ROUNDS = ("random", "strategy")
+
+
+def round_seed(seed, round_):
+    """The seed of one round's query, derived from the run's ``seed`` and the round number.
+
+    Parameters
+    ----------
+    seed : int or None
+        The run's seed; None gives None (unseeded).
+    round_ : int
+        Round number (1 is the first query).
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> round_seed(0, 1) == round_seed(0, 1) != round_seed(0, 2)
+    True
+    """
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([int(seed), int(round_)]).generate_state(1)[0])
+
+
+def check_int(name, value, minimum=1) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) >= ``minimum``.
+
+    Examples
+    --------
+    >>> check_int("rounds", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: rounds must be an integer >= 1, got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_budget(budget, rounds, n_pool) -> None:
+    """Raise ``ValueError`` unless ``rounds`` rounds of ``budget`` labels fit a pool of ``n_pool``.
+
+    Examples
+    --------
+    >>> check_budget(10, 8, 80)
+    >>> check_budget(10, 8, 79)
+    Traceback (most recent call last):
+    ...
+    ValueError: budget x rounds = 10 x 8 = 80 labels do not fit a pool of 79 images.
+    """
+    check_int("rounds", rounds)
+    check_int("budget", budget)
+    if budget * rounds > n_pool:
+        raise ValueError(f"budget x rounds = {budget} x {rounds} = {budget * rounds} labels do not "
+                         f"fit a pool of {n_pool} images.")
+
+
+def per_class_accuracy(y_true, y_pred, n_classes) -> list:
+    """Accuracy on each class's test samples; None for a class without test samples.
+
+    Examples
+    --------
+    >>> per_class_accuracy([0, 0, 1], [0, 1, 1], 3)
+    [0.5, 1.0, None]
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return [float(np.mean(y_pred[y_true == c] == c)) if np.any(y_true == c) else None
+            for c in range(n_classes)]
 
 
 def _take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
 
 
+def _query(strategy, learner, X_unlabeled, budget, seed) -> np.ndarray:
+    """Pool positions chosen by ``strategy``, checked; ``seed`` goes to strategies taking one."""
+    kwargs = {"random_state": seed} if "random_state" in inspect.signature(strategy).parameters else {}
+    picked, _ = split_result(strategy(learner, X_unlabeled, n_instances=budget, **kwargs))
+    if len(picked) != budget or len(np.unique(picked)) != budget or np.any(picked < 0) \
+            or np.any(picked >= len(X_unlabeled)):
+        name = getattr(strategy, "__name__", repr(strategy))
+        raise ValueError(f"query strategy {name} returned {picked.tolist()}; expected {budget} distinct "
+                         f"positions in a pool of {len(X_unlabeled)}.")
+    return picked
+
+
+def _labeled_so_far(history, rounds, n_pool) -> list[int]:
+    """Pool indices labeled by the recorded rounds, in labeling order (checked)."""
+    if [record["round"] for record in history] != list(range(len(history))):
+        raise ValueError("history must hold the records of rounds 0, 1, 2... in order.")
+    if len(history) > rounds + 1:
+        raise ValueError(f"history has {len(history) - 1} query rounds; the run has only {rounds}.")
+    labeled = [int(i) for record in history for i in record["queried"]]
+    if len(set(labeled)) != len(labeled) or any(not 0 <= i < n_pool for i in labeled):
+        raise ValueError("history's queried indices repeat or lie outside the pool.")
+    return labeled
+
+
 def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_test, *, rounds=8,
-                        budget=None, first_round="random", random_state=None, on_round=None):
+                        budget=None, first_round="random", random_state=None, history=None,
+                        on_round=None):
     """Query, label (from ``y_pool``, the simulated oracle), retrain and evaluate, ``rounds`` times.
 
     Parameters
     ----------
     estimator : ClipPromptClassifier
-        Cloned, never modified.
-    query_strategy : callable
-        A modAL query strategy, ``strategy(learner, X_pool, n_instances=...)``.
+        Cloned (with ``random_state``), never modified.
+    query_strategy : callable or str
+        A modAL query strategy, ``strategy(learner, X_pool, n_instances=...)`` (given
+        ``random_state=`` when it accepts one), or a name for
+        :func:`modal_vlm.get_strategy` (``"cec"``, ``"entropy+pcb"``...).
     X_pool, y_pool : images, array of int
         The unlabeled pool and the labels the oracle reveals.
     X_test, y_test : images, array of int
         Evaluation set.
-    rounds : int
+    rounds : int, default=8
         Number of query-and-train rounds (the protocol: 8).
     budget : int, optional
         Labels per round; default the number of classes (the protocol).
-    first_round : {"random", "strategy"}
+    first_round : {"random", "strategy"}, default="random"
         The protocol queries round 1 at random; ``"strategy"`` lets the strategy choose from
         the zero-shot predictions (cold start).
     random_state : int or None
-        Seeds the estimator, random queries and the strategy.
+        Seeds the estimator and, through :func:`round_seed`, every round's query.
+    history : list of dict, optional
+        Records of rounds already done (as returned or passed to ``on_round``, e.g. read back
+        from a checkpoint): the run continues after the last one. With an int
+        ``random_state`` the result equals that of an uninterrupted run.
     on_round : callable, optional
-        Called with each round's record as soon as it exists.
+        Called with each new round's record as soon as it exists.
 
     Returns
     -------
     list of dict
         One record per round, round 0 being zero-shot: ``round``, ``n_labeled``,
-        ``accuracy``, ``mean_per_class_accuracy``, ``class_counts``, ``queried`` (pool
-        indices), ``seconds`` (``query``, ``train``, ``evaluate``).
+        ``accuracy``, ``mean_per_class_accuracy``, ``per_class_accuracy`` (None for a class
+        absent from the test set), ``class_counts`` (labels per class so far), ``queried``
+        (pool indices) and ``queried_labels``, ``seconds`` (``encode``: the pool and test
+        embeddings, in round 0; ``query``, ``train``, ``evaluate``).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``first_round`` or strategy name, ``budget x rounds`` larger than the pool,
+        an inconsistent ``history``, or a strategy returning a wrong selection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modal_vlm import ClipPromptClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8), np.arange(30) % 3
+    >>> clf = ClipPromptClassifier(["cat", "dog", "car"], model_name="tiny-vit", n_ctx=2,
+    ...                            max_epochs=2, verbose=0)
+    >>> history = run_active_learning(clf, "entropy", X[:24], y[:24], X[24:], y[24:],
+    ...                               rounds=2, random_state=0)
+    >>> [(r["round"], r["n_labeled"]) for r in history]
+    [(0, 0), (1, 3), (2, 6)]
+    >>> resumed = run_active_learning(clf, "entropy", X[:24], y[:24], X[24:], y[24:], rounds=2,
+    ...                               random_state=0, history=history[:2])
+    >>> [r["queried"] for r in resumed] == [r["queried"] for r in history]
+    True
     """
-    if first_round not in ("random", "strategy"):
-        raise ValueError(f"first_round must be 'random' or 'strategy', got {first_round!r}.")
-    y_pool = np.asarray(y_pool)
+    if first_round not in FIRST_ROUNDS:
+        raise ValueError(f"first_round must be one of {FIRST_ROUNDS}, got {first_round!r}.")
+    strategy = get_strategy(query_strategy) if isinstance(query_strategy, str) else query_strategy
+    y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
     n_classes = len(estimator.class_names)
-    budget = n_classes if budget is None else int(budget)
-    if budget < 1 or budget * rounds > len(y_pool):
-        raise ValueError(f"budget x rounds = {budget} x {rounds} labels do not fit a pool of {len(y_pool)}.")
-    rng = check_random_state(random_state)
-    learner = ActiveLearner(estimator=clone(estimator).set_params(random_state=random_state),
-                            query_strategy=query_strategy)
-    unlabeled = np.arange(len(y_pool))
-    labeled = []
-    history = []
+    budget = n_classes if budget is None else budget
+    check_budget(budget, rounds, len(y_pool))
+    history = list(history or [])
+    labeled = _labeled_so_far(history, rounds, len(y_pool))
+    if len(history) == rounds + 1:
+        return history
 
-    def evaluate(round_, queried, seconds):
+    model = clone(estimator).set_params(random_state=random_state)
+    start = time.perf_counter()
+    # Encode everything up front, in one fixed order: the embeddings (and so every later
+    # number) are then the same whether this run is fresh or resumed.
+    model.transform(X_pool)
+    model.transform(X_test)
+    encode_seconds = time.perf_counter() - start
+    learner = ActiveLearner(estimator=model, query_strategy=strategy,
+                            X_training=_take(X_pool, labeled) if labeled else None,
+                            y_training=y_pool[labeled] if labeled else None)
+
+    def record(round_, queried, seconds):
         start = time.perf_counter()
-        scores = classification_metrics(y_test, learner.predict(X_test))
+        y_pred = learner.predict(X_test)
         seconds["evaluate"] = time.perf_counter() - start
-        record = {"round": round_, "n_labeled": len(labeled), **scores,
-                  "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
-                  "queried": [int(i) for i in queried], "seconds": seconds}
-        history.append(record)
+        entry = {"round": round_, "n_labeled": len(labeled), **classification_metrics(y_test, y_pred),
+                 "per_class_accuracy": per_class_accuracy(y_test, y_pred, n_classes),
+                 "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
+                 "queried": [int(i) for i in queried],
+                 "queried_labels": [int(c) for c in y_pool[queried]], "seconds": seconds}
+        history.append(entry)
         if on_round is not None:
-            on_round(record)
+            on_round(entry)
 
-    evaluate(0, [], {"query": 0.0, "train": 0.0})
-    for round_ in range(1, rounds + 1):
+    if not history:
+        record(0, [], {"encode": encode_seconds, "query": 0.0, "train": 0.0})
+    unlabeled = np.setdiff1d(np.arange(len(y_pool)), labeled)  # sorted, as np.delete keeps it
+    for round_ in range(len(history), rounds + 1):
         start = time.perf_counter()
-        X_unlabeled = _take(X_pool, unlabeled)
-        if round_ == 1 and first_round == "random":
-            picked = rng.choice(len(unlabeled), size=budget, replace=False)
-        else:
-            picked, _ = learner.query(X_unlabeled, n_instances=budget)
-        picked = np.asarray(picked)
+        round_strategy = random_query if round_ == 1 and first_round == "random" else strategy
+        picked = _query(round_strategy, learner, _take(X_pool, unlabeled), budget,
+                        round_seed(random_state, round_))
         queried = unlabeled[picked]
         query_seconds = time.perf_counter() - start
         start = time.perf_counter()
@@ -90,5 +239,5 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         train_seconds = time.perf_counter() - start
         labeled += queried.tolist()
         unlabeled = np.delete(unlabeled, picked)
-        evaluate(round_, queried, {"query": query_seconds, "train": train_seconds})
+        record(round_, queried, {"encode": 0.0, "query": query_seconds, "train": train_seconds})
     return history

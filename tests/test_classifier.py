@@ -161,3 +161,13 @@ def test_hf_text_tower_classifier(make_clf, images):
     clf.fit(X, y)
     assert clf.module_.prompt_learner.ctx.shape == (4, 32)
     assert not np.allclose(clf.predict_proba(X), zero_shot)
+
+
+@pytest.mark.parametrize("verbose, announced", [(1, False), (2, True)])
+def test_refit_announces_reinitialisation_only_when_very_verbose(make_clf, images, capsys, verbose, announced):
+    X, y = images
+    clf = make_clf(verbose=verbose, max_epochs=1).fit(X[:4], y[:4])
+    capsys.readouterr()
+    clf.fit(X[:4], y[:4])
+    assert ("Re-initializing module" in capsys.readouterr().out) is announced
+    assert clf.verbose == verbose

@@ -1,0 +1,198 @@
+"""Checkpointed active-learning experiments: several strategies and seeds on image folders,
+resumable after an interruption, with tables and a learning-curve plot.
+
+>>> from modal_vlm.runner import RunConfig, run_experiment
+>>> config = RunConfig(data="images/train", test_data="images/test",
+...                    strategies=("cec", "random"), seeds=(0, 1, 2),
+...                    classifier={"model_name": "conse-efficientnet-lite0-minilm"})
+>>> result = run_experiment(config, "runs/cec-vs-random")          # doctest: +SKIP
+>>> result.summary[0]["final_accuracy_mean"]                       # doctest: +SKIP
+
+Each run (strategy, seed) is :func:`modal_vlm.experiment.run_active_learning`; every finished
+round is checkpointed in the run directory (:mod:`modal_vlm.runner.rundir`). Calling
+:func:`run_experiment` again with the same settings after an interruption (Ctrl-C, a killed
+process) continues from the last finished round and gives the numbers of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..classifier import ClipPromptClassifier
+from ..experiment import check_budget, run_active_learning
+from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
+from .curves import plot_learning_curves, summarize
+from .data import RunData, load_run_data
+from .rundir import PLOT, SUMMARY, RunDirectory, RunDirectoryError
+
+#: Testing hook: a run kills its own process (SIGKILL) right after checkpointing the round
+#: with this number, to simulate a crash.
+CRASH_AFTER_ROUND_ENV = "MODAL_VLM_CRASH_AFTER_ROUND"
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What :func:`run_experiment` produced."""
+
+    #: Every round record, each with its ``strategy`` and ``seed``.
+    records: list
+    #: Per strategy: final accuracy and area under the learning curve, mean and std over seeds.
+    summary: list
+    #: The run directory.
+    path: Path
+    #: The learning-curve plot, or None without matplotlib.
+    plot: Path | None
+
+
+def format_round(record) -> str:
+    """One line of the per-round table (see :data:`ROUND_TABLE_HEADER`).
+
+    Examples
+    --------
+    >>> print(ROUND_TABLE_HEADER)
+    strategy      seed  round  labels  accuracy  per-class  query_s  train_s
+    >>> print(format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
+    ...                     "accuracy": 0.5, "mean_per_class_accuracy": 0.45,
+    ...                     "seconds": {"query": 0.21, "train": 3.4}}))
+    cec              0      1      10     0.500      0.450      0.2      3.4
+    """
+    seconds = record["seconds"]
+    return (f"{record['strategy']:<12}  {record['seed']:>4}  {record['round']:>5}  {record['n_labeled']:>6}  "
+            f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>9.3f}  "
+            f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}")
+
+
+#: Header of the per-round table printed while an experiment runs.
+ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s"
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
+def _with_absolute_paths(config: RunConfig) -> RunConfig:
+    return config.override(**{key: str(Path(getattr(config, key)).resolve())
+                              for key in ("data", "test_data") if getattr(config, key) is not None})
+
+
+def _header(config: RunConfig, budget: int, estimator, data: RunData) -> dict:
+    """What identifies the experiment (compared on resume), plus the versions used."""
+    import modal_vlm
+    import torch
+
+    params = {name: _jsonable(value) for name, value in estimator.get_params(deep=False).items()
+              if name not in RUNTIME_PARAMS | RESERVED_PARAMS and not name.startswith("_")}
+    settings = {**config.as_dict(), "budget": budget, "classifier": params}
+    return {"config": settings, "data": data.summary(),
+            "versions": {"modal_vlm": modal_vlm.__version__, "torch": torch.__version__,
+                         "python": sys.version.split()[0]}}
+
+
+def _crash_if_asked(record) -> None:
+    if os.environ.get(CRASH_AFTER_ROUND_ENV) == str(record["round"]):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overwrite=False,
+                   progress=True, title=None) -> ExperimentResult:
+    """Run every (strategy, seed) of ``config``, checkpointing each round in ``out``.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Validated here (strategy and model names included) before anything is written.
+    out : str or path-like
+        The run directory (see :mod:`modal_vlm.runner.rundir`). If it holds an unfinished run
+        with the same settings, that run continues from its last finished round.
+    data : RunData, optional
+        In-memory data; default :func:`load_run_data(config) <load_run_data>`.
+    overwrite : bool, default=False
+        Replace a finished run, or a run with other settings, in ``out``.
+    progress : bool, default=True
+        Progress bars (rounds, encoding, training epochs) and a line per finished round.
+    title : str, optional
+        Title of the learning-curve plot; default: the data folder, model and budget.
+
+    Returns
+    -------
+    ExperimentResult
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Invalid settings or data (see :meth:`RunConfig.validate`, :func:`load_run_data`),
+        unknown classifier parameters, a budget that does not fit the pool.
+    RunDirectoryError
+        ``out`` holds a finished run or one with other settings, and ``overwrite`` is False.
+    """
+    config = _with_absolute_paths(config.validate())
+    data = load_run_data(config) if data is None else data
+    budget = len(data.class_names) if config.budget is None else config.budget
+    check_budget(budget, config.rounds, len(data.y_pool))
+    estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
+    try:
+        estimator.initialize()  # rejects unknown parameters before anything is written
+    except ValueError as exc:
+        raise ValueError(f"cannot build the classifier: {exc}") from exc
+    run_dir = RunDirectory(out)
+    run_dir.open(_header(config, budget, estimator, data), overwrite=overwrite)
+    runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
+    done = run_dir.runs()
+    n_done = sum(len(done.get(run, [])) for run in runs)
+    finished = n_done == len(runs) * (config.rounds + 1)
+    if finished and (run_dir.path / SUMMARY).exists():
+        raise RunDirectoryError(f"{run_dir.path} already holds this finished run (see its {SUMMARY} "
+                                "and rounds.csv). Use --overwrite (overwrite=True) to run it again.")
+    paths = data.X_pool if isinstance(data.X_pool, np.ndarray) and data.X_pool.dtype.kind == "U" else None
+    with tqdm(total=len(runs) * (config.rounds + 1), initial=n_done, unit="round", disable=not progress,
+              dynamic_ncols=True) as bar:
+        if progress:
+            if n_done:
+                bar.write(f"resuming {run_dir.path}: {n_done} of {bar.total} rounds already done")
+            bar.write(ROUND_TABLE_HEADER)
+        for strategy, seed in runs:
+            bar.set_description(f"{strategy} seed {seed}")
+
+            def on_round(record, strategy=strategy, seed=seed):
+                record = {"strategy": strategy, "seed": seed, **record}
+                if paths is not None:
+                    record["queried_files"] = paths[record["queried"]].tolist()
+                run_dir.add_round(record)
+                _crash_if_asked(record)
+                bar.update(1)
+                if progress:
+                    bar.write(format_round(record))
+
+            run_active_learning(estimator, strategy, data.X_pool, data.y_pool, data.X_test, data.y_test,
+                                rounds=config.rounds, budget=budget, first_round=config.first_round,
+                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round)
+    summary = summarize(run_dir.records)
+    run_dir.write_json(SUMMARY, summary)
+    if title is None:
+        title = f"{Path(config.data or 'data').name}: {estimator.model_name}, {budget} labels per round"
+    try:
+        plot = plot_learning_curves(run_dir.records, run_dir.path / PLOT, title=title)
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no learning-curve plot "
+                      "(pip install 'modal-vlm[plot]')", stacklevel=2)
+        plot = None
+    return ExperimentResult(run_dir.records, summary, run_dir.path, plot)
+
+
+__all__ = ["CRASH_AFTER_ROUND_ENV", "ExperimentResult", "RunConfig", "RunData", "RunDirectory",
+           "RunDirectoryError", "load_run_data", "run_experiment"]

@@ -1,0 +1,191 @@
+"""The settings of an experiment: defaults (the PCB/CEC protocol), TOML files, overrides.
+
+A TOML file holds the fields of :class:`RunConfig` at its top level and the
+:class:`~modal_vlm.ClipPromptClassifier` parameters in a ``[classifier]`` table::
+
+    data = "cifar10/train"          # relative paths are relative to this file
+    test_data = "cifar10/test"
+    strategies = ["cec", "entropy", "random"]
+    seeds = [0, 1, 2]
+
+    [classifier]
+    model_name = "conse-efficientnet-lite0-minilm"
+    max_epochs = 50
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..backbones import list_backbones
+from ..experiment import FIRST_ROUNDS, check_int
+from ..strategies import get_strategy
+
+#: Values of ``on_bad_image``.
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+#: Classifier parameters that change how a run executes, not its results: a run may resume
+#: with other values.
+RUNTIME_PARAMS = frozenset({"cache_dir", "device", "verbose", "encode_batch_size"})
+
+#: Classifier parameters the runner sets itself.
+RESERVED_PARAMS = frozenset({"class_names", "random_state"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What an experiment runs: data, strategies, seeds, the protocol and the classifier.
+
+    The defaults are the PCB/CEC protocol: 8 rounds, a budget of one label per class per
+    round, a random first round, 3 seeds, ``ClipPromptClassifier``'s CoOp defaults.
+
+    Parameters
+    ----------
+    data : str, optional
+        Image folder (one sub-folder per class) of the pool; None when the data are given
+        in memory (:class:`~modal_vlm.runner.RunData`).
+    test_data : str, optional
+        Image folder of the test set (same class folders); default: a stratified split of
+        ``data``.
+    test_size : float or int, default=0.2
+        Without ``test_data``: the test share of ``data`` (a fraction, or a count of images).
+    split_seed : int, default=0
+        Seed of that split (one split for every strategy and seed).
+    max_per_class, max_test_per_class : int, optional
+        Read at most this many images per class from ``data`` / ``test_data`` (a seeded subset).
+    on_bad_image : {"fail", "skip"}, default="fail"
+        An unreadable image file stops the run (naming it), or is left out with a warning.
+    strategies : tuple of str, default=("cec",)
+        Names for :func:`modal_vlm.get_strategy`.
+    seeds : tuple of int, default=(0, 1, 2)
+    rounds : int, default=8
+    budget : int, optional
+        Labels per round; default the number of classes.
+    first_round : {"random", "strategy"}, default="random"
+    classifier : dict
+        ``ClipPromptClassifier`` parameters (``model_name``, ``max_epochs``, ``cache_dir``...).
+
+    Examples
+    --------
+    >>> config = RunConfig(data="images", strategies=("cec", "random"))
+    >>> config.rounds, config.seeds
+    (8, (0, 1, 2))
+    >>> config.override(rounds=4, classifier={"max_epochs": 50}).validate().classifier
+    {'max_epochs': 50}
+    """
+
+    data: str | None = None
+    test_data: str | None = None
+    test_size: float = 0.2
+    split_seed: int = 0
+    max_per_class: int | None = None
+    max_test_per_class: int | None = None
+    on_bad_image: str = "fail"
+    strategies: tuple = ("cec",)
+    seeds: tuple = (0, 1, 2)
+    rounds: int = 8
+    budget: int | None = None
+    first_round: str = "random"
+    classifier: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path) -> RunConfig:
+        """Read a TOML file (see the module docstring); paths are relative to its folder.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            Invalid TOML or an unknown key (the message lists the valid ones).
+        """
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        for key in ("data", "test_data"):
+            if isinstance(values.get(key), str):
+                values[key] = str(path.parent / values[key])
+        return cls().override(**values)
+
+    def override(self, **values) -> RunConfig:
+        """A copy with ``values`` replaced; ``classifier`` entries are merged, not replaced.
+
+        Raises
+        ------
+        ValueError
+            An unknown field (the message lists the valid ones).
+        """
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; valid: {fields}")
+        if "classifier" in values:
+            values["classifier"] = {**self.classifier, **dict(values["classifier"])}
+        for key in ("strategies", "seeds"):
+            if key in values:
+                values[key] = (values[key],) if isinstance(values[key], (str, int)) else tuple(values[key])
+        return dataclasses.replace(self, **values)
+
+    def validate(self) -> RunConfig:
+        """Check every setting; returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            The first invalid setting, saying what is valid (strategy and model names
+            included).
+        """
+        check_int("rounds", self.rounds)
+        if self.budget is not None:
+            check_int("budget", self.budget)
+        for name in ("max_per_class", "max_test_per_class"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
+        check_int("split_seed", self.split_seed, minimum=0)
+        size = self.test_size
+        if isinstance(size, bool) or not (
+                (isinstance(size, numbers.Integral) and size >= 1)
+                or (isinstance(size, numbers.Real) and 0 < size < 1)):
+            raise ValueError(f"test_size must be a fraction in (0, 1) or a count >= 1, got {size!r}.")
+        _check_choice("first_round", self.first_round, FIRST_ROUNDS)
+        _check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        _check_distinct("strategies", self.strategies)
+        for name in self.strategies:
+            get_strategy(name)
+        _check_distinct("seeds", self.seeds)
+        for seed in self.seeds:
+            check_int("seed", seed, minimum=0)
+        reserved = sorted(RESERVED_PARAMS & set(self.classifier))
+        if reserved:
+            raise ValueError(f"classifier parameter(s) {reserved} are set by the runner "
+                             "(class names from the data, random_state from the seeds).")
+        model = self.classifier.get("model_name")
+        if model is not None and model not in list_backbones():
+            raise ValueError(f"unknown model {model!r}; valid: {', '.join(list_backbones())}")
+        return self
+
+    def as_dict(self) -> dict:
+        """The settings as JSON-ready values."""
+        values = dataclasses.asdict(self)
+        values.update(strategies=list(self.strategies), seeds=list(self.seeds))
+        return values
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _check_distinct(name, values):
+    if not values:
+        raise ValueError(f"{name} must not be empty.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} repeats a value: {list(values)}.")

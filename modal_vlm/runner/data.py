@@ -1,0 +1,142 @@
+"""The data of an experiment: pool and test images from image folders, checked to be readable."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from ..datasets import load_image_folder
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Pool and test set of an experiment, labels indexing ``class_names``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = RunData(np.array(["a.png", "b.png"]), np.array([0, 1]),
+    ...                np.array(["c.png"]), np.array([1]), ["cat", "dog"], source="example")
+    >>> data.summary()["pool_per_class"]
+    {'cat': 1, 'dog': 1}
+    """
+
+    X_pool: object
+    y_pool: np.ndarray
+    X_test: object
+    y_test: np.ndarray
+    class_names: list
+    #: Where the data come from (folders, or a description), recorded with the run.
+    source: object = None
+    #: Unreadable image files left out (``on_bad_image="skip"``), path -> reason.
+    skipped: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready description: source, classes, images per class, skipped files."""
+        def per_class(y):
+            return dict(zip(self.class_names, np.bincount(y, minlength=len(self.class_names)).tolist()))
+
+        return {"source": self.source, "class_names": list(self.class_names),
+                "n_pool": len(self.y_pool), "n_test": len(self.y_test),
+                "pool_per_class": per_class(self.y_pool), "test_per_class": per_class(self.y_test),
+                "skipped_images": dict(self.skipped)}
+
+
+def unreadable_images(paths) -> dict:
+    """The files among ``paths`` that PIL cannot decode, mapped to the reason.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "bad.jpg"
+    >>> _ = bad.write_text("not an image")
+    >>> list(unreadable_images([str(bad)]).values())[0].startswith("cannot identify image file")
+    True
+    """
+    bad = {}
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            bad[str(path)] = str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
+    return bad
+
+
+def _drop_unreadable(paths, y, class_names, policy, what):
+    """``(paths, y, skipped)`` without unreadable files ("skip"), or a ValueError ("fail")."""
+    bad = unreadable_images(paths)
+    if not bad:
+        return paths, y, {}
+    listing = "; ".join(f"{path}: {reason}" for path, reason in list(bad.items())[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    if policy == "fail":
+        raise ValueError(f"{len(bad)} unreadable image file(s) in {what}: {listing}{more}. "
+                         "Fix or remove them, or pass on_bad_image='skip' (--on-bad-image skip).")
+    warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {what}: {listing}{more}", stacklevel=3)
+    keep = ~np.isin(paths, list(bad))
+    empty = [name for c, name in enumerate(class_names) if not np.any(y[keep] == c)]
+    if empty:
+        raise ValueError(f"class(es) {empty} of {what} have no readable image.")
+    return paths[keep], y[keep], bad
+
+
+def load_run_data(config) -> RunData:
+    """Load the pool and test images that ``config`` names.
+
+    Classes are the sub-folders of ``config.data``; ``config.test_data`` must have a folder
+    for each of them (extra folders are ignored). Without ``test_data`` a stratified split of
+    ``data`` (``test_size``, ``split_seed``) gives the test set. Every file is opened once to
+    find unreadable images, handled by ``config.on_bad_image``.
+
+    Parameters
+    ----------
+    config : RunConfig
+
+    Returns
+    -------
+    RunData
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing folder or class folder.
+    ValueError
+        No data folder given, no class folder, a class without images, unreadable images
+        (policy "fail"), or a split that cannot be stratified.
+
+    Examples
+    --------
+    >>> from modal_vlm.runner import RunConfig
+    >>> data = load_run_data(RunConfig(data="../shared/data/cifar10/train",
+    ...                                max_per_class=20))                  # doctest: +SKIP
+    >>> len(data.y_pool), len(data.y_test)                                 # doctest: +SKIP
+    (160, 40)
+    """
+    if config.data is None:
+        raise ValueError("no data folder: set data (--data DIR), one sub-folder of images per class.")
+    paths, y, names = load_image_folder(config.data, max_per_class=config.max_per_class,
+                                        random_state=config.split_seed)
+    paths, y, skipped = _drop_unreadable(paths, y, names, config.on_bad_image, config.data)
+    if config.test_data is None:
+        try:
+            pool, test = train_test_split(np.arange(len(y)), test_size=config.test_size, stratify=y,
+                                          random_state=config.split_seed)
+        except ValueError as exc:
+            raise ValueError(f"cannot split {config.data!r} into pool and test set "
+                             f"(test_size={config.test_size}): {exc}") from None
+        pool, test = np.sort(pool), np.sort(test)
+        X_pool, y_pool, X_test, y_test = paths[pool], y[pool], paths[test], y[test]
+    else:
+        X_pool, y_pool = paths, y
+        X_test, y_test, _ = load_image_folder(config.test_data, classes=names,
+                                              max_per_class=config.max_test_per_class,
+                                              random_state=config.split_seed)
+        X_test, y_test, skipped_test = _drop_unreadable(X_test, y_test, names, config.on_bad_image,
+                                                        config.test_data)
+        skipped.update(skipped_test)
+    source = {"data": config.data, "test_data": config.test_data}
+    return RunData(X_pool, y_pool, X_test, y_test, names, source=source, skipped=skipped)

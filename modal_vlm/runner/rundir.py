@@ -1,0 +1,189 @@
+"""The run directory: an experiment's settings and round records, written atomically.
+
+Layout (every file is replaced atomically: a reader, or a process killed at any moment,
+sees either the old or the new version, never a partial one):
+
+``config.json``
+    The resolved settings and a summary of the data. Written first; a run directory belongs
+    to one configuration.
+``rounds.json``
+    Every finished round of every (strategy, seed) run: the checkpoint. Rewritten after each
+    round.
+``rounds.csv``
+    The same records as a flat table.
+``summary.json``, ``learning_curve.png``
+    Written when the experiment ends (see :mod:`modal_vlm.runner.curves`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CONFIG = "config.json"
+ROUNDS_JSON = "rounds.json"
+ROUNDS_CSV = "rounds.csv"
+SUMMARY = "summary.json"
+PLOT = "learning_curve.png"
+#: Every file a run writes; ``overwrite`` removes these and nothing else.
+RUN_FILES = (CONFIG, ROUNDS_JSON, ROUNDS_CSV, SUMMARY, PLOT)
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory holds another or a finished run, or is damaged."""
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.json"
+    >>> write_atomic(path, b"{}"); path.read_text()
+    '{}'
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _json_bytes(value) -> bytes:
+    return (json.dumps(value, indent=1, allow_nan=True) + "\n").encode()
+
+
+def _differences(old, new, prefix="") -> list[str]:
+    """``key: old -> new`` for every leaf where two nested dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(set(old) | set(new), key=str)
+                for line in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def records_csv(records, class_names) -> str:
+    """The round records as CSV: one row per round, one column per class for the class
+    counts (``labels[NAME]``) and accuracies (``accuracy[NAME]``).
+
+    Examples
+    --------
+    >>> record = {"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 2, "accuracy": 0.5,
+    ...           "mean_per_class_accuracy": 0.5, "per_class_accuracy": [1.0, None],
+    ...           "class_counts": [1, 1], "queried": [4, 7], "queried_labels": [0, 1],
+    ...           "seconds": {"encode": 0.0, "query": 0.1, "train": 2.0, "evaluate": 0.2}}
+    >>> print(records_csv([record], ["cat", "dog"]).splitlines()[1])
+    cec,0,1,2,0.5,0.5,1.0,,1,1,4 7,0 1,0.0,0.1,2.0,0.2
+    """
+    header = (["strategy", "seed", "round", "n_labeled", "accuracy", "mean_per_class_accuracy"]
+              + [f"accuracy[{name}]" for name in class_names] + [f"labels[{name}]" for name in class_names]
+              + ["queried", "queried_labels", "encode_s", "query_s", "train_s", "evaluate_s"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for r in records:
+        seconds = r["seconds"]
+        writer.writerow([r["strategy"], r["seed"], r["round"], r["n_labeled"], r["accuracy"],
+                         r["mean_per_class_accuracy"], *r["per_class_accuracy"], *r["class_counts"],
+                         " ".join(map(str, r["queried"])), " ".join(map(str, r["queried_labels"])),
+                         seconds["encode"], seconds["query"], seconds["train"], seconds["evaluate"]])
+    return out.getvalue()
+
+
+class RunDirectory:
+    """An experiment's output folder: its settings, and the records of its finished rounds.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Created on :meth:`open` if missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run_dir = RunDirectory(tempfile.mkdtemp())
+    >>> run_dir.open({"config": {"rounds": 8}, "data": {"class_names": ["a", "b"]}})
+    []
+    >>> run_dir.open({"config": {"rounds": 4}, "data": {"class_names": ["a", "b"]}})
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    RunDirectoryError: ... holds a run with other settings (config.rounds: 8 -> 4). ...
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        self.class_names: list[str] = []
+
+    def open(self, header: dict, overwrite: bool = False) -> list[dict]:
+        """Start a new run, or continue the one with the same ``header``.
+
+        Parameters
+        ----------
+        header : dict
+            ``{"config": ..., "data": {"class_names": ...}, ...}``; what must match to
+            continue a run (``"versions"``, if present, is recorded but not compared).
+        overwrite : bool, default=False
+            Remove the run files (:data:`RUN_FILES`, nothing else) and start afresh.
+
+        Returns
+        -------
+        list of dict
+            The records of the rounds already done (empty for a new run).
+
+        Raises
+        ------
+        RunDirectoryError
+            The directory holds a run with other settings, or rounds without settings.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+        config_path = self.path / CONFIG
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())
+            changes = _differences({k: v for k, v in stored.items() if k != "versions"},
+                                   {k: v for k, v in header.items() if k != "versions"})
+            if changes:
+                raise RunDirectoryError(
+                    f"{self.path} holds a run with other settings ({'; '.join(changes[:8])}). "
+                    "Use another output folder, or --overwrite (overwrite=True) to replace that run.")
+            self.records = json.loads((self.path / ROUNDS_JSON).read_text()) \
+                if (self.path / ROUNDS_JSON).exists() else []
+        else:
+            if (self.path / ROUNDS_JSON).exists():
+                raise RunDirectoryError(f"{self.path} has {ROUNDS_JSON} but no {CONFIG}: not a complete "
+                                        "modal-vlm run. Use another output folder, or --overwrite.")
+            write_atomic(config_path, _json_bytes(header))
+            self.records = []
+        self.class_names = list(header["data"]["class_names"])
+        return list(self.records)
+
+    def runs(self) -> dict:
+        """The records grouped by run: ``{(strategy, seed): [record, ...]}``."""
+        grouped = {}
+        for record in self.records:
+            grouped.setdefault((record["strategy"], record["seed"]), []).append(record)
+        return grouped
+
+    def add_round(self, record: dict) -> None:
+        """Append one finished round (with ``strategy`` and ``seed``) and checkpoint."""
+        self.records.append(record)
+        write_atomic(self.path / ROUNDS_JSON, _json_bytes(self.records))
+        write_atomic(self.path / ROUNDS_CSV, records_csv(self.records, self.class_names).encode())
+
+    def write_json(self, name: str, value) -> Path:
+        """Write ``value`` as ``name`` in the directory (atomically); returns its path."""
+        path = self.path / name
+        write_atomic(path, _json_bytes(value))
+        return path

@@ -1,0 +1,240 @@
+"""The experiment runner: one run (``modal_vlm.experiment``), settings, data, the run
+directory, learning curves and checkpointed multi-run experiments (``modal_vlm.runner``)."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+from modAL.uncertainty import uncertainty_sampling
+from PIL import Image
+
+from modal_vlm.experiment import round_seed, run_active_learning
+from modal_vlm.runner import RunConfig, RunDirectory, RunDirectoryError, load_run_data, run_experiment
+from modal_vlm.runner.curves import plot_learning_curves, summarize
+from modal_vlm.runner.rundir import CONFIG, ROUNDS_CSV, ROUNDS_JSON
+
+TINY = {"model_name": "tiny-vit", "n_ctx": 2, "max_epochs": 2, "batch_size": 4}
+
+
+def write_image_folder(root, classes=("car", "cat", "dog"), per_class=10, seed=0):
+    """Random 16x16 PNG images, ``per_class`` per class folder; returns ``root``."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def without_timings(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_image_folder(tmp_path / "images")
+
+
+# -- one run ------------------------------------------------------------------------------
+
+def test_run_records_every_round_and_resumes_exactly(make_clf, images):
+    X, y = images
+    X_pool, y_pool, X_test, y_test = X[:9], y[:9], X[9:], y[9:]
+    clf = make_clf(max_epochs=2)
+    seen = []
+    history = run_active_learning(clf, "entropy", X_pool, y_pool, X_test, y_test, rounds=3,
+                                  budget=2, random_state=3, on_round=seen.append)
+    assert seen == history and [r["round"] for r in history] == [0, 1, 2, 3]
+    labeled = [i for r in history for i in r["queried"]]
+    assert len(set(labeled)) == 6 and history[-1]["class_counts"] == np.bincount(y_pool[labeled], minlength=3).tolist()
+    assert history[0]["seconds"]["encode"] > 0 and set(history[1]["seconds"]) == {"encode", "query", "train", "evaluate"}
+    assert len(history[-1]["per_class_accuracy"]) == 3
+    assert history[2]["queried_labels"] == y_pool[history[2]["queried"]].tolist()
+    for done in (1, 2):
+        resumed = run_active_learning(clf, "entropy", X_pool, y_pool, X_test, y_test, rounds=3,
+                                      budget=2, random_state=3, history=history[:done])
+        assert without_timings(resumed) == without_timings(history)
+
+
+def test_cold_start_with_a_modal_strategy(make_clf, images):
+    # modAL's own strategies take no random_state; "strategy" queries round 1 from zero-shot.
+    X, y = images
+    history = run_active_learning(make_clf(max_epochs=1), uncertainty_sampling, X[:9], y[:9], X[9:], y[9:],
+                                  rounds=1, budget=2, first_round="strategy", random_state=0)
+    assert history[1]["n_labeled"] == 2
+
+
+def test_round_seeds_differ_by_run_and_round():
+    seeds = {round_seed(seed, round_) for seed in range(3) for round_ in range(1, 9)}
+    assert len(seeds) == 24 and round_seed(None, 1) is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rounds": 5, "budget": 2}, r"budget x rounds = 2 x 5 = 10 labels do not fit a pool of 9"),
+    ({"first_round": "zero-shot"}, "first_round must be one of"),
+    ({"history": [{"round": 1, "queried": [0]}]}, "rounds 0, 1, 2"),
+    ({"query_strategy": lambda learner, X, n_instances: np.zeros(n_instances, dtype=int)},
+     "expected 2 distinct positions"),
+    ({"query_strategy": "nope"}, r"Unknown strategy 'nope'; use one of \['random'"),
+])
+def test_run_rejects_bad_arguments(make_clf, images, kwargs, message):
+    X, y = images
+    arguments = {"query_strategy": "entropy", "rounds": 2, "budget": 2, "first_round": "strategy", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        run_active_learning(make_clf(), arguments.pop("query_strategy"), X[:9], y[:9], X[9:], y[9:], **arguments)
+
+
+# -- settings -----------------------------------------------------------------------------
+
+def test_toml_config_with_relative_paths_and_overrides(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('data = "images"\nstrategies = ["cec", "random"]\nrounds = 4\n\n'
+                    '[classifier]\nmodel_name = "tiny-vit"\nmax_epochs = 5\n')
+    config = RunConfig.from_toml(path).override(seeds=[7], classifier={"max_epochs": 1}).validate()
+    assert config.data == str(tmp_path / "images")
+    assert (config.strategies, config.seeds, config.rounds) == (("cec", "random"), (7,), 4)
+    assert config.classifier == {"model_name": "tiny-vit", "max_epochs": 1}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"strategies": ["cec", "bogus"]}, r"Unknown strategy 'bogus'; use one of \['random'"),
+    ({"classifier": {"model_name": "ViT-Q-99"}}, r"unknown model 'ViT-Q-99'; valid: .*tiny-vit"),
+    ({"classifier": {"random_state": 1}}, "set by the runner"),
+    ({"seeds": [0, 0]}, "seeds repeats a value"),
+    ({"rounds": 0}, "rounds must be an integer >= 1"),
+    ({"test_size": 1.5}, "test_size must be a fraction"),
+    ({"on_bad_image": "ignore"}, r"on_bad_image must be one of \['fail', 'skip'\]"),
+])
+def test_invalid_settings_say_what_is_valid(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig().override(**values).validate()
+
+
+def test_unknown_setting_and_bad_toml(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['round'\]; valid: \['data'"):
+        RunConfig().override(round=3)
+    (tmp_path / "bad.toml").write_text("rounds = = 3")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        RunConfig.from_toml(tmp_path / "bad.toml")
+
+
+# -- data ---------------------------------------------------------------------------------
+
+def test_stratified_split_without_test_folder(folder):
+    data = load_run_data(RunConfig(data=str(folder), test_size=0.3, split_seed=1))
+    assert data.class_names == ["car", "cat", "dog"]
+    assert np.bincount(data.y_test).tolist() == [3, 3, 3] and len(data.y_pool) == 21
+    assert not set(data.X_pool) & set(data.X_test)
+    again = load_run_data(RunConfig(data=str(folder), test_size=0.3, split_seed=1))
+    assert again.X_test.tolist() == data.X_test.tolist()
+
+
+def test_test_folder_with_the_same_classes(tmp_path, folder):
+    test = write_image_folder(tmp_path / "test", classes=("car", "cat", "dog", "extra"), per_class=4, seed=1)
+    data = load_run_data(RunConfig(data=str(folder), test_data=str(test), max_per_class=6, max_test_per_class=2))
+    assert np.bincount(data.y_pool).tolist() == [6, 6, 6] and np.bincount(data.y_test).tolist() == [2, 2, 2]
+    partial = write_image_folder(tmp_path / "partial", classes=("car", "cat"), per_class=1)
+    with pytest.raises(FileNotFoundError, match=r"class folder\(s\) \['dog'\] not found"):
+        load_run_data(RunConfig(data=str(folder), test_data=str(partial)))
+
+
+def test_unreadable_images_fail_or_are_skipped(folder):
+    bad = folder / "cat" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"1 unreadable image file\(s\) in .*broken\.jpg: cannot identify"):
+        load_run_data(RunConfig(data=str(folder)))
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\)"):
+        data = load_run_data(RunConfig(data=str(folder), on_bad_image="skip"))
+    assert list(data.skipped) == [str(bad)] and str(bad) not in data.X_pool.tolist() + data.X_test.tolist()
+    assert data.summary()["skipped_images"] == data.skipped
+
+
+def test_a_class_left_without_readable_images_is_an_error(folder):
+    for path in (folder / "dog").iterdir():
+        path.write_bytes(b"garbage")
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"class\(es\) \['dog'\] .* no readable image"):
+        warnings.simplefilter("ignore")
+        load_run_data(RunConfig(data=str(folder), on_bad_image="skip"))
+
+
+@pytest.mark.parametrize("setup, error, message", [
+    (lambda root: None, FileNotFoundError, "does not exist"),
+    (lambda root: root.mkdir(), ValueError, "has no class sub-folders"),
+    (lambda root: (root / "cat").mkdir(parents=True), ValueError, "holds no image"),
+])
+def test_missing_or_empty_folders(tmp_path, setup, error, message):
+    setup(tmp_path / "data")
+    with pytest.raises(error, match=message):
+        load_run_data(RunConfig(data=str(tmp_path / "data")))
+
+
+# -- run directory and curves -------------------------------------------------------------
+
+def test_run_directory_refuses_other_settings_and_damage(tmp_path):
+    header = {"config": {"rounds": 8}, "data": {"class_names": ["a", "b"]}, "versions": {"torch": "1"}}
+    run_dir = RunDirectory(tmp_path / "run")
+    assert run_dir.open(header) == []
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    # versions are recorded, not compared
+    assert RunDirectory(tmp_path / "run").open({**header, "versions": {"torch": "2"}}) == []
+    with pytest.raises(RunDirectoryError, match=r"other settings \(config.rounds: 8 -> 4\)"):
+        RunDirectory(tmp_path / "run").open({**header, "config": {"rounds": 4}})
+    assert RunDirectory(tmp_path / "run").open({**header, "config": {"rounds": 4}}, overwrite=True) == []
+    assert json.loads((tmp_path / "run" / CONFIG).read_text())["config"] == {"rounds": 4}
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"   # overwrite removes run files only
+    (tmp_path / "run" / CONFIG).unlink()
+    (tmp_path / "run" / ROUNDS_JSON).write_text("[]")
+    with pytest.raises(RunDirectoryError, match="has rounds.json but no config.json"):
+        RunDirectory(tmp_path / "run").open(header)
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_summary_and_plot(tmp_path):
+    records = [{"strategy": s, "seed": seed, "round": k, "n_labeled": 3 * k, "accuracy": 0.3 + 0.1 * k + 0.02 * seed}
+               for s in ("cec", "random") for seed in (0, 1) for k in range(3)]
+    rows = summarize(records + [{**records[0], "seed": 9}])   # an unfinished seed is left out
+    assert [(r["strategy"], r["n_seeds"], r["n_labeled"]) for r in rows] == [("cec", 2, 6), ("random", 2, 6)]
+    assert rows[0]["final_accuracy_mean"] == pytest.approx(0.51) and rows[0]["final_accuracy_std"] == pytest.approx(0.01)
+    assert rows[0]["aulc_mean"] == pytest.approx(0.41)
+    path = plot_learning_curves(records, tmp_path / "curve.png", title="test")
+    assert Image.open(path).size[0] > 300
+
+
+# -- experiments --------------------------------------------------------------------------
+
+def test_experiment_writes_checkpoints_and_resumes(tmp_path, folder):
+    config = RunConfig(data=str(folder), strategies=("cec", "random"), seeds=(0, 1), rounds=2,
+                       classifier=TINY)
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert {p.name for p in result.path.iterdir()} == {"config.json", "rounds.json", "rounds.csv",
+                                                       "summary.json", "learning_curve.png"}
+    header = json.loads((result.path / CONFIG).read_text())
+    assert header["config"]["budget"] == 3 and header["config"]["classifier"]["max_epochs"] == 2
+    assert header["data"]["n_pool"] == 24 and header["data"]["skipped_images"] == {}
+    assert len(result.records) == 2 * 2 * 3 and [r["strategy"] for r in result.summary] == ["cec", "random"]
+    first_query = result.records[1]
+    assert all(p.startswith(str(folder)) for p in first_query["queried_files"])
+    csv_lines = (result.path / ROUNDS_CSV).read_text().splitlines()
+    assert len(csv_lines) == 13 and "accuracy[cat]" in csv_lines[0] and "labels[dog]" in csv_lines[0]
+
+    with pytest.raises(RunDirectoryError, match="already holds this finished run"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    with pytest.raises(RunDirectoryError, match=r"other settings \(config.rounds: 2 -> 3\)"):
+        run_experiment(config.override(rounds=3), tmp_path / "run", progress=False)
+
+    # A crash after the 5th checkpoint (cec seed 1, round 1): resume from what is on disk.
+    stored = json.loads((result.path / ROUNDS_JSON).read_text())
+    (result.path / ROUNDS_JSON).write_text(json.dumps(stored[:5]))
+    (result.path / "summary.json").unlink()
+    resumed = run_experiment(config, tmp_path / "run", progress=False)
+    assert without_timings(resumed.records) == without_timings(result.records)
+    assert resumed.summary == result.summary
+
+
+def test_experiment_rejects_bad_setups_before_writing(tmp_path, folder):
+    base = RunConfig(data=str(folder), seeds=(0,), classifier=TINY)
+    with pytest.raises(ValueError, match=r"budget x rounds = 3 x 9 = 27 labels do not fit a pool of 24"):
+        run_experiment(base.override(rounds=9), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="cannot build the classifier: .*unexpected argument.*n_ctxx"):
+        run_experiment(base.override(classifier={"n_ctxx": 3}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
