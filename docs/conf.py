@@ -173,8 +173,17 @@ def cli_reference() -> str:
         if isinstance(action, argparse._SubParsersAction):
             blocks += [(f"modal-vlm {name}", sub) for name, sub in action.choices.items()]
     out = []
-    for title, sub in blocks:
-        help_text = sub.format_help().replace("\t", "    ")
+    columns = os.environ.get("COLUMNS")
+    # argparse wraps help at the terminal's width: fix it, so every build renders alike.
+    os.environ["COLUMNS"] = "90"
+    try:
+        helps = [sub.format_help().replace("\t", "    ") for _, sub in blocks]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    for (title, _), help_text in zip(blocks, helps):
         out += [f"``{title}``", "^" * (len(title) + 4), "", ".. code-block:: text", ""]
         out += [f"    {line}" if line else "" for line in help_text.splitlines()]
         out.append("")

@@ -22,12 +22,10 @@ from modAL.models import ActiveLearner
 from sklearn.base import clone
 
 from modal_vlm import ClipPromptClassifier, cec_query, entropy_query, pcb, random_query
-from modal_vlm.datasets import load_digits_images
+from modal_vlm.datasets import load_digits_split
 
-X, y, class_names = load_digits_images(size=32)
-order = np.random.RandomState(0).permutation(len(y))
-pool, test = order[:300], order[300:600]
-X_pool, y_pool, X_test, y_test = X[pool], y[pool], X[test], y[test]
+X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
+    pool_size=300, test_size=300, random_state=0)
 
 base = ClipPromptClassifier(
     class_names,

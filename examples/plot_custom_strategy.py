@@ -23,7 +23,7 @@ from modAL.models import ActiveLearner
 from sklearn.base import clone
 
 from modal_vlm import ClipPromptClassifier, pcb
-from modal_vlm.datasets import load_digits_images
+from modal_vlm.datasets import load_digits_split
 
 
 def density_weighted_entropy(classifier, X_pool, n_instances=1, beta=1.0, **kwargs):
@@ -45,10 +45,8 @@ def density_weighted_entropy(classifier, X_pool, n_instances=1, beta=1.0, **kwar
 #
 # Data and classifier
 # -------------------
-X, y, class_names = load_digits_images(size=32)
-order = np.random.RandomState(0).permutation(len(y))
-pool, test = order[:300], order[300:600]
-X_pool, y_pool, X_test, y_test = X[pool], y[pool], X[test], y[test]
+X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
+    pool_size=300, test_size=300, random_state=0)
 
 clf = ClipPromptClassifier(
     class_names,
@@ -67,7 +65,7 @@ clf = ClipPromptClassifier(
 # -------------------------------------------------
 # ``pcb(strategy)`` lets the strategy propose 10 % of the pool as candidates and picks a
 # batch balanced over the model's pseudo-labels. Keyword arguments of ``learner.query``
-# (here ``beta``) reach the strategy.
+# (here ``beta``, and the ``random_state`` of PCB's random picks) reach the strategy.
 curves = {}
 for name, strategy in [("density-weighted entropy", density_weighted_entropy),
                        ("+ PCB", pcb(density_weighted_entropy))]:
@@ -75,7 +73,8 @@ for name, strategy in [("density-weighted entropy", density_weighted_entropy),
     unlabeled = np.arange(len(X_pool))
     curve = [(0, learner.score(X_test, y_test))]
     for _ in range(3):
-        query_idx, _ = learner.query(X_pool[unlabeled], n_instances=len(class_names), beta=1.0)
+        query_idx, _ = learner.query(X_pool[unlabeled], n_instances=len(class_names), beta=1.0,
+                                     random_state=0)
         picked = unlabeled[query_idx]
         learner.teach(X_pool[picked], y_pool[picked])
         unlabeled = np.delete(unlabeled, query_idx)

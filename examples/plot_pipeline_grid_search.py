@@ -16,18 +16,18 @@ grid searches it together with the prompt learner's learning rate.
 # %%
 # Data
 # ----
-import numpy as np
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modal_vlm import ClipPromptClassifier, entropy_query
-from modal_vlm.datasets import load_digits_images
+from modal_vlm.datasets import load_digits_split
 
-X, y, class_names = load_digits_images(size=32)
-order = np.random.RandomState(0).permutation(len(y))
-train, test = order[:60], order[300:500]       # 60 labeled images, 200 test images
-X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
+# 160 pool images: the first 60 are labeled (the grid search's training set), the other 100
+# stay unlabeled for the active-learning query at the end; 200 test images.
+X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
+    pool_size=160, test_size=200, random_state=0)
+X_train, y_train = X_pool[:60], y_pool[:60]
 
 # %%
 # The pipeline
@@ -85,7 +85,6 @@ print(f"test accuracy of the refitted best pipeline: {search.score(X_test, y_tes
 # learners wrapping one): the earlier steps transform the pool, the classifier provides
 # probabilities and embeddings. ``return_metrics=True`` returns ``(indices, metrics)``
 # whatever the installed modAL version expects.
-X_pool = X[order[60:160]]
-query_idx, metrics = entropy_query(search.best_estimator_, X_pool, n_instances=5,
+query_idx, metrics = entropy_query(search.best_estimator_, X_pool[60:], n_instances=5,
                                    return_metrics=True)
 print("next images to label:", query_idx.tolist())

@@ -23,13 +23,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from modal_vlm import ClipPromptClassifier
-from modal_vlm.datasets import load_digits_images, make_open_set
+from modal_vlm.datasets import load_digits_split, make_open_set
 from modal_vlm.metrics import evaluate_open_set
 
-X, y, class_names = load_digits_images(size=32)
-order = np.random.RandomState(0).permutation(len(y))
-train, test = order[:300], order[300:600]
-split = make_open_set((X[train], y[train]), (X[test], y[test]), class_names,
+X_train, y_train, X_test, y_test, class_names = load_digits_split(
+    pool_size=300, test_size=300, random_state=0)
+split = make_open_set((X_train, y_train), (X_test, y_test), class_names,
                       known=6, setting="open")
 print("known:", split.known_classes, " unknown:", split.unknown_classes)
 print(f"pool: {len(split.y_pool)} images, {np.mean(split.y_pool == -1):.0%} of them unknown")

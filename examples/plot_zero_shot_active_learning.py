@@ -15,22 +15,19 @@ of the pool, and every round labels ten images and re-trains the prompt.
 # %%
 # Data: a pool of unlabeled digits and a test set
 # -----------------------------------------------
-# :func:`~modal_vlm.datasets.load_digits_images` returns scikit-learn's 8x8 digits as
-# greyscale ``uint8`` images, upscaled; the class names are words (``"zero"``, ...), so that
-# the text prompts read naturally.
+# :func:`~modal_vlm.datasets.load_digits_split` returns scikit-learn's 8x8 digits as
+# greyscale ``uint8`` images, upscaled, shuffled into a pool and a test set; the class names
+# are words (``"zero"``, ...), so that the text prompts read naturally.
 import matplotlib.pyplot as plt
 import numpy as np
 from modAL.models import ActiveLearner
 
 from modal_vlm import ClipPromptClassifier, cec_query
-from modal_vlm.datasets import load_digits_images
+from modal_vlm.datasets import load_digits_split
 
-X, y, class_names = load_digits_images(size=32)
-rng = np.random.RandomState(0)
-order = rng.permutation(len(y))
-pool, test = order[:300], order[300:600]
-X_pool, y_pool = X[pool], y[pool]   # y_pool plays the oracle: read only for queried images
-X_test, y_test = X[test], y[test]
+# y_pool plays the oracle: it is read only for the queried images.
+X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
+    pool_size=300, test_size=300, random_state=0)
 
 fig, axes = plt.subplots(1, 10, figsize=(8, 1.2))
 for ax, image, label in zip(axes, X_pool, y_pool):
@@ -71,14 +68,15 @@ print(f"zero-shot test accuracy: {zero_shot_accuracy:.3f} (chance: 0.100)")
 # The modAL loop
 # --------------
 # No initial labels: CEC's first query uses the zero-shot probabilities (cold start).
-# ``learner.teach`` re-trains a fresh prompt on all labels gathered so far.
+# ``learner.teach`` re-trains a fresh prompt on all labels gathered so far. ``random_state``
+# seeds the query's k-means, so the run is reproducible.
 learner = ActiveLearner(estimator=clf, query_strategy=cec_query)
 
 n_rounds, budget = 5, len(class_names)
 unlabeled = np.arange(len(X_pool))
 n_labeled, accuracy = [0], [zero_shot_accuracy]
 for round_ in range(1, n_rounds + 1):
-    query_idx, _ = learner.query(X_pool[unlabeled], n_instances=budget)
+    query_idx, _ = learner.query(X_pool[unlabeled], n_instances=budget, random_state=round_)
     picked = unlabeled[query_idx]
     learner.teach(X_pool[picked], y_pool[picked])           # the oracle's answers
     unlabeled = np.delete(unlabeled, query_idx)

@@ -82,7 +82,19 @@ class EmbeddingCache:
             self._load_disk()
 
     def get(self, keys) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(found mask, embeddings of the found keys in order)``."""
+        """``(found mask, embeddings of the found keys in order)``.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Image fingerprints.
+
+        Returns
+        -------
+        found : ndarray of bool of shape (n_keys,)
+        embeddings : ndarray of float32 of shape (found.sum(), D), or None
+            None when no key is found.
+        """
         rows = self.store.lookup(keys)
         found = rows >= 0
         if not found.any():
@@ -90,7 +102,15 @@ class EmbeddingCache:
         return found, self.store.matrix[rows[found]]
 
     def add(self, keys, embeddings) -> None:
-        """Store embeddings (and write a shard when a ``cache_dir`` is set)."""
+        """Store embeddings (and write a shard when a ``cache_dir`` is set).
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Image fingerprints; keys already stored are skipped.
+        embeddings : array-like of shape (n_keys, D)
+            Their embeddings.
+        """
         self.store.add(keys, embeddings)
         if self.cache_dir is not None and len(keys):
             self._write_shard(keys, np.asarray(embeddings, dtype=np.float32))
@@ -118,5 +138,15 @@ class EmbeddingCache:
 
 
 def clear_memory_cache() -> None:
-    """Forget every in-memory embedding of this process (the disk copy stays)."""
+    """Forget every in-memory embedding of this process (the disk copy stays).
+
+    The next ``fit``, ``predict_proba`` or ``transform`` encodes its images again, or reads
+    them back from a ``cache_dir``. Useful to free memory between experiments on different
+    images, or to time the encoding.
+
+    Examples
+    --------
+    >>> from modal_vlm import clear_memory_cache
+    >>> clear_memory_cache()
+    """
     _STORES.clear()

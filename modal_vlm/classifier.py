@@ -58,18 +58,29 @@ class ClipPromptClassifier(NeuralNetClassifier):
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int, default=200
+        Training epochs of every ``fit`` (CoOp's 200; fewer on a CPU). An epoch passes once
+        over the labeled samples.
     lr : float, default=0.002
+        Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 by default,
+        set through ``optimizer__momentum`` and ``optimizer__weight_decay``) after the
+        warm-up, annealed by CoOp's cosine schedule: ``lr * (1 + cos(pi * t / max_epochs)) / 2``
+        in the ``t``-th epoch after the warm-up.
     batch_size : int, default=32
-        CoOp's recipe: SGD (momentum 0.9, weight decay 5e-4 via ``optimizer__*``), cosine
-        schedule after ``warmup_epochs`` epochs at ``warmup_lr``.
+        Labeled samples per training step.
     warmup_epochs : int, default=1
+        Epochs at the constant ``warmup_lr`` before the cosine schedule starts (CoOp's
+        recipe); 0 disables the warm-up.
     warmup_lr : float, default=1e-5
+        Learning rate during the warm-up epochs.
     encode_batch_size : int, default=64
         Images per image-encoder forward pass.
-    cache_dir : str, optional
-        Also keep embeddings on disk here, for later processes.
+    cache_dir : str or path-like, optional
+        Also keep embeddings on disk here, for later processes (see
+        :class:`modal_vlm.cache.EmbeddingCache`).
     device : str, default="cpu"
-    random_state : int, RandomState or None
+        Torch device of the backbone and the prompt (``"cuda"``, ``"cuda:1"``, ``"mps"``...).
+        Estimators on the same device share one loaded backbone.
+    random_state : int, RandomState or None, default=None
         Seeds the context initialisation and the mini-batch order: equal seeds give equal
         fits.
     warm_start : bool, default=False
@@ -101,11 +112,24 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
+    classes_ : ndarray of int of shape (n_classes,)
+        ``arange(len(class_names))``, available before ``fit``: labels are indices into
+        ``class_names``.
     module_ : PromptedCLIP
-        The trained prompt and the frozen text tower.
-    backbone_ : Backbone
-        The shared frozen model.
+        The prompt learner with the frozen text tower (and, when ``train_visual_norm`` is
+        in effect, the image encoder with its trainable normalisation layers). Created by
+        ``initialize``, which ``fit`` and the first prediction call.
+    backbone_ : modal_vlm.backbones.Backbone
+        The frozen image and text encoders, loaded on first access and shared by every
+        estimator with the same ``model_name``, ``pretrained``, ``device`` and
+        ``image_size``.
+    history_ : skorch.history.History
+        skorch's per-epoch record of the last ``fit`` (``train_loss``, ``dur``...).
+
+    See Also
+    --------
+    modal_vlm.cec_query : CEC, the query strategy this classifier was built for.
+    modal_vlm.get_strategy : Query strategies by name.
 
     Examples
     --------
@@ -175,7 +199,18 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
         Returns
         -------
-        np.ndarray of shape (n_samples, D), float32
+        ndarray of float32 of shape (n_samples, D)
+            One row per image, unit L2 norm. After a UEO fit that adapted the encoder's
+            normalisation layers (``train_visual_norm``), the adapted encoder's embeddings.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", verbose=0)
+        >>> X = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+        >>> F = clf.transform(X)
+        >>> F.shape[0], bool(np.allclose(np.linalg.norm(F, axis=1), 1, atol=1e-5))
+        (3, True)
         """
         backbone, visual = self.backbone_, None
         key = backbone.key
@@ -190,7 +225,19 @@ class ClipPromptClassifier(NeuralNetClassifier):
                              batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual)
 
     def frozen_transform(self, X) -> np.ndarray:
-        """Embeddings of the frozen (zero-shot) image encoder, whatever UEO adapted."""
+        """Embeddings of the frozen (zero-shot) image encoder, whatever UEO adapted.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_samples, D)
+            L2-normalised embeddings; equal to :meth:`transform`'s unless the image encoder
+            was adapted.
+        """
         backbone = self.backbone_
         return encode_images(backbone, X, cache=EmbeddingCache(backbone.key, self.cache_dir),
                              batch_size=self.encode_batch_size, verbose=self.verbose)
@@ -200,6 +247,16 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
         Higher means more likely one of ``class_names``; see
         :func:`modal_vlm.metrics.ood_metrics` for AUROC and FPR at 95 % TPR.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_samples,)
+            Scores in ``[1 / n_classes, 1]``.
         """
         return self.predict_proba(X).max(axis=1)
 
@@ -207,6 +264,21 @@ class ClipPromptClassifier(NeuralNetClassifier):
         """Class probabilities from embeddings returned by :meth:`transform`.
 
         Query strategies use it to get embeddings and probabilities in one pass over the pool.
+
+        Parameters
+        ----------
+        features : array-like of shape (n_samples, D)
+            Image embeddings, as :meth:`transform` returns them.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_samples, n_classes)
+            The same probabilities as ``predict_proba`` on the images.
+
+        Raises
+        ------
+        ValueError
+            If ``features`` is not 2-d.
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2:
@@ -381,6 +453,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
             Class indices into ``class_names``; -1 marks unlabeled samples (UEO modes).
         X_unlabeled : images, optional
             More unlabeled images (UEO modes), e.g. the remaining active-learning pool.
+        **fit_params
+            Passed on to skorch's ``fit``.
 
         Returns
         -------

@@ -1,5 +1,9 @@
 """The ``modal-vlm`` command line: ``demo`` (offline, no data needed) and ``run`` (active
-learning on an image folder, resumable)."""
+learning on an image folder, resumable).
+
+:func:`main` is the entry point; the options are described in the documentation's
+experiment-runner page.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +13,10 @@ import tomllib
 import warnings
 
 DEMO_MODEL = "conse-efficientnet-lite0-minilm"
+#: ``modal-vlm --help``'s description (plain text: the module docstring is reStructuredText).
+DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on "
+               "scikit-learn's digits, no data needed. run: active learning on an image "
+               "folder, resumable.")
 
 #: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
 SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_size",
@@ -35,22 +43,19 @@ def _print_summary(result) -> None:
 
 def demo(args) -> int:
     """Active learning with the offline reference model on scikit-learn's digits."""
-    import numpy as np
-
-    from .datasets import load_digits_images
+    from .datasets import load_digits_split
     from .runner import RunConfig, RunData, run_experiment
 
-    X, y, names = load_digits_images(size=32)
-    order = np.random.RandomState(args.seed).permutation(len(y))
-    test, pool = order[:args.test_size], order[args.test_size:args.test_size + args.pool_size]
-    data = RunData(X[pool], y[pool], X[test], y[test], names,
+    X_pool, y_pool, X_test, y_test, names = load_digits_split(
+        args.pool_size, args.test_size, size=32, random_state=args.seed)
+    data = RunData(X_pool, y_pool, X_test, y_test, names,
                    source=f"scikit-learn digits, seed {args.seed}")
     config = RunConfig(strategies=tuple(args.strategy), seeds=(args.seed,), rounds=args.rounds,
                        classifier={"model_name": DEMO_MODEL, "image_size": 96,
                                    "template": "a photo of the number {}.",
                                    "ctx_init": "a photo of the number", "max_epochs": args.epochs})
     if not args.quiet:
-        print(f"modal-vlm demo: {len(pool)} unlabeled digits, {len(test)} test digits, {args.rounds} "
+        print(f"modal-vlm demo: {len(y_pool)} unlabeled digits, {len(y_test)} test digits, {args.rounds} "
               f"rounds x {len(names)} labels, {' vs. '.join(args.strategy)}, offline ConSE model "
               f"(replaces an earlier demo in {args.out})")
     result = run_experiment(config, args.out, data=data, overwrite=True, progress=not args.quiet,
@@ -174,7 +179,7 @@ def _add_run_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modal-vlm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="modal-vlm", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_parser(sub)
     _add_run_parser(sub)

@@ -6,7 +6,8 @@ of unknown (out-of-distribution) classes.
 Every selection here (images per class, known classes, the known classes of a partial
 pool) follows one rule: with ``random_state=None`` it takes the *first* items in order, so
 the result is deterministic without a seed; with a seed (or a ``RandomState``) it draws a
-random subset, reproducibly. Selected items keep their original order.
+random subset, reproducibly. Selected items keep their original order, except in
+:func:`load_digits_split`, whose seed shuffles the digits into a pool and a test set.
 """
 from __future__ import annotations
 
@@ -182,6 +183,61 @@ def load_digits_images(size=32, max_per_class=None, random_state=None):
         [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in grey]
     )
     return images, digits.target[keep].astype(np.int64), list(DIGIT_NAMES)
+
+
+def load_digits_split(pool_size=600, test_size=300, *, size=32, random_state=None):
+    """An unlabeled pool and a test set of :func:`load_digits_images`' digits, disjoint.
+
+    The set-up of the offline demo (``modal-vlm demo``) and of the documentation's examples.
+    With a seed, the images are shuffled by ``RandomState(random_state).permutation``; the
+    first ``test_size`` of that order are the test set and the next ``pool_size`` the pool.
+    With ``random_state=None`` the order is the dataset's own (the module's rule: first
+    items, no randomness).
+
+    Parameters
+    ----------
+    pool_size : int, default=600
+        Images in the pool.
+    test_size : int, default=300
+        Images in the test set.
+    size : int, default=32
+        Side of the images in pixels (see :func:`load_digits_images`).
+    random_state : int, RandomState or None, default=None
+        Seed (or generator) of the shuffle; None keeps the dataset's order.
+
+    Returns
+    -------
+    X_pool : ndarray of uint8 of shape (pool_size, size, size)
+        Greyscale images of the pool.
+    y_pool : ndarray of int64 of shape (pool_size,)
+        Their digits, indices into ``class_names`` (the simulated oracle's answers).
+    X_test : ndarray of uint8 of shape (test_size, size, size)
+        Greyscale images of the test set.
+    y_test : ndarray of int64 of shape (test_size,)
+        Their digits.
+    class_names : list of str
+        ``["zero", "one", ..., "nine"]``.
+
+    Raises
+    ------
+    ValueError
+        If a size is negative or ``pool_size + test_size`` exceeds the 1797 digits.
+
+    Examples
+    --------
+    >>> X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
+    ...     pool_size=100, test_size=50, random_state=0)
+    >>> X_pool.shape, X_test.shape, len(class_names)
+    ((100, 32, 32), (50, 32, 32), 10)
+    """
+    images, y, class_names = load_digits_images(size=size)
+    if pool_size < 0 or test_size < 0 or pool_size + test_size > len(y):
+        raise ValueError(f"pool_size and test_size must be >= 0 with a sum of at most {len(y)} "
+                         f"(the digits), got {pool_size} and {test_size}")
+    rng = _rng(random_state)
+    order = np.arange(len(y)) if rng is None else rng.permutation(len(y))
+    test, pool = order[:test_size], order[test_size:test_size + pool_size]
+    return images[pool], y[pool], images[test], y[test], class_names
 
 
 @dataclass(frozen=True)

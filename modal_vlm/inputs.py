@@ -33,7 +33,15 @@ def _digest(*parts) -> bytes:
 
 
 class ImageItem:
-    """One image: a content fingerprint and a way to turn it into the backbone's input."""
+    """One image: a content fingerprint and a way to turn it into the backbone's input.
+
+    Parameters
+    ----------
+    value : str, PIL.Image.Image, ndarray or tensor
+        The image as given: a path, a PIL image, raw pixels or a preprocessed tensor.
+    kind : {"path", "pil", "pixels", "tensor"}
+        Which of these ``value`` is.
+    """
 
     __slots__ = ("value", "kind")
 
@@ -50,7 +58,18 @@ class ImageItem:
         return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
 
     def to_tensor(self, preprocess) -> torch.Tensor:
-        """The preprocessed ``(3, H, W)`` tensor."""
+        """The preprocessed ``(3, H, W)`` tensor.
+
+        Parameters
+        ----------
+        preprocess : callable
+            The backbone's transform of an RGB PIL image; not applied to a ``"tensor"``
+            item, which is already preprocessed.
+
+        Returns
+        -------
+        torch.Tensor of float32 of shape (3, H, W)
+        """
         if self.kind == "tensor":
             return torch.as_tensor(self.value, dtype=torch.float32)
         if self.kind == "path":
@@ -166,7 +185,29 @@ def as_image_items(X) -> list[ImageItem]:
 
 
 def n_images(X) -> int:
-    """Number of images in ``X`` without loading them (``len`` with a clear error)."""
+    """Number of images in ``X`` without loading them (``len`` with a clear error).
+
+    Parameters
+    ----------
+    X : images
+        Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is one path or one PIL image instead of a sequence.
+    TypeError
+        If ``X`` has no length.
+
+    Examples
+    --------
+    >>> n_images(["a.png", "b.png"])
+    2
+    """
     if isinstance(X, (str, os.PathLike, Image.Image)):
         raise ValueError(f"X must be a sequence of images, got a single {type(X).__name__}.")
     try:

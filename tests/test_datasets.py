@@ -10,6 +10,7 @@ from modal_vlm.datasets import (
     DIGIT_NAMES,
     OOD_LABEL,
     load_digits_images,
+    load_digits_split,
     load_image_folder,
     make_open_set,
 )
@@ -103,6 +104,30 @@ def test_load_digits_images():
     assert np.array_equal(native, np.rint(digits.images * 255 / 16).astype(np.uint8))
     assert np.array_equal(y_native, digits.target)
 
+
+
+def test_load_digits_split_is_the_demos_seeded_split():
+    X_pool, y_pool, X_test, y_test, class_names = load_digits_split(120, 80, size=16,
+                                                                    random_state=3)
+    assert X_pool.shape == (120, 16, 16) and X_test.shape == (80, 16, 16)
+    assert y_pool.dtype == np.int64 and class_names == list(DIGIT_NAMES)
+    # The split modal-vlm demo always made: RandomState(seed).permutation, test first.
+    images, y, _ = load_digits_images(size=16)
+    order = np.random.RandomState(3).permutation(len(y))
+    assert np.array_equal(X_test, images[order[:80]]) and np.array_equal(y_test, y[order[:80]])
+    assert np.array_equal(X_pool, images[order[80:200]])
+    assert np.array_equal(y_pool, y[order[80:200]])
+    # A RandomState works as the seed does; None keeps the dataset's order.
+    again = load_digits_split(120, 80, size=16, random_state=np.random.RandomState(3))
+    assert np.array_equal(again[1], y_pool)
+    _, y_first, _, y_test_first, _ = load_digits_split(5, 4, size=8)
+    assert y_test_first.tolist() == y[:4].tolist() and y_first.tolist() == y[4:9].tolist()
+
+
+@pytest.mark.parametrize("pool_size, test_size", [(-1, 10), (10, -1), (1700, 98)])
+def test_load_digits_split_rejects_impossible_sizes(pool_size, test_size):
+    with pytest.raises(ValueError, match="pool_size and test_size"):
+        load_digits_split(pool_size, test_size)
 
 # Five classes, four training and two test samples each; X encodes "class/index".
 NAMES = ["cat", "dog", "frog", "ship", "truck"]

@@ -24,7 +24,15 @@ from .open_clip_backbone import create_open_clip_backbone
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """A registered backbone: its factory and a one-line description."""
+    """A registered backbone: its factory and a one-line description.
+
+    Parameters
+    ----------
+    factory : callable
+        ``factory(pretrained, *, device, image_size) -> Backbone``.
+    description : str
+        One line shown to users, e.g. what the model is and where its weights come from.
+    """
 
     factory: Callable[..., Backbone]
     description: str
@@ -35,6 +43,20 @@ _REGISTRY: dict[str, BackboneEntry] = {}
 
 def register_backbone(name: str, factory: Callable[..., Backbone], description: str = "") -> None:
     """Register ``factory(pretrained, *, device, image_size) -> Backbone`` under ``name``.
+
+    Registered names take precedence over open_clip's architectures of the same name, and
+    registering a name again replaces its entry.
+
+    Parameters
+    ----------
+    name : str
+        The ``model_name`` that selects the backbone.
+    factory : callable
+        Called as ``factory(pretrained, device=device, image_size=image_size)``;
+        ``pretrained`` is what the user passed (None for the model's default), ``image_size``
+        None for the model's own resolution. Returns a :class:`Backbone`.
+    description : str, default=""
+        One line about the model.
 
     Examples
     --------
@@ -48,7 +70,24 @@ def register_backbone(name: str, factory: Callable[..., Backbone], description: 
 
 
 def list_backbones(include_open_clip: bool = True) -> list[str]:
-    """Names accepted by :func:`create_backbone` (registered first, then open_clip's)."""
+    """Names accepted by :func:`create_backbone` (registered first, then open_clip's).
+
+    Parameters
+    ----------
+    include_open_clip : bool, default=True
+        Also list every architecture open_clip knows (``open_clip.list_models()``).
+
+    Returns
+    -------
+    list of str
+        The registered names (the offline reference model, the tiny test models, any
+        :func:`register_backbone` added), then open_clip's.
+
+    Examples
+    --------
+    >>> list_backbones(include_open_clip=False)[:2]
+    ['conse-efficientnet-lite0-minilm', 'tiny-vit-bert']
+    """
     names = list(_REGISTRY)
     if include_open_clip:
         names += [n for n in open_clip.list_models() if n not in _REGISTRY]
@@ -66,7 +105,7 @@ def create_backbone(model_name: str, pretrained=None, *, device="cpu", image_siz
         Weights: an open_clip tag (``"openai"``), a local file, ``"random"``; None takes the
         model's default (``"openai"`` for ``ViT-B-32``, the bundled weights of the offline
         model, random weights for the tiny test models).
-    device : str
+    device : str, default="cpu"
         Torch device.
     image_size : int, optional
         Input resolution; None keeps the model's own.
@@ -74,6 +113,7 @@ def create_backbone(model_name: str, pretrained=None, *, device="cpu", image_siz
     Returns
     -------
     Backbone
+        A new instance, not shared (see :func:`get_backbone` for the shared one).
 
     Raises
     ------
@@ -94,7 +134,34 @@ def get_backbone(model_name: str, pretrained=None, device="cpu", image_size=None
     """The process-wide shared instance of a backbone (built on first use).
 
     Estimators, their clones and grid-search candidates with the same backbone arguments
-    share one frozen model instead of loading the weights again.
+    share one frozen model instead of loading the weights again. The four most recently
+    used backbones are kept.
+
+    Parameters
+    ----------
+    model_name : str
+        A name from :func:`list_backbones`.
+    pretrained : str, optional
+        As for :func:`create_backbone`.
+    device : str or torch.device, default="cpu"
+        Torch device.
+    image_size : int, optional
+        Input resolution; None keeps the model's own.
+
+    Returns
+    -------
+    Backbone
+        The shared instance: do not modify it.
+
+    Raises
+    ------
+    ValueError
+        As :func:`create_backbone`.
+
+    Examples
+    --------
+    >>> get_backbone("tiny-vit") is get_backbone("tiny-vit")
+    True
     """
     return _shared_backbone(model_name, pretrained, str(device), image_size)
 

@@ -36,11 +36,31 @@ class TextTower(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids ``(n, L)`` and attention mask ``(n, L)`` (1 = real token)."""
+        """Token ids ``(n, L)`` and attention mask ``(n, L)`` (1 = real token).
+
+        Parameters
+        ----------
+        texts : list of str
+            The prompts.
+
+        Returns
+        -------
+        token_ids, attention_mask : torch.Tensor of shape (n, L)
+        """
 
     @abc.abstractmethod
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Input embeddings ``(n, L, width)`` of ``token_ids``."""
+        """Input embeddings ``(n, L, width)`` of ``token_ids``.
+
+        Parameters
+        ----------
+        token_ids : torch.Tensor of shape (n, L)
+            As returned by :meth:`tokenize`.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, L, width)
+        """
 
     @abc.abstractmethod
     def encode_embeddings(
@@ -48,8 +68,18 @@ class TextTower(nn.Module, abc.ABC):
     ) -> torch.Tensor:
         """Text features ``(n, D)`` (not normalised) from input embeddings.
 
-        ``token_ids`` and ``attention_mask`` are those of the tokenized prompt whose
-        embeddings were (partly) replaced; they locate padding and pooling positions.
+        Parameters
+        ----------
+        embeddings : torch.Tensor of shape (n, L, width)
+            Input embeddings, e.g. :meth:`embed_tokens`' with the context positions replaced
+            by learned vectors.
+        token_ids, attention_mask : torch.Tensor of shape (n, L)
+            Those of the tokenized prompt whose embeddings were (partly) replaced; they
+            locate padding and pooling positions.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D)
         """
 
     def train(self, mode: bool = True):
@@ -57,7 +87,17 @@ class TextTower(nn.Module, abc.ABC):
         return super().train(False)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised features ``(n, D)`` of plain texts."""
+        """L2-normalised features ``(n, D)`` of plain texts.
+
+        Parameters
+        ----------
+        texts : list of str
+            The texts.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D)
+        """
         ids, mask = self.tokenize(texts)
         return F.normalize(self.encode_embeddings(self.embed_tokens(ids), ids, mask), dim=-1)
 
@@ -107,10 +147,37 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image features of a preprocessed batch."""
+        """L2-normalised image features of a preprocessed batch.
+
+        Parameters
+        ----------
+        images : torch.Tensor of shape (n, 3, H, W)
+            Images transformed by the backbone's ``preprocess``.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D)
+        """
         return F.normalize(self.visual(images), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised features of plain texts."""
+        """L2-normalised features of plain texts.
+
+        Parameters
+        ----------
+        texts : list of str
+            The texts, e.g. ``"a photo of a cat."``.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D)
+
+        Examples
+        --------
+        >>> from modal_vlm.backbones import get_backbone
+        >>> features = get_backbone("tiny-vit").encode_text(["a cat", "a dog"])
+        >>> tuple(features.shape)[0], round(float(features[0].norm()), 4)
+        (2, 1.0)
+        """
         return self.text.encode_text(texts)
