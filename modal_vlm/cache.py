@@ -27,7 +27,18 @@ class EmbeddingStore:
         self.loaded_dirs: set[str] = set()
 
     def lookup(self, keys) -> np.ndarray:
-        """Row index of each key, -1 where absent."""
+        """Row index of each key, -1 where absent.
+
+        Parameters
+        ----------
+        keys : sequence of str
+            Content fingerprints of the images.
+
+        Returns
+        -------
+        ndarray of int64 of shape (len(keys),)
+            Rows of :attr:`matrix`; -1 for keys not stored.
+        """
         return np.fromiter((self.rows.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def add(self, keys, embeddings: np.ndarray) -> None:

@@ -245,23 +245,34 @@ class OpenSetSplit:
     """An unlabeled pool and a test split in one of UEO's settings (see :func:`make_open_set`).
 
     Labels are indices into ``known_classes``; :data:`OOD_LABEL` marks unknown classes.
+
+    Parameters
+    ----------
+    X_pool : ndarray
+        Inputs of the unlabeled pool (paths or images).
+    y_pool : ndarray of int
+        True labels of the pool (hidden from unsupervised training; used by active learning).
+    X_test : ndarray
+        Inputs of the test split: every known and every unknown class.
+    y_test : ndarray of int
+        True test labels, OOD samples marked by :data:`OOD_LABEL`.
+    known_classes : list of str
+        Names of the classes the model is told about, in label order.
+    unknown_classes : list of str
+        Names of the other classes; their samples are OOD.
+    pool_classes : list of str
+        Known classes present in the pool (all of them, except in the partial settings).
+    setting : str
+        One of :data:`SETTINGS`.
     """
 
-    #: Inputs of the unlabeled pool (paths or images).
     X_pool: np.ndarray
-    #: True labels of the pool (hidden from unsupervised training; used by active learning).
     y_pool: np.ndarray
-    #: Inputs of the test split: every known and every unknown class.
     X_test: np.ndarray
-    #: True test labels, OOD samples marked by :data:`OOD_LABEL`.
     y_test: np.ndarray
-    #: Names of the classes the model is told about, in label order.
     known_classes: list[str]
-    #: Names of the other classes; their samples are OOD.
     unknown_classes: list[str]
-    #: Known classes present in the pool (all of them, except in the partial settings).
     pool_classes: list[str]
-    #: One of :data:`SETTINGS`.
     setting: str
 
 

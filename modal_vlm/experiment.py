@@ -39,6 +39,8 @@ def round_seed(seed, round_):
     Returns
     -------
     int or None
+        A 32-bit seed from ``numpy.random.SeedSequence([seed, round_])``: the same for the
+        same pair, unrelated across rounds and runs.
 
     Examples
     --------
@@ -53,6 +55,20 @@ def round_seed(seed, round_):
 def check_int(name, value, minimum=1) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer (not a bool) >= ``minimum``.
 
+    Parameters
+    ----------
+    name : str
+        The setting's name, for the error message.
+    value : object
+        The value to check; any :class:`numbers.Integral` but ``bool`` counts as an integer.
+    minimum : int, default=1
+        Smallest valid value.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not an integer, is a bool, or is below ``minimum``.
+
     Examples
     --------
     >>> check_int("rounds", 0)
@@ -66,6 +82,21 @@ def check_int(name, value, minimum=1) -> None:
 
 def check_budget(budget, rounds, n_pool) -> None:
     """Raise ``ValueError`` unless ``rounds`` rounds of ``budget`` labels fit a pool of ``n_pool``.
+
+    Parameters
+    ----------
+    budget : int
+        Labels per round, >= 1.
+    rounds : int
+        Query rounds, >= 1.
+    n_pool : int
+        Size of the unlabeled pool.
+
+    Raises
+    ------
+    ValueError
+        ``budget`` or ``rounds`` is not an integer >= 1 (see :func:`check_int`), or
+        ``budget * rounds > n_pool``.
 
     Examples
     --------
@@ -84,6 +115,21 @@ def check_budget(budget, rounds, n_pool) -> None:
 
 def per_class_accuracy(y_true, y_pred, n_classes) -> list:
     """Accuracy on each class's test samples; None for a class without test samples.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (n_samples,)
+        True labels, in ``range(n_classes)``.
+    y_pred : array-like of int, shape (n_samples,)
+        Predicted labels.
+    n_classes : int
+        Number of classes; the list has one entry per class.
+
+    Returns
+    -------
+    list of float or None
+        Entry ``c``: the fraction of the class-``c`` samples predicted ``c`` (its recall),
+        or None when ``y_true`` has no sample of class ``c``.
 
     Examples
     --------

@@ -32,22 +32,41 @@ from .curves import plot_learning_curves, summarize
 from .data import RunData, load_run_data
 from .rundir import PLOT, SUMMARY, RunDirectory, RunDirectoryError
 
-#: Testing hook: a run kills its own process (SIGKILL) right after checkpointing the round
-#: with this number, to simulate a crash.
+# Testing hook, not part of the API: a run kills its own process (SIGKILL) right after
+# checkpointing the round whose number this environment variable holds, to simulate a crash.
 CRASH_AFTER_ROUND_ENV = "MODAL_VLM_CRASH_AFTER_ROUND"
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """What :func:`run_experiment` produced."""
+    """What :func:`run_experiment` produced (a frozen dataclass; the fields are attributes).
 
-    #: Every round record, each with its ``strategy`` and ``seed``.
+    Parameters
+    ----------
+    records : list of dict
+        Every round record of every run, each with its ``strategy`` and ``seed`` (the
+        record fields of :func:`modal_vlm.experiment.run_active_learning`, plus
+        ``queried_files`` when the pool is a list of image files); also in ``rounds.json``
+        and ``rounds.csv``.
+    summary : list of dict
+        One entry per strategy: final accuracy and area under the learning curve, mean and
+        std over seeds; also in ``summary.json``.
+    path : pathlib.Path
+        The run directory.
+    plot : pathlib.Path or None
+        The learning-curve plot (``learning_curve.png``), or None without matplotlib.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> result = ExperimentResult(records=[], summary=[], path=Path("runs/x"), plot=None)
+    >>> (result.path / "rounds.csv").as_posix(), result.plot is None
+    ('runs/x/rounds.csv', True)
+    """
+
     records: list
-    #: Per strategy: final accuracy and area under the learning curve, mean and std over seeds.
     summary: list
-    #: The run directory.
     path: Path
-    #: The learning-curve plot, or None without matplotlib.
     plot: Path | None
 
 
@@ -131,6 +150,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     Returns
     -------
     ExperimentResult
+        Every round record, the per-strategy summary, the run directory and the plot.
 
     Raises
     ------
@@ -194,5 +214,5 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     return ExperimentResult(run_dir.records, summary, run_dir.path, plot)
 
 
-__all__ = ["CRASH_AFTER_ROUND_ENV", "ExperimentResult", "RunConfig", "RunData", "RunDirectory",
+__all__ = ["ExperimentResult", "RunConfig", "RunData", "RunDirectory",
            "RunDirectoryError", "load_run_data", "run_experiment"]

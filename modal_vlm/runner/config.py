@@ -61,12 +61,18 @@ class RunConfig:
     strategies : tuple of str, default=("cec",)
         Names for :func:`modal_vlm.get_strategy`.
     seeds : tuple of int, default=(0, 1, 2)
+        One run per strategy and seed; a seed (distinct, >= 0) seeds the classifier and
+        every round's query (see :func:`modal_vlm.experiment.round_seed`).
     rounds : int, default=8
+        Query-and-train rounds after the zero-shot round 0 (the protocol: 8).
     budget : int, optional
         Labels per round; default the number of classes.
     first_round : {"random", "strategy"}, default="random"
-    classifier : dict
-        ``ClipPromptClassifier`` parameters (``model_name``, ``max_epochs``, ``cache_dir``...).
+        Round 1 queries at random (the protocol), or with the strategy from the zero-shot
+        predictions (cold start).
+    classifier : dict, default={}
+        ``ClipPromptClassifier`` parameters (``model_name``, ``max_epochs``, ``cache_dir``...),
+        except ``class_names`` and ``random_state``, which the runner sets.
 
     Examples
     --------
@@ -95,6 +101,18 @@ class RunConfig:
     def from_toml(cls, path) -> RunConfig:
         """Read a TOML file (see the module docstring); paths are relative to its folder.
 
+        Parameters
+        ----------
+        path : str or path-like
+            The TOML file: :class:`RunConfig` fields at the top level, classifier parameters
+            in a ``[classifier]`` table.
+
+        Returns
+        -------
+        RunConfig
+            The defaults overridden by the file's values (not yet validated: see
+            :meth:`validate`).
+
         Raises
         ------
         FileNotFoundError
@@ -118,6 +136,18 @@ class RunConfig:
     def override(self, **values) -> RunConfig:
         """A copy with ``values`` replaced; ``classifier`` entries are merged, not replaced.
 
+        Parameters
+        ----------
+        **values
+            Field names and their new values. A single string or int for ``strategies`` or
+            ``seeds`` becomes a one-element tuple, and any sequence a tuple.
+
+        Returns
+        -------
+        RunConfig
+            The new settings (not yet validated: see :meth:`validate`); ``self`` is frozen
+            and unchanged.
+
         Raises
         ------
         ValueError
@@ -136,6 +166,11 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every setting; returns ``self``.
+
+        Returns
+        -------
+        RunConfig
+            ``self``, so that calls chain: ``RunConfig(...).validate()``.
 
         Raises
         ------
@@ -173,7 +208,18 @@ class RunConfig:
         return self
 
     def as_dict(self) -> dict:
-        """The settings as JSON-ready values."""
+        """The settings as JSON-ready values.
+
+        Returns
+        -------
+        dict
+            Field name to value; ``strategies`` and ``seeds`` as lists.
+
+        Examples
+        --------
+        >>> RunConfig(seeds=(0,)).as_dict()["seeds"]
+        [0]
+        """
         values = dataclasses.asdict(self)
         values.update(strategies=list(self.strategies), seeds=list(self.seeds))
         return values

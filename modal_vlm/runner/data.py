@@ -15,6 +15,28 @@ from ..datasets import load_image_folder
 class RunData:
     """Pool and test set of an experiment, labels indexing ``class_names``.
 
+    A frozen dataclass; the parameters are its attributes. :func:`load_run_data` builds one
+    from image folders; build one yourself to run an experiment on data in memory
+    (``run_experiment(config, out, data=...)``).
+
+    Parameters
+    ----------
+    X_pool : sequence
+        The unlabeled pool: image paths (an array of str), images or arrays, anything
+        :class:`~modal_vlm.ClipPromptClassifier` accepts.
+    y_pool : np.ndarray of int, shape (n_pool,)
+        The pool's labels (the simulated oracle), indices into ``class_names``.
+    X_test : sequence
+        The test images, as ``X_pool``.
+    y_test : np.ndarray of int, shape (n_test,)
+        The test labels, indices into ``class_names``.
+    class_names : list of str
+        Class names, in label order; they become the classifier's prompts.
+    source : object, optional
+        Where the data come from (folders, or a description), recorded with the run.
+    skipped : dict, optional
+        Unreadable image files left out (``on_bad_image="skip"``), path -> reason.
+
     Examples
     --------
     >>> import numpy as np
@@ -29,13 +51,18 @@ class RunData:
     X_test: object
     y_test: np.ndarray
     class_names: list
-    #: Where the data come from (folders, or a description), recorded with the run.
     source: object = None
-    #: Unreadable image files left out (``on_bad_image="skip"``), path -> reason.
     skipped: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """JSON-ready description: source, classes, images per class, skipped files."""
+        """JSON-ready description: source, classes, images per class, skipped files.
+
+        Returns
+        -------
+        dict
+            ``source``, ``class_names``, ``n_pool``, ``n_test``, ``pool_per_class`` and
+            ``test_per_class`` (class name -> count), ``skipped_images``.
+        """
         def per_class(y):
             return dict(zip(self.class_names, np.bincount(y, minlength=len(self.class_names)).tolist()))
 
@@ -95,10 +122,13 @@ def load_run_data(config) -> RunData:
     Parameters
     ----------
     config : RunConfig
+        Reads ``data``, ``test_data``, ``test_size``, ``split_seed``, ``max_per_class``,
+        ``max_test_per_class`` and ``on_bad_image``.
 
     Returns
     -------
     RunData
+        Image paths and labels, with ``source`` (the folders) and ``skipped`` files.
 
     Raises
     ------

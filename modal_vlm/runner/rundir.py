@@ -170,20 +170,49 @@ class RunDirectory:
         return list(self.records)
 
     def runs(self) -> dict:
-        """The records grouped by run: ``{(strategy, seed): [record, ...]}``."""
+        """The records grouped by run: ``{(strategy, seed): [record, ...]}``.
+
+        Returns
+        -------
+        dict
+            ``(strategy, seed)`` -> that run's records, in round order.
+        """
         grouped = {}
         for record in self.records:
             grouped.setdefault((record["strategy"], record["seed"]), []).append(record)
         return grouped
 
     def add_round(self, record: dict) -> None:
-        """Append one finished round (with ``strategy`` and ``seed``) and checkpoint."""
+        """Append one finished round (with ``strategy`` and ``seed``) and checkpoint.
+
+        ``rounds.json`` and ``rounds.csv`` are rewritten atomically, so a process killed at
+        any moment leaves every round before this one on disk.
+
+        Parameters
+        ----------
+        record : dict
+            The round record (see :func:`modal_vlm.experiment.run_active_learning`) with its
+            run's ``strategy`` and ``seed``.
+        """
         self.records.append(record)
         write_atomic(self.path / ROUNDS_JSON, _json_bytes(self.records))
         write_atomic(self.path / ROUNDS_CSV, records_csv(self.records, self.class_names).encode())
 
     def write_json(self, name: str, value) -> Path:
-        """Write ``value`` as ``name`` in the directory (atomically); returns its path."""
+        """Write ``value`` as ``name`` in the directory (atomically); returns its path.
+
+        Parameters
+        ----------
+        name : str
+            File name inside the directory, e.g. ``"summary.json"``.
+        value : object
+            JSON-serialisable value (NaN and infinities allowed).
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
         path = self.path / name
         write_atomic(path, _json_bytes(value))
         return path

@@ -38,7 +38,28 @@ _STRATEGIES = {
 
 
 def list_strategies(pcb_variants: bool = False) -> list[str]:
-    """Names accepted by :func:`get_strategy`; ``NAME+pcb`` works for every base name."""
+    """Names accepted by :func:`get_strategy`; ``NAME+pcb`` works for every base name.
+
+    Parameters
+    ----------
+    pcb_variants : bool, default=False
+        Also list the ``NAME+pcb`` names (PCB class balancing around each base strategy;
+        CEC, which balances through its clustering, is left out of these but
+        ``"cec+pcb"`` is accepted too).
+
+    Returns
+    -------
+    list of str
+        The base names (``"random"``, ``"entropy"``, ..., ``"cec"``), then, with
+        ``pcb_variants``, the ``+pcb`` ones.
+
+    Examples
+    --------
+    >>> list_strategies()
+    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec']
+    >>> list_strategies(pcb_variants=True)[-1]
+    'badge+pcb'
+    """
     names = list(_STRATEGIES)
     return names + [f"{n}+pcb" for n in names if n != "cec"] if pcb_variants else names
 
@@ -46,10 +67,33 @@ def list_strategies(pcb_variants: bool = False) -> list[str]:
 def get_strategy(name: str):
     """The strategy called ``name`` (``"cec"``, ``"entropy"``, ``"entropy+pcb"``...).
 
+    Parameters
+    ----------
+    name : str
+        A name of :func:`list_strategies`, optionally followed by ``"+pcb"`` for PCB class
+        balancing around it (:class:`~modal_vlm.pcb` with its default ``gamma``).
+
+    Returns
+    -------
+    callable
+        The query strategy: a function such as :func:`~modal_vlm.entropy_query`, or a
+        :class:`~modal_vlm.pcb` wrapper of one.
+
     Raises
     ------
     ValueError
         Unknown name; the message lists the valid ones.
+
+    Examples
+    --------
+    >>> get_strategy("cec").__name__
+    'cec_query'
+    >>> get_strategy("margin+pcb")
+    pcb(margin_query, gamma=0.1)
+    >>> get_strategy("nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown strategy 'nope'; use one of [...] (append '+pcb' for PCB class balancing).
     """
     base, _, wrapper = name.partition("+")
     if base not in _STRATEGIES or wrapper not in ("", "pcb"):

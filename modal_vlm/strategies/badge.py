@@ -18,7 +18,23 @@ from ._result import query_result
 
 
 def gradient_factors(proba) -> torch.Tensor:
-    """``a = p - onehot(argmax p)``, the class factor of the gradient embedding."""
+    """``a = p - onehot(argmax p)``, the class factor of the gradient embedding.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities of the pool.
+
+    Returns
+    -------
+    torch.Tensor of shape (n, C), float32
+        ``proba`` with 1 subtracted at each row's most likely class.
+
+    Examples
+    --------
+    >>> gradient_factors([[0.75, 0.25]])
+    tensor([[-0.2500,  0.2500]])
+    """
     A = as_tensor(proba).clone()
     A[torch.arange(len(A)), A.argmax(1)] -= 1.0
     return A
@@ -26,6 +42,19 @@ def gradient_factors(proba) -> torch.Tensor:
 
 def gradient_embeddings(proba, features) -> np.ndarray:
     """The gradient embeddings ``(n, C * d)`` themselves (small pools, inspection, tests).
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities of the pool.
+    features : array-like of shape (n, d)
+        Image embeddings of the same samples.
+
+    Returns
+    -------
+    np.ndarray of shape (n, C * d), float32
+        Row ``i`` is the outer product ``a_i ⊗ f_i`` flattened class-major, ``a`` from
+        :func:`gradient_factors`.
 
     Examples
     --------
@@ -39,7 +68,35 @@ def gradient_embeddings(proba, features) -> np.ndarray:
 def badge_select(proba, features, n_instances, rng) -> tuple[np.ndarray, np.ndarray]:
     """k-means++ seeds on the gradient embeddings, starting from the largest gradient.
 
-    Returns the picks and every sample's gradient-embedding norm.
+    Runs on the factors (``<g_i, g_j> = <a_i, a_j> <f_i, f_j>``): the ``C * d`` gradient
+    embeddings are never built.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities of the pool.
+    features : array-like of shape (n, d)
+        Image embeddings of the same samples.
+    n_instances : int
+        Number of seeds to pick (at most ``n``).
+    rng : numpy.random.RandomState
+        Draws every seed after the first (with probability proportional to the squared
+        distance to the nearest seed so far).
+
+    Returns
+    -------
+    picks : np.ndarray of shape (n_instances,)
+        Distinct pool indices; the first has the largest gradient-embedding norm.
+    gradient_norm : np.ndarray of shape (n,)
+        Each sample's gradient-embedding norm ``||a|| ||f||``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = [[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]]
+    >>> picks, norms = badge_select(proba, np.eye(3), 2, np.random.RandomState(0))
+    >>> int(picks[0]), norms.round(3)
+    (1, array([0.141, 0.707, 0.566], dtype=float32))
     """
     A, F = gradient_factors(proba), as_tensor(features)
     sq_norms = squared_norms(A) * squared_norms(F)
@@ -54,9 +111,11 @@ def badge_query(classifier, X_pool, n_instances=1, *, random_state=None, return_
     Parameters
     ----------
     classifier : modAL learner, ClipPromptClassifier or Pipeline ending in one
+        Gives the pool's class probabilities and embeddings (``transform``, cached).
     X_pool : sequence
         Unlabeled pool.
     n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
     random_state : int, RandomState or None
         Seeds the k-means++ draws.
     return_metrics : bool, default=False
@@ -65,7 +124,15 @@ def badge_query(classifier, X_pool, n_instances=1, *, random_state=None, return_
     Returns
     -------
     indices or (indices, metrics)
-        ``metrics["gradient_norm"]``: each sample's gradient-embedding norm.
+        See :ref:`strategies-return`; ``metrics["gradient_norm"]``: each sample's
+        gradient-embedding norm.
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty or ``n_instances`` is not an int in ``[1, len(X_pool)]``.
+    TypeError
+        The classifier has no ``transform`` (BADGE needs image embeddings).
 
     Examples
     --------

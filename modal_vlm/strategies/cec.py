@@ -41,8 +41,21 @@ EPS = 1e-8
 def class_priors(proba, top_n=None) -> np.ndarray:
     """``P(c)``: the mean of the ``top_n`` largest ``p(c|x)`` over the pool, per class.
 
-    ``top_n`` defaults to ``ceil(n / C)``, the count a balanced pool would have per class,
-    and is clipped to ``[1, n]``.
+    ``P(c) = mean of the top_n largest values of p(c|x) over x in U`` (step 1 of
+    ``shared/specs/cec.md``): CLIP favours some classes, and dividing by ``P(c)`` corrects it.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities ``p(c|x)`` of the ``n`` pool samples.
+    top_n : int, optional
+        Samples averaged per class. Default ``ceil(n / C)``, the count a balanced pool would
+        have per class; clipped to ``[1, n]``.
+
+    Returns
+    -------
+    np.ndarray of shape (C,), float32
+        The prior ``P(c)`` of each class.
 
     Examples
     --------
@@ -59,9 +72,22 @@ def class_priors(proba, top_n=None) -> np.ndarray:
 def calibrated_entropy(proba, top_n=None, calibrate=True):
     """``H(x)`` of step 1: entropy of the prior-calibrated probabilities.
 
+    ``q(c|x) = (p(c|x) / P(c)) / sum_c' (p(c'|x) / P(c'))`` and
+    ``H(x) = -sum_c q(c|x) log q(c|x)``, with ``P(c)`` from :func:`class_priors`.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities ``p(c|x)`` of the ``n`` pool samples.
+    top_n : int, optional
+        Samples averaged per class for the prior (see :func:`class_priors`).
+    calibrate : bool, default=True
+        False skips the calibration: plain entropy of ``p`` (the ablation).
+
     Returns
     -------
-    H : np.ndarray of shape (n,)
+    H : np.ndarray of shape (n,), float32
+        Calibrated entropy of each sample, in nats.
     prior : np.ndarray of shape (C,) or None
         ``P(c)``, None when ``calibrate=False`` (plain entropy).
 
@@ -79,7 +105,37 @@ def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None)
     """``U(x)`` and ``H_nb(x)`` of step 2.
 
     ``H_nb(x) = sum_j w_j H(x_j) / sum_j w_j`` over the ``k`` most cosine-similar other pool
-    samples, ``w_j = max(s_j, 0) + eps``; ``U = (1 - alpha) H + alpha H_nb``.
+    samples (``x`` itself excluded), ``w_j = max(s_j, 0) + eps`` with ``s_j`` the cosine
+    similarity of ``f(x)`` and ``f(x_j)``; ``U = (1 - alpha) H + alpha H_nb``.
+
+    Parameters
+    ----------
+    H : array-like of shape (n,)
+        Per-sample (calibrated) entropy, from :func:`calibrated_entropy`.
+    features : array-like of shape (n, d)
+        Image embeddings ``f(x)`` of the same samples (cosine similarity; need not be
+        normalised). Not read when ``alpha == 0``.
+    k : int, default=10
+        Neighbours per sample; clipped to ``n - 1``.
+    alpha : float, default=0.5
+        Weight of the neighbourhood term; 0 (or ``n == 1``) gives ``U = H_nb = H``.
+    knn : {"auto", "exact", "approximate"}, default="auto"
+        Neighbour search: exact blocked search up to 10^4 samples ("auto"), or an
+        inverted-file search with exact re-ranking above.
+    rng : numpy.random.RandomState, optional
+        Seeds the approximate search; default ``RandomState(0)``.
+
+    Returns
+    -------
+    U : np.ndarray of shape (n,), float32
+        Neighbour-aware uncertainty.
+    H_nb : np.ndarray of shape (n,), float32
+        Similarity-weighted mean entropy of each sample's neighbours.
+
+    Raises
+    ------
+    ValueError
+        ``knn`` is not one of the three methods.
 
     Examples
     --------
@@ -138,17 +194,31 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     Parameters
     ----------
     features : array-like of shape (n, d)
+        Image embeddings of the pool, clustered.
     U : array-like of shape (n,)
-        Sample weights (uncertainties).
+        Sample weights (uncertainties), e.g. from :func:`neighbour_uncertainty`.
     n_instances : int
+        Number of clusters ``K`` and of indices returned.
     rng : numpy.random.RandomState
-    selection : {"centroid", "most_uncertain", "candidates"}
+        Seeds k-means++, the subsample and tie breaks.
+    selection : {"centroid", "most_uncertain", "candidates"}, default="centroid"
         Within-cluster rule: the sample nearest the centroid (the paper), the most uncertain
         member, or centroid-nearest after clustering only the ``10 * n_instances`` most
         uncertain samples.
-    kmeans_subsample : int or None
+    kmeans_subsample : int or None, default=20000
         Cluster a uniform random sample of this many points (at least ``50 * n_instances``)
         when the pool is larger, then assign the whole pool; None clusters the whole pool.
+
+    Returns
+    -------
+    np.ndarray of shape (n_instances,), int
+        Distinct pool indices: one per non-empty cluster, and for empty clusters the
+        highest-``U`` samples not yet picked.
+
+    Raises
+    ------
+    ValueError
+        ``selection`` is not one of the three rules.
 
     Examples
     --------
@@ -218,7 +288,17 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     Returns
     -------
     indices or (indices, metrics)
-        ``metrics`` holds per-sample ``"U"``, ``"H"``, ``"H_nb"`` and the class ``"prior"``.
+        See :ref:`strategies-return`; ``metrics`` holds per-sample ``"U"``, ``"H"``,
+        ``"H_nb"`` and the class ``"prior"`` (None when ``calibrate=False``).
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, ``alpha``
+        lies outside ``[0, 1]``, or ``selection`` / ``knn`` is unknown.
+    TypeError
+        The classifier has no ``transform``: CEC needs image embeddings (unless
+        ``alpha=0`` and ``clustering=False``).
 
     Examples
     --------

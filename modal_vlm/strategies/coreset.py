@@ -13,11 +13,23 @@ def k_center_greedy(features, n_instances, rng, labeled_features=None) -> tuple[
     """Greedily add the pool sample farthest from every center chosen so far.
 
     Centers start as the labeled samples; with none, the first center is a seeded random
-    pool sample.
+    pool sample. Distances are Euclidean, computed without any ``n x n`` matrix.
+
+    Parameters
+    ----------
+    features : array-like of shape (n, d)
+        Embeddings of the unlabeled pool.
+    n_instances : int
+        Number of centers to add (at most ``n``).
+    rng : numpy.random.RandomState
+        Draws the first center when there is no labeled sample.
+    labeled_features : array-like of shape (m, d), optional
+        Embeddings of the labeled set, the initial centers; None or empty for none.
 
     Returns
     -------
     picks : np.ndarray of shape (n_instances,)
+        Distinct pool indices, in the order they were chosen.
     distance : np.ndarray of shape (n,)
         Each pool sample's distance to the labeled set before the query (inf without labels).
 
@@ -60,6 +72,7 @@ def coreset_query(classifier, X_pool, n_instances=1, *, random_state=None, X_lab
     X_pool : sequence
         Unlabeled pool.
     n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
     random_state : int, RandomState or None
         Seeds the first center when nothing is labeled yet.
     X_labeled : sequence, optional
@@ -70,7 +83,15 @@ def coreset_query(classifier, X_pool, n_instances=1, *, random_state=None, X_lab
     Returns
     -------
     indices or (indices, metrics)
-        ``metrics["distance"]``: each pool sample's distance to the labeled set.
+        See :ref:`strategies-return`; ``metrics["distance"]``: each pool sample's distance to
+        the labeled set (inf when nothing is labeled).
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty or ``n_instances`` is not an int in ``[1, len(X_pool)]``.
+    TypeError
+        The classifier has no ``transform`` (coreset needs image embeddings).
 
     Examples
     --------

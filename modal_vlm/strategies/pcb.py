@@ -63,7 +63,22 @@ class pcb:  # noqa: N801 -- used like a function: pcb(entropy_query)
     base : callable
         Any modAL query strategy (``modal_vlm``'s or modAL's own).
     gamma : float, default=0.1
-        Fraction of the pool the base strategy proposes.
+        Fraction of the pool the base strategy proposes, in ``(0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        ``gamma`` lies outside ``(0, 1]``.
+
+    Notes
+    -----
+    The wrapped strategy is called like any modAL strategy,
+    ``strategy(classifier, X_pool, n_instances=1, *, random_state=None, y_labeled=None,
+    return_metrics=False, **base_params)``: ``y_labeled`` replaces the learner's
+    ``y_training`` for the class counts, ``base_params`` go to the base strategy, and the
+    metrics are the base strategy's plus ``"candidates"`` (its proposals). It raises the
+    base strategy's errors, and ``ValueError`` for labels outside the classifier's
+    ``classes_``.
 
     Examples
     --------

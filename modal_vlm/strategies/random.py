@@ -17,7 +17,9 @@ def random_query(classifier, X_pool, n_instances=1, *, random_state=None, return
     X_pool : sequence
         Unlabeled pool; only its length is read.
     n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
     random_state : int, RandomState or None
+        Seeds the draw.
     return_metrics : bool, default=False
         Return ``(indices, {})`` even when the installed modAL expects only indices.
 
@@ -25,6 +27,11 @@ def random_query(classifier, X_pool, n_instances=1, *, random_state=None, return
     -------
     indices or (indices, metrics)
         See :ref:`strategies-return`; the metrics dict is empty.
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty or ``n_instances`` is not an int in ``[1, len(X_pool)]``.
 
     Examples
     --------

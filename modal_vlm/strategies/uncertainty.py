@@ -20,13 +20,16 @@ def entropy(proba, prior=None) -> np.ndarray:
     Parameters
     ----------
     proba : array-like of shape (n_samples, n_classes)
+        Class probabilities, one row per sample (rows are renormalised, so they need not
+        sum to exactly 1).
     prior : array-like of shape (n_classes,), optional
         Divide each class's probability by its prior and renormalise each row before taking
-        the entropy (the calibration of :func:`~modal_vlm.strategies.calibrated_entropy`).
+        the entropy (the calibration of :func:`~modal_vlm.strategies.cec.calibrated_entropy`).
 
     Returns
     -------
     np.ndarray of shape (n_samples,), float32
+        ``H(x) = -sum_c q(c|x) log q(c|x)``, ``q`` the (calibrated) renormalised row.
 
     Examples
     --------
@@ -47,6 +50,17 @@ def entropy(proba, prior=None) -> np.ndarray:
 def margin(proba) -> np.ndarray:
     """Difference between the two largest probabilities of each row (small = uncertain).
 
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        Class probabilities, one row per sample.
+
+    Returns
+    -------
+    np.ndarray of shape (n_samples,), float32
+        ``p_(1) - p_(2)``, the largest minus the second largest probability; 0 for every
+        sample when there is a single class.
+
     Examples
     --------
     >>> margin([[0.5, 0.3, 0.2], [0.9, 0.1, 0.0]]).round(4)
@@ -62,6 +76,16 @@ def margin(proba) -> np.ndarray:
 def least_confidence(proba) -> np.ndarray:
     """One minus the largest probability of each row.
 
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        Class probabilities, one row per sample.
+
+    Returns
+    -------
+    np.ndarray of shape (n_samples,), float32
+        ``1 - max_c p(c|x)`` (large = uncertain).
+
     Examples
     --------
     >>> least_confidence([[0.5, 0.3, 0.2], [0.9, 0.1, 0.0]]).round(4)
@@ -72,6 +96,20 @@ def least_confidence(proba) -> np.ndarray:
 
 def top_scores(scores, n_instances: int, rng) -> np.ndarray:
     """Indices of the ``n_instances`` largest ``scores``, highest first, ties broken by ``rng``.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n,)
+        One score per sample; larger is picked first.
+    n_instances : int
+        How many indices to return (all ``n`` when larger).
+    rng : numpy.random.RandomState
+        Shuffles the samples before a stable sort, so equal scores come in random order.
+
+    Returns
+    -------
+    np.ndarray of shape (min(n_instances, n),), int
+        Distinct indices into ``scores``, by decreasing score.
 
     Examples
     --------
@@ -98,9 +136,13 @@ def entropy_query(classifier, X_pool, n_instances=1, *, random_state=None, retur
     Parameters
     ----------
     classifier : modAL learner, ClipPromptClassifier or Pipeline ending in one
+        Gives the pool's class probabilities (``predict_proba``; zero-shot before any label
+        for :class:`~modal_vlm.ClipPromptClassifier`). Any scikit-learn classifier with
+        ``predict_proba`` works.
     X_pool : sequence
         Unlabeled pool (paths, images, arrays...), passed to the classifier as-is.
     n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
     random_state : int, RandomState or None
         Breaks ties.
     return_metrics : bool, default=False
@@ -110,6 +152,12 @@ def entropy_query(classifier, X_pool, n_instances=1, *, random_state=None, retur
     -------
     indices or (indices, metrics)
         See :ref:`strategies-return`; ``metrics["entropy"]`` holds every pool sample's score.
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, or
+        ``predict_proba`` returns an array of the wrong shape.
 
     Examples
     --------
@@ -132,7 +180,31 @@ def entropy_query(classifier, X_pool, n_instances=1, *, random_state=None, retur
 def margin_query(classifier, X_pool, n_instances=1, *, random_state=None, return_metrics=False):
     """Query the samples with the smallest margin between their two most likely classes.
 
-    Parameters and return value as :func:`entropy_query`; ``metrics["margin"]``.
+    Parameters
+    ----------
+    classifier : modAL learner, ClipPromptClassifier or Pipeline ending in one
+        Gives the pool's class probabilities (``predict_proba``); any scikit-learn
+        classifier with ``predict_proba`` works.
+    X_pool : sequence
+        Unlabeled pool (paths, images, arrays...), passed to the classifier as-is.
+    n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
+    random_state : int, RandomState or None
+        Breaks ties.
+    return_metrics : bool, default=False
+        Return ``(indices, metrics)`` even when the installed modAL expects only indices.
+
+    Returns
+    -------
+    indices or (indices, metrics)
+        See :ref:`strategies-return`; ``metrics["margin"]`` holds every pool sample's
+        margin (:func:`margin`).
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, or
+        ``predict_proba`` returns an array of the wrong shape.
 
     Examples
     --------
@@ -151,13 +223,45 @@ def least_confidence_query(classifier, X_pool, n_instances=1, *, random_state=No
                            return_metrics=False):
     """Query the samples whose most likely class has the lowest probability.
 
-    Parameters and return value as :func:`entropy_query`; ``metrics["least_confidence"]``.
+    Parameters
+    ----------
+    classifier : modAL learner, ClipPromptClassifier or Pipeline ending in one
+        Gives the pool's class probabilities (``predict_proba``); any scikit-learn
+        classifier with ``predict_proba`` works.
+    X_pool : sequence
+        Unlabeled pool (paths, images, arrays...), passed to the classifier as-is.
+    n_instances : int, default=1
+        Number of pool samples to query (the batch size), at most ``len(X_pool)``.
+    random_state : int, RandomState or None
+        Breaks ties.
+    return_metrics : bool, default=False
+        Return ``(indices, metrics)`` even when the installed modAL expects only indices.
+
+    Returns
+    -------
+    indices or (indices, metrics)
+        See :ref:`strategies-return`; ``metrics["least_confidence"]`` holds every pool sample's
+        score (:func:`least_confidence`).
+
+    Raises
+    ------
+    ValueError
+        ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, or
+        ``predict_proba`` returns an array of the wrong shape.
 
     Examples
     --------
+    The score of three samples, then a query with a scikit-learn classifier:
+
     >>> proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
     >>> least_confidence(proba).round(2)
     array([0.1, 0.4, 0.5], dtype=float32)
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.arange(6.0)[:, None]
+    >>> idx, metrics = least_confidence_query(LogisticRegression().fit(X, [0, 0, 0, 1, 1, 1]), X, 2,
+    ...                                       random_state=0, return_metrics=True)
+    >>> sorted(idx.tolist()), metrics["least_confidence"].round(2)
+    ([2, 3], array([0.06, 0.16, 0.36, 0.36, 0.16, 0.06], dtype=float32))
     """
     return _uncertainty_query(least_confidence, "least_confidence", 1, classifier, X_pool, n_instances,
                               random_state, return_metrics)

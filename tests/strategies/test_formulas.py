@@ -1,7 +1,5 @@
 """Formula-level checks of the strategies on hand-computed small cases."""
 import numpy as np
-import pytest
-import torch
 
 from modal_vlm.strategies.badge import badge_select, gradient_embeddings
 from modal_vlm.strategies.cec import (calibrated_entropy, class_priors, neighbour_uncertainty,
