@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _protocol import CIFAR10
 from modal_vlm import ClipPromptClassifier, clear_memory_cache
 from modal_vlm.datasets import load_digits_images, load_image_folder
 from modal_vlm.inputs import as_image_items
 
-CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
 
 
 def load_data(n_pool, n_test):

@@ -9,7 +9,7 @@ images per class; ConSE at ``--image-size`` px. Accuracy after every round; the 
 the learning curve is the mean accuracy over rounds 1..8 (trapezoids over equal steps).
 
     python benchmarks/bench_strategies.py [--seeds 0 1 2] [--strategies cec entropy ...]
-        [--out benchmarks/results/strategies.md]
+        [--out benchmarks/results/strategies.md] [--resume]
 
 Writes a markdown table (mean ± std over seeds) and a JSON file of every run beside it.
 """
@@ -18,17 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from modAL.models import ActiveLearner
 
+from _protocol import CIFAR10, ROOT, add_protocol_arguments, curve_area
 from modal_vlm import ClipPromptClassifier, get_strategy
 from modal_vlm.datasets import load_image_folder
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR10 = Path(os.environ.get("MODAL_VLM_CIFAR10", ROOT / ".." / "shared" / "data" / "cifar10"))
 STRATEGIES = {  # in the order they run: the main comparison first
     "random": ("random", {}),
     "entropy": ("entropy", {}),
@@ -44,15 +45,20 @@ STRATEGIES = {  # in the order they run: the main comparison first
     "margin+pcb": ("margin+pcb", {}),
     "coreset+pcb": ("coreset+pcb", {}),
     "badge+pcb": ("badge+pcb", {}),
+    # CoOp's random context vs. one initialised from "a photo of a" (the zero-shot prompt):
+    # does a prompt that starts at zero-shot keep the early rounds above it?
+    "cec, ctx 'a photo of a'": ("cec", {}, {"ctx_init": "a photo of a"}),
+    "random, ctx 'a photo of a'": ("random", {}, {"ctx_init": "a photo of a"}),
 }
 
 
 def run(name, seed, data, args):
     X_pool, y_pool, X_test, y_test, names = data
-    strategy_name, params = STRATEGIES[name]
+    strategy_name, params, classifier_params = (*STRATEGIES[name], {})[:3]
     strategy = get_strategy(strategy_name)
     clf = ClipPromptClassifier(names, model_name="conse-efficientnet-lite0-minilm", image_size=args.image_size,
-                               max_epochs=args.epochs, random_state=seed, verbose=0, cache_dir=args.cache_dir)
+                               max_epochs=args.epochs, random_state=seed, verbose=0, cache_dir=args.cache_dir,
+                               **classifier_params)
     learner = ActiveLearner(estimator=clf, query_strategy=strategy)
     rng = np.random.RandomState(seed)
     pool = np.arange(len(y_pool))
@@ -75,16 +81,16 @@ def run(name, seed, data, args):
             "seconds": seconds}
 
 
-def curve_area(accuracies):
-    acc = np.asarray(accuracies[1:])
-    return float(np.mean((acc[1:] + acc[:-1]) / 2)) if len(acc) > 1 else float(acc[0])
-
-
 def table(results, args):
     lines = [
         f"Offline reference model (ConSE, {args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
         f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels (round 1 random), "
         f"CoOp 16 class-specific contexts, {args.epochs} epochs per round, seeds {args.seeds}.",
+        "",
+        "Command: `python benchmarks/bench_strategies.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
+        "Area under curve: mean accuracy over rounds 1..8 (trapezoids). \"min over rounds - zero-shot\": "
+        "the lowest accuracy of rounds 1..8 minus zero-shot, averaged over seeds (negative: the run "
+        "falls below zero-shot at some budget).",
         "",
         "| strategy | zero-shot | final accuracy | area under curve | min over rounds - zero-shot | classes labeled |",
         "|---|---:|---:|---:|---:|---:|",
@@ -97,19 +103,22 @@ def table(results, args):
         classes = np.mean([np.count_nonzero(r["class_counts"]) for r in runs])
         lines.append(f"| {name} | {acc[:, 0].mean():.3f} | {final.mean():.3f} ± {final.std():.3f} | "
                      f"{area.mean():.3f} ± {area.std():.3f} | {dip.mean():+.3f} | {classes:.1f} |")
+    rounds = range(args.rounds + 1)
+    lines += ["", "Mean accuracy per round (round 0: zero-shot; labels = 10 x round):", "",
+              "| strategy | " + " | ".join(str(r) for r in rounds) + " |",
+              "|---|" + "---:|" * len(rounds)]
+    for name in dict.fromkeys(r["strategy"] for r in results):
+        acc = np.array([r["accuracy"] for r in results if r["strategy"] == name]).mean(0)
+        lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pool-per-class", type=int, default=150)
-    parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"))
+    add_protocol_arguments(parser, cache_dir=".cache")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the JSON file beside --out and run only the others")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "strategies.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,15 +127,19 @@ def main():
     data = (X_pool, y_pool, X_test, y_test, names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = []
+    results = json.loads(out.with_suffix(".json").read_text()) if args.resume and out.with_suffix(".json").exists() else []
+    done = {(r["strategy"], r["seed"]) for r in results}
     for name in args.strategies:
         for seed in args.seeds:
+            if (name, seed) in done:
+                continue
             start = time.perf_counter()
             results.append(run(name, seed, data, args))
             print(f"{name} seed {seed}: final {results[-1]['accuracy'][-1]:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             out.with_suffix(".json").write_text(json.dumps(results, indent=1))
             out.write_text(table(results, args))
+    out.write_text(table(results, args))
     print(table(results, args))
 
 

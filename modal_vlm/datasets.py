@@ -103,10 +103,16 @@ def load_image_folder(root, classes=None, max_per_class=None, random_state=None)
 
     Examples
     --------
-    >>> paths, y, class_names = load_image_folder(
-    ...     "../shared/data/cifar10/train", max_per_class=10)   # doctest: +SKIP
-    >>> class_names[:2], len(paths)                              # doctest: +SKIP
-    (['airplane', 'automobile'], 100)
+    >>> import pathlib, tempfile
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, count in (("cat", 3), ("dog", 2)):
+    ...     (root / name).mkdir()
+    ...     for i in range(count):
+    ...         Image.new("RGB", (8, 8)).save(root / name / f"{i}.png")
+    >>> paths, y, class_names = load_image_folder(root, max_per_class=2)
+    >>> class_names, y.tolist(), pathlib.Path(paths[0]).name
+    (['cat', 'dog'], [0, 0, 1, 1], '0.png')
     """
     root = Path(root)
     if not root.is_dir():

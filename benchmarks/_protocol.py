@@ -1,0 +1,32 @@
+"""What the benchmark scripts share: the data location, the protocol's command-line options
+and the area under the learning curve. Imported by the scripts beside it (run them as
+``python benchmarks/bench_*.py``: their folder is then on ``sys.path``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The shared CIFAR-10 subset (``MODAL_VLM_CIFAR10`` points elsewhere).
+CIFAR10 = Path(os.environ.get("MODAL_VLM_CIFAR10", ROOT / ".." / "shared" / "data" / "cifar10"))
+
+
+def add_protocol_arguments(parser, cache_dir: str) -> None:
+    """The options of the active-learning protocol every strategy benchmark runs."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per round (protocol: 200)")
+    parser.add_argument("--pool-per-class", type=int, default=150)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / cache_dir),
+                        help="image embeddings kept on disk between runs")
+
+
+def curve_area(accuracies) -> float:
+    """Area under the learning curve: mean accuracy over rounds 1..R (trapezoids), round 0
+    (zero-shot) left out."""
+    acc = np.asarray(accuracies[1:])
+    return float(np.mean((acc[1:] + acc[:-1]) / 2)) if len(acc) > 1 else float(acc[0])
