@@ -39,7 +39,7 @@ class EpochProgressBar(Callback):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.bar_ = tqdm(total=net.max_epochs, desc="training prompt", unit="epoch", delay=2.0,
-                         leave=False, disable=net.verbose != 1)
+                         leave=False, disable=(net.verbose != 1) or None)
 
     def on_epoch_end(self, net, **kwargs):
         self.bar_.update(1)

@@ -86,8 +86,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
     warm_start : bool, default=False
         ``fit`` re-initialises the prompt (the protocol's fresh prompt per round) unless True.
     verbose : int, default=1
-        0: silent; 1: progress bars for encoding and training when they take over 2 s;
-        2: skorch's per-epoch table as well.
+        0: silent; 1: progress bars for encoding and training when they take over 2 s
+        (on a terminal only); 2: skorch's per-epoch table as well.
     fit_mode : {"supervised", "ueo", "infomax"}, default="supervised"
         ``"ueo"`` adds UEO's loss on unlabeled samples (Liang et al., ICML 2024):
         ``CE(labeled) + lambda_ueo * L_ueo(unlabeled)``, one labeled and one unlabeled batch

@@ -50,7 +50,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     todo = list(todo.values())
     visual = backbone.visual if visual is None else visual
     with tqdm(total=len(todo), desc="encoding images", unit="img", delay=2.0,
-              disable=not verbose or not todo, leave=False) as bar, torch.no_grad():
+              disable=(not verbose or not todo) or None, leave=False) as bar, torch.no_grad():
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             batch = torch.stack([items[i].to_tensor(backbone.preprocess) for i in chunk])

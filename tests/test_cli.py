@@ -29,7 +29,8 @@ def test_demo_prints_a_table_and_writes_a_plot(tmp_path, monkeypatch, capsys):
     argv = ["demo", "--rounds", "2", "--epochs", "1", "--pool-size", "40", "--test-size", "20",
             "--out", str(tmp_path / "demo"), "--strategy", "cec", "random"]
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err   # not a terminal: the per-round lines without progress bars
     assert "40 unlabeled digits, 20 test digits, 2 rounds x 10 labels, cec vs. random" in out
     assert "strategy      seed  round  labels  accuracy" in out and "final accuracy" in out
     assert (tmp_path / "demo" / "learning_curve.png").stat().st_size > 0

@@ -143,7 +143,8 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     overwrite : bool, default=False
         Replace a finished run, or a run with other settings, in ``out``.
     progress : bool, default=True
-        Progress bars (rounds, encoding, training epochs) and a line per finished round.
+        Progress bars (rounds, encoding, training epochs; on a terminal only) and a line per
+        finished round.
     title : str, optional
         Title of the learning-curve plot; default: the data folder, model and budget.
 
@@ -179,8 +180,9 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
         raise RunDirectoryError(f"{run_dir.path} already holds this finished run (see its {SUMMARY} "
                                 "and rounds.csv). Use --overwrite (overwrite=True) to run it again.")
     paths = data.X_pool if isinstance(data.X_pool, np.ndarray) and data.X_pool.dtype.kind == "U" else None
-    with tqdm(total=len(runs) * (config.rounds + 1), initial=n_done, unit="round", disable=not progress,
-              dynamic_ncols=True) as bar:
+    # disable=None: bars only on a terminal; logs of batch jobs get the per-round lines alone.
+    with tqdm(total=len(runs) * (config.rounds + 1), initial=n_done, unit="round",
+              disable=(not progress) or None, dynamic_ncols=True) as bar:
         if progress:
             if n_done:
                 bar.write(f"resuming {run_dir.path}: {n_done} of {bar.total} rounds already done")
