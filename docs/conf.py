@@ -87,7 +87,7 @@ numpydoc_xref_param_type = False
 # signature (PR02), out of order (PR03), without a type (PR04), with a type ending in a
 # period (PR05), without a description (PR07), a bad "name : type" separator (PR10), and a
 # function that returns a value without a "Returns" section (RT01).
-numpydoc_validation_checks = {"PR01", "PR02", "PR03", "PR04", "PR05", "PR07", "PR10", "RT01"}
+numpydoc_validation_checks = {"PR01", "PR02", "PR03", "PR04", "PR05", "PR06", "PR07", "PR10", "RT01", "RT02", "RT03"}
 # Regexes on the full name of the objects that are not validated. Keep this list short:
 numpydoc_validation_exclude = {
     # skorch hooks ClipPromptClassifier overrides: skorch's signatures, documented by skorch.

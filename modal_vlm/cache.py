@@ -103,6 +103,7 @@ class EmbeddingCache:
         Returns
         -------
         found : ndarray of bool of shape (n_keys,)
+            True where the key is stored.
         embeddings : ndarray of float32 of shape (found.sum(), D), or None
             None when no key is found.
         """

@@ -458,7 +458,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
         Returns
         -------
-        self
+        ClipPromptClassifier
+            The fitted estimator, ``self``.
 
         Raises
         ------

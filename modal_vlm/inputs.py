@@ -69,6 +69,7 @@ class ImageItem:
         Returns
         -------
         torch.Tensor of float32 of shape (3, H, W)
+            The image as the backbone's encoder takes it.
         """
         if self.kind == "tensor":
             return torch.as_tensor(self.value, dtype=torch.float32)
@@ -148,12 +149,13 @@ def as_image_items(X) -> list[ImageItem]:
 
     Parameters
     ----------
-    X : sequence of paths or PIL images, integer array (n, H, W[, 3]), float (n, 3, H, W)
+    X : sequence of paths or PIL images, int array (n, H, W[, 3]), float (n, 3, H, W)
         See the module docstring.
 
     Returns
     -------
     list of ImageItem
+        One item per image, in the order of ``X``.
 
     Raises
     ------
@@ -195,6 +197,7 @@ def n_images(X) -> int:
     Returns
     -------
     int
+        The number of images.
 
     Raises
     ------

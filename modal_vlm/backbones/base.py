@@ -45,7 +45,10 @@ class TextTower(nn.Module, abc.ABC):
 
         Returns
         -------
-        token_ids, attention_mask : torch.Tensor of shape (n, L)
+        token_ids : torch.Tensor of shape (n, L)
+            Token ids, padded or cut to a common length L.
+        attention_mask : torch.Tensor of shape (n, L)
+            1 for real tokens, 0 for padding.
         """
 
     @abc.abstractmethod
@@ -60,6 +63,7 @@ class TextTower(nn.Module, abc.ABC):
         Returns
         -------
         torch.Tensor of shape (n, L, width)
+            The input embeddings of the tokens (before positions are added).
         """
 
     @abc.abstractmethod
@@ -80,6 +84,7 @@ class TextTower(nn.Module, abc.ABC):
         Returns
         -------
         torch.Tensor of shape (n, D)
+            One feature per prompt, in the joint image-text space.
         """
 
     def train(self, mode: bool = True):
@@ -97,6 +102,7 @@ class TextTower(nn.Module, abc.ABC):
         Returns
         -------
         torch.Tensor of shape (n, D)
+            One unit-norm feature per text.
         """
         ids, mask = self.tokenize(texts)
         return F.normalize(self.encode_embeddings(self.embed_tokens(ids), ids, mask), dim=-1)
@@ -157,6 +163,7 @@ class Backbone(nn.Module):
         Returns
         -------
         torch.Tensor of shape (n, D)
+            One unit-norm feature per image.
         """
         return F.normalize(self.visual(images), dim=-1)
 
@@ -172,6 +179,7 @@ class Backbone(nn.Module):
         Returns
         -------
         torch.Tensor of shape (n, D)
+            One unit-norm feature per text.
 
         Examples
         --------

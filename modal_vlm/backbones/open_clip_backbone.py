@@ -101,6 +101,7 @@ def create_open_clip_backbone(model_name, pretrained=None, *, device="cpu", imag
     Returns
     -------
     Backbone
+        A new frozen backbone (image and text towers in eval mode, no gradients).
 
     Examples
     --------
