@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
+from modal_vlm.runner.curves import area_under_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The shared CIFAR-10 subset (``MODAL_VLM_CIFAR10`` points elsewhere).
@@ -26,7 +26,6 @@ def add_protocol_arguments(parser, cache_dir: str) -> None:
 
 
 def curve_area(accuracies) -> float:
-    """Area under the learning curve: mean accuracy over rounds 1..R (trapezoids), round 0
-    (zero-shot) left out."""
-    acc = np.asarray(accuracies[1:])
-    return float(np.mean((acc[1:] + acc[:-1]) / 2)) if len(acc) > 1 else float(acc[0])
+    """Area under the learning curve of equal rounds: mean accuracy over rounds 1..R
+    (trapezoids), round 0 (zero-shot) left out, unlike the runner's ``summary.json``."""
+    return area_under_curve(range(1, len(accuracies)), accuracies[1:])
