@@ -9,6 +9,8 @@ from pathlib import Path
 from modal_vlm.runner.curves import area_under_curve
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The model every benchmark runs by default: the default offline reference model.
+OFFLINE_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The shared CIFAR-10 subset (``MODAL_VLM_CIFAR10`` points elsewhere).
 CIFAR10 = Path(os.environ.get("MODAL_VLM_CIFAR10", ROOT / ".." / "shared" / "data" / "cifar10"))
 

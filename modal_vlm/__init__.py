@@ -7,7 +7,7 @@
 """
 from .backbones import create_backbone, get_backbone, list_backbones, register_backbone
 from .cache import clear_memory_cache
-from .classifier import ClipPromptClassifier
+from .classifier import COOP_PROTOCOL, ClipPromptClassifier
 from .compat import patch_modal
 from .strategies import (badge_query, cec_query, coreset_query, entropy_query, get_strategy,
                          least_confidence_query, list_strategies, margin_query, pcb, random_query)
@@ -17,6 +17,7 @@ patch_modal()
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "COOP_PROTOCOL",
     "ClipPromptClassifier",
     "badge_query",
     "cec_query",

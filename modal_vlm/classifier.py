@@ -25,6 +25,17 @@ FIT_MODES = ("supervised", "ueo", "infomax")
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
 UEO_LOGIT_SCALE = 100.0
 
+#: The PCB/CEC protocol's CoOp learner (``shared/specs/protocol.md``) as parameters:
+#: ``ClipPromptClassifier(class_names, **COOP_PROTOCOL)`` trains exactly as the field's
+#: reference harness does (16 class-specific contexts from N(0, 0.02), SGD 0.002, batch 32,
+#: 200 epochs, warm-up then cosine), whatever the estimator's own defaults.
+COOP_PROTOCOL = {
+    "n_ctx": 16, "class_specific_ctx": True, "ctx_init": None, "lambda_kg": 0.0,
+    "zero_shot_weight": 0.0, "max_epochs": 200, "lr": 0.002, "batch_size": 32,
+    "warmup_epochs": 1, "warmup_lr": 1e-5, "optimizer": torch.optim.SGD,
+    "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4,
+}
+
 
 class ClipPromptClassifier(NeuralNetClassifier):
     """Prompt-tuned CLIP-like classifier (CoOp) with scikit-learn's and modAL's interface.
@@ -52,9 +63,19 @@ class ClipPromptClassifier(NeuralNetClassifier):
     class_specific_ctx : bool, default=True
         One context per class (CoOp's CSC).
     ctx_init : str, optional
-        Initialise the context from this text (e.g. ``"a photo of a"``) instead of N(0, 0.02).
+        Initialise the context from this text (e.g. ``"a photo of a"``) instead of N(0, 0.02);
+        ``"template"`` takes the words of ``template`` before ``{}``, so training starts at
+        the zero-shot prompt. ``n_ctx`` is then the number of those tokens.
     template : str, default="a photo of a {}."
-        Zero-shot prompt used before the first ``fit``.
+        Zero-shot prompt used before the first ``fit``; its text after ``{}`` also follows
+        the class name in the learned prompts.
+    lambda_kg : float, default=0.0
+        Weight of KgCoOp's regulariser (Yao et al., CVPR 2023), which keeps the learned
+        class text features near the zero-shot ones: the loss is
+        ``CE + lambda_kg * mean_c (1 - cos(t_c, t_c^zero_shot))`` (the authors use 8).
+    zero_shot_weight : float, default=0.0
+        Mix the zero-shot text features into the trained model's, in training and
+        prediction: ``t = (1 - w) t_learned + w t_zero_shot`` (a residual on zero-shot).
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int, default=200
@@ -145,7 +166,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init=None, template="a photo of a {}.",
-                 image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
+                 lambda_kg=0.0, zero_shot_weight=0.0, image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
                  warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
@@ -167,6 +188,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.class_specific_ctx = class_specific_ctx
         self.ctx_init = ctx_init
         self.template = template
+        self.lambda_kg = lambda_kg
+        self.zero_shot_weight = zero_shot_weight
         self.image_size = image_size
         self.warmup_epochs = warmup_epochs
         self.warmup_lr = warmup_lr
@@ -309,6 +332,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"train_visual_norm must be True, False or 'auto', got {self.train_visual_norm!r}.")
         if not self.ueo_temperature > 0 or self.lambda_ueo < 0:
             raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
+        if not self.lambda_kg >= 0:
+            raise ValueError(f"lambda_kg must be >= 0, got {self.lambda_kg!r}.")
+        if not 0 <= self.zero_shot_weight < 1:
+            raise ValueError(f"zero_shot_weight must lie in [0, 1), got {self.zero_shot_weight!r}.")
 
     def check_class_names(self):
         """Raise ``ValueError`` for empty, non-string or duplicate class names."""
@@ -339,6 +366,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             "backbone": self.backbone_, "class_names": list(self.class_names), "n_ctx": self.n_ctx,
             "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
             "template": self.template, "generator": self._generator(),
+            "zero_shot_weight": self.zero_shot_weight,
             "train_visual_norm": self._trains_visual_norm(), **kwargs,
         })
         self.module_ = module.to(self.device)
@@ -423,7 +451,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """Cross-entropy on labeled samples, plus ``lambda_ueo`` times UEO's (or InfoMax's)
-        loss on the unlabeled ones in the UEO modes."""
+        loss on the unlabeled ones in the UEO modes, plus ``lambda_kg`` times KgCoOp's prompt
+        drift in training."""
+        loss = self._data_loss(y_pred, y_true, X, training)
+        if training and self.lambda_kg:
+            loss = loss + self.lambda_kg * self.module_.prompt_drift()
+        return loss
+
+    def _data_loss(self, y_pred, y_true, X, training):
         if not isinstance(y_true, dict):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         labels = y_true["label"].to(y_pred.device)

@@ -12,10 +12,13 @@ import sys
 import tomllib
 import warnings
 
-DEMO_MODEL = "conse-efficientnet-lite0-minilm"
+#: The demo's model: the default offline reference model (an offline stand-in, not CLIP).
+DEMO_MODEL = "linear-conse-efficientnet-lite0-minilm"
+#: The demo's image-encoder resolution: CIFAR's 32 px photos gain nothing from more.
+DEMO_IMAGE_SIZE = 96
 #: ``modal-vlm --help``'s description (plain text: the module docstring is reStructuredText).
-DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on "
-               "scikit-learn's digits, no data needed. run: active learning on an image "
+DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on an "
+               "embedded CIFAR-10 sample, no data needed. run: active learning on an image "
                "folder, resumable.")
 
 #: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
@@ -42,24 +45,25 @@ def _print_summary(result) -> None:
 
 
 def demo(args) -> int:
-    """Active learning with the offline reference model on scikit-learn's digits."""
-    from .datasets import load_digits_split
+    """Active learning with the default offline model on the embedded CIFAR-10 sample."""
+    from .datasets import load_cifar10_sample
     from .runner import RunConfig, RunData, run_experiment
 
-    X_pool, y_pool, X_test, y_test, names = load_digits_split(
-        args.pool_size, args.test_size, size=32, random_state=args.seed)
-    data = RunData(X_pool, y_pool, X_test, y_test, names,
-                   source=f"scikit-learn digits, seed {args.seed}")
-    config = RunConfig(strategies=tuple(args.strategy), seeds=(args.seed,), rounds=args.rounds,
-                       classifier={"model_name": DEMO_MODEL, "image_size": 96,
-                                   "template": "a photo of the number {}.",
-                                   "ctx_init": "a photo of the number", "max_epochs": args.epochs})
+    X_pool, y_pool, X_test, y_test, names = load_cifar10_sample(args.pool_per_class, args.test_per_class)
+    data = RunData(X_pool, y_pool, X_test, y_test, names, source="embedded CIFAR-10 sample")
+    classifier = {"model_name": DEMO_MODEL, "image_size": DEMO_IMAGE_SIZE}
+    if args.epochs is not None:
+        classifier["max_epochs"] = args.epochs
+    # Every strategy from the zero-shot model (cold start): no random first round to hide behind.
+    config = RunConfig(strategies=tuple(args.strategy), seeds=tuple(args.seed), rounds=args.rounds,
+                       first_round="strategy", classifier=classifier)
     if not args.quiet:
-        print(f"modal-vlm demo: {len(y_pool)} unlabeled digits, {len(y_test)} test digits, {args.rounds} "
-              f"rounds x {len(names)} labels, {' vs. '.join(args.strategy)}, offline ConSE model "
+        print(f"modal-vlm demo: {len(y_pool)} unlabeled CIFAR-10 images, {len(y_test)} test images, "
+              f"{args.rounds} rounds x {len(names)} labels from the zero-shot start, "
+              f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL} "
               f"(replaces an earlier demo in {args.out})")
     result = run_experiment(config, args.out, data=data, overwrite=True, progress=not args.quiet,
-                            title="modal-vlm demo: digits, offline ConSE model")
+                            title="modal-vlm demo: CIFAR-10 sample, offline linear-ConSE model")
     if not args.quiet:
         _print_summary(result)
     return 0
@@ -109,16 +113,21 @@ def run(args) -> int:
 
 
 def _add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="offline active-learning run on scikit-learn's digits",
-                       description="A small active-learning experiment with the offline reference "
-                                   "model on scikit-learn's digits: no data argument, no download.")
-    p.add_argument("--strategy", nargs="+", default=["cec"], metavar="NAME",
-                   help="query strategies to compare (default: cec)")
+    p = sub.add_parser("demo", help="offline active-learning run on an embedded CIFAR-10 sample",
+                       description="A small active-learning experiment with the default offline "
+                                   "model on the CIFAR-10 sample that ships with modal-vlm (1,000 "
+                                   "pool and 500 test photos): CEC against random from the "
+                                   "zero-shot start, no data argument, no download.")
+    p.add_argument("--strategy", nargs="+", default=["cec", "random"], metavar="NAME",
+                   help="query strategies to compare (default: cec random)")
     p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=30, help="training epochs per round")
-    p.add_argument("--pool-size", type=int, default=600)
-    p.add_argument("--test-size", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs per round (default: the classifier's)")
+    p.add_argument("--pool-per-class", type=int, default=None, metavar="N",
+                   help="pool images per class (at most 100, the default)")
+    p.add_argument("--test-per-class", type=int, default=None, metavar="N",
+                   help="test images per class (at most 50, the default)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], metavar="N", help="seeds (default: 0)")
     p.add_argument("--out", default="modal-vlm-demo", metavar="DIR",
                    help="output folder: tables and learning_curve.png (default: ./modal-vlm-demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")

@@ -1,4 +1,5 @@
-"""Data for experiments: image folders, the offline digits demo, and UEO's open-set splits.
+"""Data for experiments: image folders, the embedded CIFAR-10 sample of the demo, scikit-learn's
+digits, and UEO's open-set splits.
 
 Labels are integer indices into a list of class names; :data:`OOD_LABEL` (-1) marks samples
 of unknown (out-of-distribution) classes.
@@ -6,8 +7,7 @@ of unknown (out-of-distribution) classes.
 Every selection here (images per class, known classes, the known classes of a partial
 pool) follows one rule: with ``random_state=None`` it takes the *first* items in order, so
 the result is deterministic without a seed; with a seed (or a ``RandomState``) it draws a
-random subset, reproducibly. Selected items keep their original order, except in
-:func:`load_digits_split`, whose seed shuffles the digits into a pool and a test set.
+random subset, reproducibly. Selected items keep their original order.
 """
 from __future__ import annotations
 
@@ -191,59 +191,62 @@ def load_digits_images(size=32, max_per_class=None, random_state=None):
     return images, digits.target[keep].astype(np.int64), list(DIGIT_NAMES)
 
 
-def load_digits_split(pool_size=600, test_size=300, *, size=32, random_state=None):
-    """An unlabeled pool and a test set of :func:`load_digits_images`' digits, disjoint.
+#: The embedded CIFAR-10 sample (package data; ``scripts/make_cifar10_sample.py`` builds it).
+CIFAR10_SAMPLE = Path(__file__).parent / "data" / "cifar10_sample.npz"
 
-    The set-up of the offline demo (``modal-vlm demo``) and of the documentation's examples.
-    With a seed, the images are shuffled by ``RandomState(random_state).permutation``; the
-    first ``test_size`` of that order are the test set and the next ``pool_size`` the pool.
-    With ``random_state=None`` the order is the dataset's own (the module's rule: first
-    items, no randomness).
+
+def load_cifar10_sample(max_pool_per_class=None, max_test_per_class=None, random_state=None):
+    """A small CIFAR-10 sample that ships with the package: a pool and a test set, disjoint.
+
+    1,500 real 32x32 photos of CIFAR-10 (Krizhevsky, 2009: "Learning Multiple Layers of
+    Features from Tiny Images"), 100 pool and 50 test images per class, stored as their
+    original JPEG files (1.6 MB). It is the data of ``modal-vlm demo`` and of the
+    documentation's examples: natural images the offline models can see, with no download.
 
     Parameters
     ----------
-    pool_size : int, default=600
-        Images in the pool.
-    test_size : int, default=300
-        Images in the test set.
-    size : int, default=32
-        Side of the images in pixels (see :func:`load_digits_images`).
+    max_pool_per_class : int, optional
+        Keep at most this many pool images per class (of 100).
+    max_test_per_class : int, optional
+        Keep at most this many test images per class (of 50).
     random_state : int, RandomState or None, default=None
-        Seed (or generator) of the shuffle; None keeps the dataset's order.
+        With None, the first images of each class; else a seeded random subset.
 
     Returns
     -------
-    X_pool : ndarray of uint8 of shape (pool_size, size, size)
-        Greyscale images of the pool.
-    y_pool : ndarray of int64 of shape (pool_size,)
-        Their digits, indices into ``class_names`` (the simulated oracle's answers).
-    X_test : ndarray of uint8 of shape (test_size, size, size)
-        Greyscale images of the test set.
-    y_test : ndarray of int64 of shape (test_size,)
-        Their digits.
+    X_pool : ndarray of uint8 of shape (n_pool, 32, 32, 3)
+        RGB images of the pool.
+    y_pool : ndarray of int64 of shape (n_pool,)
+        Their classes, indices into ``class_names`` (the simulated oracle's answers).
+    X_test : ndarray of uint8 of shape (n_test, 32, 32, 3)
+        RGB images of the test set.
+    y_test : ndarray of int64 of shape (n_test,)
+        Their classes.
     class_names : list of str
-        ``["zero", "one", ..., "nine"]``.
-
-    Raises
-    ------
-    ValueError
-        If a size is negative or ``pool_size + test_size`` exceeds the 1797 digits.
+        ``["airplane", "automobile", "bird", ..., "truck"]``.
 
     Examples
     --------
-    >>> X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
-    ...     pool_size=100, test_size=50, random_state=0)
-    >>> X_pool.shape, X_test.shape, len(class_names)
-    ((100, 32, 32), (50, 32, 32), 10)
+    >>> X_pool, y_pool, X_test, y_test, class_names = load_cifar10_sample(max_test_per_class=10)
+    >>> X_pool.shape, X_test.shape, class_names[y_pool[0]]
+    ((1000, 32, 32, 3), (100, 32, 32, 3), 'airplane')
     """
-    images, y, class_names = load_digits_images(size=size)
-    if pool_size < 0 or test_size < 0 or pool_size + test_size > len(y):
-        raise ValueError(f"pool_size and test_size must be >= 0 with a sum of at most {len(y)} "
-                         f"(the digits), got {pool_size} and {test_size}")
-    rng = _rng(random_state)
-    order = np.arange(len(y)) if rng is None else rng.permutation(len(y))
-    test, pool = order[:test_size], order[test_size:test_size + pool_size]
-    return images[pool], y[pool], images[test], y[test], class_names
+    import io
+
+    with np.load(CIFAR10_SAMPLE) as data:
+        jpeg, offsets = data["jpeg"], data["offsets"]
+        labels, is_test, class_names = data["labels"], data["is_test"], data["class_names"].tolist()
+
+    def split(mask, max_per_class):
+        rows = np.flatnonzero(mask)
+        rows = rows[_subsample_per_class(labels[rows], max_per_class, random_state)]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes()))
+                                      .convert("RGB")) for i in rows])
+        return images, labels[rows]
+
+    X_pool, y_pool = split(~is_test, max_pool_per_class)
+    X_test, y_test = split(is_test, max_test_per_class)
+    return X_pool, y_pool, X_test, y_test, class_names
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 2022), written against the :class:`~modal_vlm.backbones.TextTower` interface so it serves
 open_clip's text transformer and Hugging Face encoders alike.
 
-A class prompt is ``[START] v_1 ... v_M {class name}. [END]``: the ``M = n_ctx`` context
+A class prompt is ``[START] v_1 ... v_M {class name}{suffix} [END]``: the ``M = n_ctx`` context
 vectors ``v`` replace the input embeddings of placeholder tokens and are the only trained
-parameters; the text encoder is frozen.
+parameters; the text encoder is frozen. ``suffix`` is the fixed text after the class name
+(CoOp's ``"."``; with a template such as ``"a photo of a {}, a type of pet."`` the part after
+``{}``), so a context initialised from the template's words reproduces the zero-shot prompt
+exactly.
 """
 from __future__ import annotations
 
@@ -12,6 +15,31 @@ import torch
 from torch import nn
 
 PLACEHOLDER = "X"
+#: ``ctx_init`` value that initialises the context from the zero-shot template's words.
+FROM_TEMPLATE = "template"
+
+
+def split_template(template: str) -> tuple[str, str]:
+    """The text before and after ``{}`` in a zero-shot template.
+
+    Parameters
+    ----------
+    template : str
+        A prompt with one ``{}`` for the class name.
+
+    Returns
+    -------
+    prefix, suffix : str
+        ``prefix`` stripped of surrounding spaces (the words a context initialised from the
+        template starts from); ``suffix`` as it is (the fixed text after the class name).
+
+    Examples
+    --------
+    >>> split_template("a photo of a {}.")
+    ('a photo of a', '.')
+    """
+    prefix, _, suffix = template.partition("{}")
+    return prefix.strip(), suffix
 
 
 def class_prompt_names(class_names) -> list[str]:
@@ -34,9 +62,14 @@ class PromptLearner(nn.Module):
         One context per class (CoOp's CSC) instead of one shared by all classes.
     ctx_init : str, optional
         Initialise the context from the token embeddings of this text (e.g. ``"a photo of
-        a"``) instead of N(0, 0.02).
+        a"``) instead of N(0, 0.02); ``"template"`` takes the words of ``template`` before
+        ``{}``, so the untrained prompt is the zero-shot prompt (a template without words
+        before ``{}`` falls back to N(0, 0.02) with ``n_ctx`` vectors).
     generator : torch.Generator, optional
         Random source of the N(0, 0.02) initialisation.
+    template : str, default="a photo of a {}."
+        The zero-shot prompt: its text after ``{}`` follows the class name in every prompt,
+        and ``ctx_init="template"`` starts the context from its words before ``{}``.
 
     Examples
     --------
@@ -46,9 +79,13 @@ class PromptLearner(nn.Module):
     torch.Size([2, 32])
     """
 
-    def __init__(self, text, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None, generator=None):
+    def __init__(self, text, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None, generator=None,
+                 template="a photo of a {}."):
         super().__init__()
         names = class_prompt_names(class_names)
+        prefix, suffix = split_template(template)
+        if ctx_init == FROM_TEMPLATE:
+            ctx_init = prefix or None
         if ctx_init:
             init_ids, init_mask = text.tokenize([ctx_init])
             n_ctx = int(init_mask[0].sum()) - 2  # minus the start and end tokens
@@ -59,7 +96,7 @@ class PromptLearner(nn.Module):
             n_ctx = int(n_ctx)
             context_text = " ".join([PLACEHOLDER] * n_ctx)
             init_ids = None
-        ids, mask = text.tokenize([f"{context_text} {name}." for name in names])
+        ids, mask = text.tokenize([f"{context_text} {name}{suffix}" for name in names])
         expected = text.tokenize([context_text])[0][0, 1:1 + n_ctx]
         if ids.shape[1] < n_ctx + 2 or not torch.equal(ids[:, 1:1 + n_ctx], expected.expand(len(names), -1)):
             raise ValueError(

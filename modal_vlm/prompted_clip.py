@@ -19,8 +19,10 @@ class PromptedCLIP(nn.Module):
     ``(n, 3, H, W)`` as well as embeddings.
 
     Until it is trained, ``t`` comes from the hand-written ``template`` (zero-shot CLIP);
-    training switches it to the learned prompts. In evaluation mode the learned text features
-    are computed once and reused for every batch.
+    training switches it to the learned prompts, mixed with the zero-shot features by
+    ``zero_shot_weight``: ``t = (1 - w) t_learned + w t_zero_shot``, in training as well (the
+    prompt learns a correction of zero-shot). In evaluation mode the learned text features are
+    computed once and reused for every batch.
 
     Parameters
     ----------
@@ -32,6 +34,8 @@ class PromptedCLIP(nn.Module):
         See :class:`~modal_vlm.prompt_learner.PromptLearner`.
     template : str
         Zero-shot prompt, ``{}`` is replaced by the class name.
+    zero_shot_weight : float, default=0.0
+        Weight ``w`` of the zero-shot text features in the trained model's.
     train_visual_norm : bool
         Adapt the image encoder's normalisation layers (see
         :func:`~modal_vlm.ueo.norm_adapted_copy`).
@@ -46,10 +50,11 @@ class PromptedCLIP(nn.Module):
     """
 
     def __init__(self, backbone, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None,
-                 template="a photo of a {}.", generator=None, train_visual_norm=False):
+                 template="a photo of a {}.", generator=None, train_visual_norm=False, zero_shot_weight=0.0):
         super().__init__()
         self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
-                                            ctx_init, generator)
+                                            ctx_init, generator, template)
+        self.zero_shot_weight = float(zero_shot_weight)
         self.logit_scale = backbone.logit_scale
         with torch.no_grad():
             zero_shot = backbone.text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
@@ -57,10 +62,12 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("prompt_trained", torch.tensor(False))
         self.visual = norm_adapted_copy(backbone.visual) if train_visual_norm else None
         self._eval_text_features = None
+        self._train_text_features = None
 
     def train(self, mode: bool = True):
         if mode:
             self._eval_text_features = None  # the context is about to change
+        self._train_text_features = None  # holds a graph: never kept beyond its step
         super().train(mode)
         if self.visual is not None:
             self.visual.eval()  # only affine parameters adapt; BatchNorm statistics stay frozen
@@ -70,15 +77,41 @@ class PromptedCLIP(nn.Module):
         self._eval_text_features = None
         return super().load_state_dict(*args, **kwargs)
 
+    def learned_text_features(self) -> torch.Tensor:
+        """Normalised text features ``(C, D)`` of the learned prompts (recomputed; with grad)."""
+        return F.normalize(self.prompt_learner(), dim=-1)
+
+    def _mixed(self, learned):
+        w = self.zero_shot_weight
+        return learned if w == 0 else (1.0 - w) * learned + w * self.zero_shot_features
+
     def text_features(self) -> torch.Tensor:
-        """Normalised class text features ``(C, D)`` currently in use."""
+        """Class text features ``(C, D)`` currently in use (zero-shot until trained)."""
         if not bool(self.prompt_trained):
             return self.zero_shot_features
         if self.training or torch.is_grad_enabled():
-            return F.normalize(self.prompt_learner(), dim=-1)
+            # Kept for prompt_drift(): the regulariser reuses this step's text forward pass.
+            self._train_text_features = self.learned_text_features()
+            return self._mixed(self._train_text_features)
         if self._eval_text_features is None:
-            self._eval_text_features = F.normalize(self.prompt_learner(), dim=-1)
+            self._eval_text_features = self._mixed(self.learned_text_features())
         return self._eval_text_features
+
+    def prompt_drift(self) -> torch.Tensor:
+        """KgCoOp's distance of the learned prompts from zero-shot, ``mean_c (1 - cos(t_c, t_c^zs))``.
+
+        Computed from the text features of the last training forward pass (differentiable),
+        so the regulariser costs no extra pass through the text tower.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar in ``[0, 2]``; 0 when the learned prompts give the zero-shot features.
+        """
+        if self._train_text_features is None:
+            raise RuntimeError("prompt_drift() needs a training forward pass first.")
+        cosine = (self._train_text_features * self.zero_shot_features).sum(-1)
+        return (1.0 - cosine).mean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of embeddings ``(n, D)``, or of images ``(n, 3, H, W)`` (``train_visual_norm``)."""

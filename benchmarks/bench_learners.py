@@ -1,0 +1,156 @@
+"""Learners on random labels: does a handful of labels beat zero-shot, and by how much?
+
+The estimator with its actual defaults against CoOp's protocol (``modal_vlm.COOP_PROTOCOL``),
+the levers behind the defaults, and two training-free anchors on the same embeddings:
+logistic regression and class prototypes (zero-shot text feature + mean labeled embedding).
+Every learner sees the same labeled sets: for each seed, one random permutation of the pool,
+whose first 10, 20, 40, 80 images are the labels (nested, as in active learning). The
+default offline model at ``--image-size`` px on the shared CIFAR-10 data; pool
+``--pool-per-class`` and test ``--test-per-class`` images per class.
+
+    python benchmarks/bench_learners.py [--learners defaults coop ...] [--seeds 0 1 2 3 4]
+        [--budgets 10 20 40 80] [--out benchmarks/results/learners.md] [--resume]
+
+Writes a markdown table (mean ± std over seeds, and the fit time) and a JSON file of every fit
+beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from _protocol import CIFAR10, ROOT, OFFLINE_MODEL
+from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier
+from modal_vlm.datasets import load_image_folder
+
+#: name -> ClipPromptClassifier parameters over the defaults, or an anchor's name.
+LEARNERS = {
+    "defaults": {},
+    "CoOp protocol": COOP_PROTOCOL,
+    "logistic regression": "logistic",
+    "prototypes": "prototypes",
+}
+
+
+def logistic(F_train, y_train, F_test, n_classes, zero_shot):
+    if len(np.unique(y_train)) < 2:  # one class seen: it is every prediction
+        return np.full(len(F_test), y_train[0])
+    return LogisticRegression(C=10.0, max_iter=5000).fit(F_train, y_train).predict(F_test)
+
+
+def prototypes(F_train, y_train, F_test, n_classes, zero_shot):
+    """Zero-shot text feature + the mean labeled embedding of the class (unit vectors)."""
+    P = zero_shot.copy()
+    for c in np.unique(y_train):
+        mean = F_train[y_train == c].mean(0)
+        P[c] = P[c] + mean / np.linalg.norm(mean)
+    return (F_test @ (P / np.linalg.norm(P, axis=1, keepdims=True)).T).argmax(1)
+
+
+ANCHORS = {"logistic": logistic, "prototypes": prototypes}
+
+
+def make_classifier(names, params, seed, args):
+    return ClipPromptClassifier(names, **{"model_name": args.model, "image_size": args.image_size,
+                                          "cache_dir": args.cache_dir, "verbose": 0,
+                                          "random_state": seed, **params})
+
+
+def fit_and_score(name, params, seed, budget, data, args):
+    X_pool, y_pool, X_test, y_test, names = data
+    labeled = np.random.RandomState(seed).permutation(len(y_pool))[:budget]
+    start = time.perf_counter()
+    base = make_classifier(names, {}, seed, args)
+    if isinstance(params, str):
+        F_pool, F_test = base.transform(X_pool[labeled]), base.transform(X_test)
+        zero_shot = base.initialize().module_.zero_shot_features.cpu().numpy()
+        y_pred = ANCHORS[params](F_pool, y_pool[labeled], F_test, len(names), zero_shot)
+    else:
+        clf = make_classifier(names, params, seed, args).fit(X_pool[labeled], y_pool[labeled])
+        y_pred = clf.predict(X_test)
+    return {"learner": name, "seed": seed, "budget": budget,
+            "accuracy": float(np.mean(y_pred == y_test)), "seconds": time.perf_counter() - start}
+
+
+def zero_shot_accuracy(data, args):
+    X_pool, y_pool, X_test, y_test, names = data
+    return float(np.mean(make_classifier(names, {}, 0, args).predict(X_test) == y_test))
+
+
+def table(results, zero_shot, args, learners):
+    budgets = sorted({r["budget"] for r in results})
+    lines = [
+        f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool "
+        f"{args.pool_per_class}/class, test {args.test_per_class}/class; random labels (one nested "
+        f"random order of the pool per seed), seeds {args.seeds}. Zero-shot accuracy: {zero_shot:.3f}.",
+        "",
+        "Command: `python benchmarks/bench_learners.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
+        "Each cell: test accuracy, mean ± std over seeds; \"fit s\": mean seconds per fit at the "
+        "largest budget (encoding excluded: embeddings are cached).",
+        "",
+        "| learner | " + " | ".join(f"{b} labels" for b in budgets) + " | fit s |",
+        "|---|" + "---:|" * (len(budgets) + 1),
+    ]
+    for name in learners:
+        runs = [r for r in results if r["learner"] == name]
+        if not runs:
+            continue
+        cells = []
+        for b in budgets:
+            acc = np.array([r["accuracy"] for r in runs if r["budget"] == b])
+            cells.append(f"{acc.mean():.3f} ± {acc.std():.3f}" if len(acc) else "")
+        seconds = np.mean([r["seconds"] for r in runs if r["budget"] == budgets[-1]])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(learners=LEARNERS):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--learners", nargs="+", default=list(learners), choices=list(learners))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 40, 80])
+    parser.add_argument("--model", default=OFFLINE_MODEL)
+    parser.add_argument("--pool-per-class", type=int, default=150)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the fits already in the JSON file beside --out and run only the others")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learners.md"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
+    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
+    data = (X_pool, y_pool, X_test, y_test, names)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = out.with_suffix(".json")
+    results = json.loads(store.read_text()) if args.resume and store.exists() else []
+    done = {(r["learner"], r["seed"], r["budget"]) for r in results}
+    zero_shot = zero_shot_accuracy(data, args)
+    for name in args.learners:
+        for seed in args.seeds:
+            for budget in args.budgets:
+                if (name, seed, budget) in done:
+                    continue
+                results.append(fit_and_score(name, learners[name], seed, budget, data, args))
+                print(f"{name} seed {seed} {budget} labels: {results[-1]['accuracy']:.3f} "
+                      f"({results[-1]['seconds']:.1f} s)", flush=True)
+                store.write_text(json.dumps(results, indent=1))
+    text = table(results, zero_shot, args, learners)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
