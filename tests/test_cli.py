@@ -26,12 +26,13 @@ def run_args(folder, out, *extra):
 
 def test_demo_prints_a_table_and_writes_a_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "DEMO_MODEL", "tiny-vit")   # the offline model's loading is slow
-    argv = ["demo", "--rounds", "2", "--epochs", "1", "--pool-size", "40", "--test-size", "20",
-            "--out", str(tmp_path / "demo"), "--strategy", "cec", "random"]
+    argv = ["demo", "--rounds", "2", "--epochs", "1", "--pool-per-class", "4", "--test-per-class", "2",
+            "--out", str(tmp_path / "demo")]
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     assert "\r" not in out + err   # not a terminal: the per-round lines without progress bars
-    assert "40 unlabeled digits, 20 test digits, 2 rounds x 10 labels, cec vs. random" in out
+    assert ("40 unlabeled CIFAR-10 images, 20 test images, 2 rounds x 10 labels from the zero-shot "
+            "start, cec vs. random") in out
     assert "strategy      seed  round  labels  accuracy" in out and "final accuracy" in out
     assert (tmp_path / "demo" / "learning_curve.png").stat().st_size > 0
     assert cli.main(argv + ["--quiet"]) == 0   # a new demo replaces the old one

@@ -7,10 +7,11 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from modal_vlm.datasets import (
+    CIFAR10_SAMPLE,
     DIGIT_NAMES,
     OOD_LABEL,
+    load_cifar10_sample,
     load_digits_images,
-    load_digits_split,
     load_image_folder,
     make_open_set,
 )
@@ -106,28 +107,30 @@ def test_load_digits_images():
 
 
 
-def test_load_digits_split_is_the_demos_seeded_split():
-    X_pool, y_pool, X_test, y_test, class_names = load_digits_split(120, 80, size=16,
-                                                                    random_state=3)
-    assert X_pool.shape == (120, 16, 16) and X_test.shape == (80, 16, 16)
-    assert y_pool.dtype == np.int64 and class_names == list(DIGIT_NAMES)
-    # The split modal-vlm demo always made: RandomState(seed).permutation, test first.
-    images, y, _ = load_digits_images(size=16)
-    order = np.random.RandomState(3).permutation(len(y))
-    assert np.array_equal(X_test, images[order[:80]]) and np.array_equal(y_test, y[order[:80]])
-    assert np.array_equal(X_pool, images[order[80:200]])
-    assert np.array_equal(y_pool, y[order[80:200]])
-    # A RandomState works as the seed does; None keeps the dataset's order.
-    again = load_digits_split(120, 80, size=16, random_state=np.random.RandomState(3))
-    assert np.array_equal(again[1], y_pool)
-    _, y_first, _, y_test_first, _ = load_digits_split(5, 4, size=8)
-    assert y_test_first.tolist() == y[:4].tolist() and y_first.tolist() == y[4:9].tolist()
+def test_cifar10_sample_is_the_shared_files_decoded(cifar10):
+    X_pool, y_pool, X_test, y_test, class_names = load_cifar10_sample()
+    assert X_pool.shape == (1000, 32, 32, 3) and X_test.shape == (500, 32, 32, 3)
+    assert X_pool.dtype == np.uint8 and y_pool.dtype == np.int64
+    assert np.bincount(y_pool).tolist() == [100] * 10 and np.bincount(y_test).tolist() == [50] * 10
+    assert class_names == sorted(p.name for p in (cifar10 / "train").iterdir())
+    # The first files of each class, bytes unchanged: decoding them gives the same pixels.
+    for X, y, split, index in ((X_pool, y_pool, "train", 99), (X_test, y_test, "test", 0)):
+        first = np.flatnonzero(y == 3)[index]
+        source = cifar10 / split / class_names[3] / f"{index:04d}.jpg"
+        assert np.array_equal(X[first], np.asarray(Image.open(source).convert("RGB")))
+    assert CIFAR10_SAMPLE.stat().st_size < 2_000_000   # package data stays small
 
 
-@pytest.mark.parametrize("pool_size, test_size", [(-1, 10), (10, -1), (1700, 98)])
-def test_load_digits_split_rejects_impossible_sizes(pool_size, test_size):
-    with pytest.raises(ValueError, match="pool_size and test_size"):
-        load_digits_split(pool_size, test_size)
+def test_cifar10_sample_subsets_follow_the_module_rule():
+    X_pool, y_pool, X_test, y_test, _ = load_cifar10_sample(5, 2)
+    assert np.bincount(y_pool).tolist() == [5] * 10 and np.bincount(y_test).tolist() == [2] * 10
+    full_pool, full_y, _, _, _ = load_cifar10_sample()
+    assert np.array_equal(X_pool[:5], full_pool[:5])           # None: the first images
+    seeded = load_cifar10_sample(5, 2, random_state=0)
+    assert np.bincount(seeded[1]).tolist() == [5] * 10
+    assert not np.array_equal(seeded[0], X_pool)               # a seed: a random subset
+    assert np.array_equal(load_cifar10_sample(5, 2, random_state=0)[0], seeded[0])
+
 
 # Five classes, four training and two test samples each; X encodes "class/index".
 NAMES = ["cat", "dog", "frog", "ship", "truck"]
