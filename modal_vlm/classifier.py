@@ -2,7 +2,10 @@
 classifier (skorch), ready for modAL."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from skorch.dataset import Dataset
+from skorch.utils import get_map_location
 from sklearn.utils import check_random_state
 
 from .backbones import get_backbone
@@ -18,12 +22,16 @@ from .callbacks import EpochProgressBar, WarmupCosine
 from .encoding import encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
-from .prompted_clip import PromptedCLIP
+from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
 from .ueo import UNLABELED, SemiSupervisedBatchSampler, TrainingSet
 
 FIT_MODES = ("supervised", "ueo", "infomax")
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
 UEO_LOGIT_SCALE = 100.0
+#: skorch's components that a pickle rebuilds from the parameters instead of storing them.
+REBUILT_ON_LOAD = ("module_", "criterion_", "optimizer_", "callbacks_")
+#: Parameters ``module_`` is built from that a learned prompt does not depend on.
+PLACEMENT_PARAMS = ("device", "template")
 
 
 class ClipPromptClassifier(NeuralNetClassifier):
@@ -126,6 +134,30 @@ class ClipPromptClassifier(NeuralNetClassifier):
     history_ : skorch.history.History
         skorch's per-epoch record of the last ``fit`` (``train_loss``, ``dur``...).
 
+    Notes
+    -----
+    **All or nothing.** ``fit`` checks and encodes every input before it re-initialises
+    anything, and a ``fit`` or ``partial_fit`` that fails or is interrupted (Ctrl-C raises
+    ``KeyboardInterrupt``, it does not end training early) leaves the estimator exactly as it
+    was. With ``import modal_vlm``, modAL's ``ActiveLearner.teach`` is all or nothing too
+    (see :mod:`modal_vlm.compat`).
+
+    **Parameters take effect on the next call.** After ``set_params`` the next prediction
+    uses the new ``template``, ``class_names``, ``model_name``, ``device``... A learned
+    prompt is kept where it still applies (a new ``template`` or ``device``); where it cannot
+    (other classes, another backbone), predictions are zero-shot until the next ``fit``, with
+    a warning.
+
+    **Saving.** ``pickle`` stores what was learned (the context vectors, adapted
+    normalisation layers, optimizer state and history) and the parameters, not the frozen
+    encoders: they are rebuilt by name (``model_name``, ``pretrained``...) on first use after
+    loading, and predictions are identical. The offline model's estimator pickles to a few
+    hundred kB. ``save_params(f_params=...)`` writes the same learned state (skorch's
+    ``f_optimizer`` and ``f_history`` the rest), and ``load_params`` refuses a state learned
+    for other classes or another backbone. If the backbone cannot be rebuilt (a local
+    weights file moved), the error says so, and ``set_params(pretrained=NEW_PATH)`` recovers
+    the model.
+
     See Also
     --------
     modal_vlm.cec_query : CEC, the query strategy this classifier was built for.
@@ -212,6 +244,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         >>> F.shape[0], bool(np.allclose(np.linalg.norm(F, axis=1), 1, atol=1e-5))
         (3, True)
         """
+        if self.initialized_ or hasattr(self, "_pending_state_"):
+            self.check_is_fitted()  # a module built from the current parameters
         backbone, visual = self.backbone_, None
         key = backbone.key
         if getattr(self, "module_", None) is not None and self.module_.visual is not None:
@@ -278,11 +312,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Raises
         ------
         ValueError
-            If ``features`` is not 2-d.
+            If ``features`` is not 2-d or holds NaN or infinite values.
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2:
             raise ValueError(f"features must be 2-d (n, D), got shape {features.shape}.")
+        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if len(bad):
+            raise ValueError(f"features rows {bad[:10].tolist()} hold NaN or infinite values.")
         return super().predict_proba(Dataset(features, None))
 
     # -- skorch hooks -----------------------------------------------------------------------
@@ -302,7 +339,16 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return bool(self.train_visual_norm)
 
     def check_params(self):
-        """Raise ``ValueError`` for an unknown ``fit_mode`` or an invalid UEO setting."""
+        """Raise ``ValueError`` for an invalid ``template`` or ``n_ctx``, an unknown
+        ``fit_mode`` or an invalid UEO setting.
+
+        Cheap: it loads nothing, so callers (the experiment runner) can validate settings
+        before the backbone loads.
+        """
+        check_template(self.template)
+        if self.ctx_init is None and (isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer))
+                                      or self.n_ctx < 1):
+            raise ValueError(f"n_ctx must be an integer >= 1, got {self.n_ctx!r}.")
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"Unknown fit_mode {self.fit_mode!r}; use one of {FIT_MODES}.")
         if self.train_visual_norm not in ("auto", True, False):
@@ -322,14 +368,99 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"class_names has duplicates: {duplicates}.")
 
     def initialize(self):
+        # A state kept by a pickle or by set_params (_pending_state_) is loaded into the
+        # module built from the current parameters; until that succeeds it is kept, so a
+        # failed rebuild (a moved weights file) can be retried after set_params.
+        pending = vars(self).pop("_pending_state_", None)
+        history = vars(self).get("history_")
         # Every fit starts a fresh prompt (the protocol), so skorch's "Re-initializing ..."
         # lines carry no news: they are printed only with verbose >= 2.
         verbose = self.verbose
         self.verbose = verbose if verbose >= 2 else 0
         try:
-            return super().initialize()
+            if pending is not None:
+                self._check_backbone_rebuilds()
+                self.history_ = None  # skorch clears the history in place; the saved one is kept
+            super().initialize()
+            if pending is not None:
+                self._load_pending_state(pending)
+        except BaseException:
+            if pending is not None:
+                self._pending_state_, self.history_, self.initialized_ = pending, history, False
+            raise
         finally:
             self.verbose = verbose
+        return self
+
+    def _module_params(self) -> dict:
+        """The parameters ``module_`` is built from (compared on every call: see ``set_params``)."""
+        return {"class_names": list(self.class_names), "model_name": self.model_name,
+                "pretrained": self.pretrained, "image_size": self.image_size, "device": str(self.device),
+                "n_ctx": self.n_ctx, "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
+                "template": self.template, "train_visual_norm": self._trains_visual_norm(),
+                **self.get_params_for("module")}
+
+    def _check_backbone_rebuilds(self):
+        try:
+            self.backbone_
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            message = (f"Cannot rebuild the frozen backbone of this saved ClipPromptClassifier "
+                       f"(model_name={self.model_name!r}, pretrained={self.pretrained!r}): {exc}. A saved "
+                       "model holds the learned prompt and rebuilds its encoders by name: restore the "
+                       "weights, or point to them with set_params(pretrained=...); the learned prompt is "
+                       "kept until then.")
+            try:
+                error = type(exc)(message)
+            except Exception:
+                error = RuntimeError(message)
+            raise error from exc
+
+    def _saved_state(self) -> dict:
+        """What was learned, on the CPU: what a pickle holds instead of the torch objects."""
+        return {"module": _to_cpu(self.module_.state_dict()), "optimizer": _to_cpu(self.optimizer_.state_dict()),
+                "history": self.history_, "module_params": self.module_params_}
+
+    def _load_pending_state(self, saved):
+        """Load a :meth:`_saved_state` into the module just built from the current parameters."""
+        if not bool(saved["module"]["prompt_trained"]):
+            return  # zero-shot: nothing was learned, the fresh module is the same model
+        built_from = saved["module_params"]
+        changed = [k for k in self.module_params_ if k not in PLACEMENT_PARAMS and built_from.get(k) != self.module_params_[k]]
+        differences = self.module_.mismatches(saved["module"])
+        if differences and not changed:
+            raise ValueError(
+                f"The backbone rebuilt from model_name={self.model_name!r}, pretrained={self.pretrained!r} is "
+                f"not the one this model's prompt was learned with ({'; '.join(differences)}): its weights "
+                "changed. Restore them to use the saved model.")
+        if differences:
+            warnings.warn(f"{', '.join(changed)} changed since the prompt was learned, and the learned prompt "
+                          f"does not apply to the new settings ({'; '.join(differences)}): predictions are "
+                          "zero-shot until the next fit.", UserWarning, stacklevel=4)
+            return
+        self.module_.load_state_dict(saved["module"])
+        self.optimizer_.load_state_dict(saved["optimizer"])
+        self.history_ = saved["history"]
+
+    def _sync_module(self):
+        """Rebuild ``module_`` if a parameter it was built from changed since (``set_params``)."""
+        if self.initialized_ and getattr(self, "module_params_", None) != self._module_params():
+            self._pending_state_ = self._saved_state()
+            self.initialize()
+
+    def __getstate__(self):
+        # The torch objects are rebuilt on first use after loading: a pickle holds the
+        # parameters and what was learned, not the frozen encoders (see the class Notes).
+        state = {k: v for k, v in vars(self).items() if k not in REBUILT_ON_LOAD}
+        if self.initialized_:
+            state["_pending_state_"] = self._saved_state()
+            state["initialized_"] = False
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        # As skorch: a model saved on a GPU loads on a machine without one (DeviceWarning).
+        state["device"] = self._check_device(state["device"], get_map_location(state["device"]))
+        vars(self).update(state)
 
     def initialize_module(self):
         self.check_class_names()
@@ -342,6 +473,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             "train_visual_norm": self._trains_visual_norm(), **kwargs,
         })
         self.module_ = module.to(self.device)
+        self.module_params_ = self._module_params()
         return self
 
     def get_all_learnable_params(self):
@@ -369,6 +501,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.
         if not self.initialized_:
             self.initialize()
+        self._sync_module()
         return super().check_is_fitted(attributes, *args, **kwargs)
 
     def check_data(self, X, y):
@@ -397,16 +530,19 @@ class ClipPromptClassifier(NeuralNetClassifier):
     def get_dataset(self, X, y=None):
         if isinstance(X, (Dataset, TrainingSet)):
             return X
-        self.check_is_fitted()
         if y is None:
+            self.check_is_fitted()
             return Dataset(self.transform(X), None)
+        # Training data depend on the parameters only, not on module_: fit builds them (and
+        # so reads and encodes every image) before it re-initialises anything.
         labels = np.asarray(y).astype(np.int64)
         frozen = self.frozen_transform(X)
         weights = np.ones(len(labels), dtype=np.float32)
         if self.fit_mode == "ueo":  # fixed once, from the zero-shot model (spec)
-            cosine = torch.from_numpy(frozen) @ self.module_.zero_shot_features.cpu().T
+            zero_shot = zero_shot_text_features(self.backbone_.text, self.class_names, self.template)
+            cosine = torch.from_numpy(frozen) @ zero_shot.cpu().T
             weights = ueo_sample_weights(cosine, self.ueo_temperature).numpy()
-        if self.module_.visual is None:
+        if not self._trains_visual_norm():
             return TrainingSet(torch.from_numpy(frozen), labels, weights)
         return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
 
@@ -465,17 +601,105 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ------
         ValueError
             Empty ``X``, length mismatch, labels outside ``range(len(class_names))``,
-            duplicate class names, unreadable images.
+            duplicate class names, an invalid ``template``, unreadable images, NaN pixels.
         FileNotFoundError
             A missing image file (named in the message).
+        KeyboardInterrupt
+            Training was interrupted (Ctrl-C).
+
+        Notes
+        -----
+        All or nothing: every input is checked and encoded before anything is
+        re-initialised, and whatever fails or interrupts the fit leaves the estimator as it
+        was before the call.
         """
         self.check_class_names()
         self.check_params()
-        self.check_data(X, y)  # before re-initialising: a rejected fit leaves the model as it was
+        self.check_data(X, y)
         if X_unlabeled is not None and n_images(X_unlabeled):
             if self.fit_mode == "supervised":
                 raise ValueError("X_unlabeled is used by fit_mode='ueo' or 'infomax' only.")
             X = as_image_items(X) + as_image_items(X_unlabeled)
             y = np.concatenate([np.asarray(y, dtype=np.int64),
                                 np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
-        return super().fit(X, y, **fit_params)
+        with self._all_or_nothing():
+            dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
+            if self.warm_start:
+                self._sync_module()
+            else:
+                vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
+            return super().fit(dataset, dataset.labels.numpy(), **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Train the prompt further, without re-initialising it (skorch's ``partial_fit``).
+
+        Parameters
+        ----------
+        X : images or Dataset
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+        y : array-like of shape (n_samples,)
+            Class indices into ``class_names``.
+        classes : None
+            Unused (scikit-learn's signature).
+        **fit_params
+            Passed on to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        ClipPromptClassifier
+            ``self``.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            Training was interrupted (Ctrl-C); the estimator is as it was before the call.
+        """
+        with self._all_or_nothing():
+            super().partial_fit(X, y, classes=classes, **fit_params)
+            interrupted = vars(self).pop("_interrupted_", None)
+            if interrupted is not None:
+                raise interrupted  # skorch's partial_fit swallows Ctrl-C and returns
+        return self
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
+            raise
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """Restore the estimator as it was if the block raises (or is interrupted)."""
+        if vars(self).get("_in_transaction_"):
+            yield
+            return
+        before = dict(vars(self))
+        trained = None
+        if self.initialized_:  # warm starts train module_ and optimizer_ in place
+            trained = (copy.deepcopy(self.module_.state_dict()), copy.deepcopy(self.optimizer_.state_dict()),
+                       copy.deepcopy(self.history_))
+        self._in_transaction_ = True
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            if trained is not None:
+                self.module_.load_state_dict(trained[0])
+                self.optimizer_.load_state_dict(trained[1])
+                self.history_ = trained[2]
+            raise
+        finally:
+            vars(self).pop("_in_transaction_", None)
+
+
+def _to_cpu(value):
+    """``value`` (nested dicts and lists of tensors) with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

@@ -52,7 +52,7 @@ def test_nested_lists_from_modal_vstack_are_pixels(make_clf, images):
     (np.zeros((4, 10)), ValueError, "feature vectors are not images"),
     (np.zeros((2, 8, 8, 3), dtype=np.float32), ValueError, r"X\[0\]: a float image must be a preprocessed"),
     (np.full((2, 8, 8), 300), ValueError, "0..255"),
-    ([np.zeros((8, 8, 4), np.uint8)], ValueError, r"\(H, W\) or \(H, W, 3\)"),
+    ([np.zeros((8, 8, 5), np.uint8)], ValueError, r"\(H, W\), \(H, W, 3\) or RGBA \(H, W, 4\)"),
     ([object()], TypeError, "unsupported image type"),
 ])
 def test_bad_inputs_name_the_problem(bad, error, match):
