@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import warnings
 from collections import Counter
 
@@ -18,6 +19,7 @@ from sklearn.utils import check_random_state
 
 from .backbones import get_backbone
 from .cache import EmbeddingCache
+from .compat import patch_modal
 from .callbacks import EpochProgressBar, WarmupCosine
 from .encoding import encode_images
 from .inputs import as_image_items, n_images
@@ -339,12 +341,20 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return bool(self.train_visual_norm)
 
     def check_params(self):
-        """Raise ``ValueError`` for an invalid ``template`` or ``n_ctx``, an unknown
-        ``fit_mode`` or an invalid UEO setting.
+        """Raise ``ValueError`` for an unknown parameter, an invalid ``template`` or
+        ``n_ctx``, an unknown ``fit_mode`` or an invalid UEO setting.
 
         Cheap: it loads nothing, so callers (the experiment runner) can validate settings
         before the backbone loads.
         """
+        # skorch checks parameter names only once initialised (after the backbone loaded).
+        known = {name for cls in type(self).__mro__ if "__init__" in vars(cls)
+                 for name in inspect.signature(cls.__init__).parameters}
+        unknown = sorted(k for k in vars(self) if not k.startswith("_") and not k.endswith("_")
+                         and "__" not in k and k not in known)
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) {unknown} of ClipPromptClassifier; see its documentation "
+                             "for the valid ones (any skorch parameter too, e.g. optimizer__momentum).")
         check_template(self.template)
         if self.ctx_init is None and (isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer))
                                       or self.n_ctx < 1):
@@ -703,3 +713,7 @@ def _to_cpu(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+# modAL learners wrap this estimator, however it was imported: their teach must be patched.
+patch_modal()
