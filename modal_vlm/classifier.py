@@ -64,7 +64,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
     ctx_init : str, optional
         Initialise the context from this text (e.g. ``"a photo of a"``) instead of N(0, 0.02).
     template : str, default="a photo of a {}."
-        Zero-shot prompt used before the first ``fit``.
+        Zero-shot prompt used before the first ``fit``: exactly one ``{}``, where the class
+        name goes (literal braces as ``{{`` and ``}}``).
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int, default=200
@@ -141,8 +142,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
     **All or nothing.** ``fit`` checks and encodes every input before it re-initialises
     anything, and a ``fit`` or ``partial_fit`` that fails or is interrupted (Ctrl-C raises
     ``KeyboardInterrupt``, it does not end training early) leaves the estimator exactly as it
-    was. With ``import modal_vlm``, modAL's ``ActiveLearner.teach`` is all or nothing too
-    (see :mod:`modal_vlm.compat`).
+    was. modAL's ``ActiveLearner.teach`` is all or nothing too (see :mod:`modal_vlm.compat`).
 
     **Parameters take effect on the next call.** After ``set_params`` the next prediction
     uses the new ``template``, ``class_names``, ``model_name``, ``device``... A learned

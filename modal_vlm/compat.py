@@ -15,8 +15,8 @@ modAL-python 0.4.1 (what pip picks beside ``skorch>=1.0``; 0.4.2.x pins the unim
   :class:`~modal_vlm.ClipPromptClassifier`, whose failed ``fit`` leaves the model as it was,
   the learner is then exactly as before the call.
 
-Nothing else changes. ``import modal_vlm`` applies it on first use of the package's API, so
-the canonical ``ActiveLearner(estimator=ClipPromptClassifier(...))`` loop runs unchanged.
+Nothing else changes. The first use of the package's API (``from modal_vlm import ...``)
+and ``import modal_vlm.classifier`` apply it, so the canonical ``ActiveLearner(estimator=ClipPromptClassifier(...))`` loop runs unchanged.
 """
 from __future__ import annotations
 
