@@ -30,10 +30,15 @@ from .ueo import UNLABELED, SemiSupervisedBatchSampler, TrainingSet
 FIT_MODES = ("supervised", "ueo", "infomax")
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
 UEO_LOGIT_SCALE = 100.0
-#: skorch's components that a pickle rebuilds from the parameters instead of storing them.
-REBUILT_ON_LOAD = ("module_", "criterion_", "optimizer_", "callbacks_")
+#: What a pickle leaves out: skorch's components, rebuilt from the parameters on load, and
+#: the markers of a fit in progress (skorch's Checkpoint may pickle during training).
+NOT_PICKLED = ("module_", "criterion_", "optimizer_", "callbacks_", "_in_transaction_", "_interrupted_")
 #: Parameters ``module_`` is built from that a learned prompt does not depend on.
 PLACEMENT_PARAMS = ("device", "template")
+#: Parameters the predictions depend on: changed by ``set_params``, they rebuild ``module_``
+#: before the next call. The others (``n_ctx``, ``ctx_init``...) shape training only and
+#: take effect at the next ``fit``.
+PREDICTION_PARAMS = ("class_names", "model_name", "pretrained", "image_size", "device", "template")
 
 
 class ClipPromptClassifier(NeuralNetClassifier):
@@ -145,10 +150,12 @@ class ClipPromptClassifier(NeuralNetClassifier):
     was. modAL's ``ActiveLearner.teach`` is all or nothing too (see :mod:`modal_vlm.compat`).
 
     **Parameters take effect on the next call.** After ``set_params`` the next prediction
-    uses the new ``template``, ``class_names``, ``model_name``, ``device``... A learned
-    prompt is kept where it still applies (a new ``template`` or ``device``); where it cannot
-    (other classes, another backbone), predictions are zero-shot until the next ``fit``, with
-    a warning.
+    uses the new ``template``, ``class_names``, ``model_name``, ``pretrained``,
+    ``image_size`` or ``device``. A learned prompt is kept where it still applies (a new
+    ``template`` or ``device``); where it cannot (other classes, another backbone),
+    predictions are zero-shot until the next ``fit``, with a warning. Training parameters
+    (``n_ctx``, ``ctx_init``, ``lr``...) take effect at the next ``fit``, as in
+    scikit-learn.
 
     **Saving.** ``pickle`` stores what was learned (the context vectors, adapted
     normalisation layers, optimizer state and history) and the parameters, not the frozen
@@ -426,16 +433,21 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise error from exc
 
     def _saved_state(self) -> dict:
-        """What was learned, on the CPU: what a pickle holds instead of the torch objects."""
+        """A copy of what was learned, on the CPU: what a pickle holds instead of the torch objects."""
         return {"module": _to_cpu(self.module_.state_dict()), "optimizer": _to_cpu(self.optimizer_.state_dict()),
-                "history": self.history_, "module_params": self.module_params_}
+                "history": copy.deepcopy(self.history_), "module_params": self.module_params_}
+
+    def _restore_learned(self, saved):
+        self.module_.load_state_dict(saved["module"])
+        self.optimizer_.load_state_dict(saved["optimizer"])
+        self.history_ = saved["history"]
 
     def _load_pending_state(self, saved):
         """Load a :meth:`_saved_state` into the module just built from the current parameters."""
         if not bool(saved["module"]["prompt_trained"]):
             return  # zero-shot: nothing was learned, the fresh module is the same model
         built_from = saved["module_params"]
-        changed = [k for k in self.module_params_ if k not in PLACEMENT_PARAMS and built_from.get(k) != self.module_params_[k]]
+        changed = [k for k, v in self.module_params_.items() if k not in PLACEMENT_PARAMS and built_from.get(k) != v]
         differences = self.module_.mismatches(saved["module"])
         if differences and not changed:
             raise ValueError(
@@ -447,20 +459,22 @@ class ClipPromptClassifier(NeuralNetClassifier):
                           f"does not apply to the new settings ({'; '.join(differences)}): predictions are "
                           "zero-shot until the next fit.", UserWarning, stacklevel=4)
             return
-        self.module_.load_state_dict(saved["module"])
-        self.optimizer_.load_state_dict(saved["optimizer"])
-        self.history_ = saved["history"]
+        self._restore_learned(saved)
 
-    def _sync_module(self):
-        """Rebuild ``module_`` if a parameter it was built from changed since (``set_params``)."""
-        if self.initialized_ and getattr(self, "module_params_", None) != self._module_params():
+    def _sync_module(self, keys=PREDICTION_PARAMS):
+        """Rebuild ``module_`` if one of ``keys`` (None: any parameter it was built from)
+        changed since it was built (``set_params``), keeping what was learned where it applies."""
+        if not self.initialized_:
+            return
+        built, now = self.module_params_, self._module_params()
+        if any(built.get(key) != now.get(key) for key in (now if keys is None else keys)):
             self._pending_state_ = self._saved_state()
             self.initialize()
 
     def __getstate__(self):
         # The torch objects are rebuilt on first use after loading: a pickle holds the
         # parameters and what was learned, not the frozen encoders (see the class Notes).
-        state = {k: v for k, v in vars(self).items() if k not in REBUILT_ON_LOAD}
+        state = {k: v for k, v in vars(self).items() if k not in NOT_PICKLED}
         if self.initialized_:
             state["_pending_state_"] = self._saved_state()
             state["initialized_"] = False
@@ -635,7 +649,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         with self._all_or_nothing():
             dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
             if self.warm_start:
-                self._sync_module()
+                self._sync_module(keys=None)  # continuing needs a module of the current parameters
             else:
                 vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
             return super().fit(dataset, dataset.labels.numpy(), **fit_params)
@@ -685,20 +699,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
             yield
             return
         before = dict(vars(self))
-        trained = None
-        if self.initialized_:  # warm starts train module_ and optimizer_ in place
-            trained = (copy.deepcopy(self.module_.state_dict()), copy.deepcopy(self.optimizer_.state_dict()),
-                       copy.deepcopy(self.history_))
+        learned = self._saved_state() if self.initialized_ else None  # warm starts train in place
         self._in_transaction_ = True
         try:
             yield
         except BaseException:
             vars(self).clear()
             vars(self).update(before)
-            if trained is not None:
-                self.module_.load_state_dict(trained[0])
-                self.optimizer_.load_state_dict(trained[1])
-                self.history_ = trained[2]
+            if learned is not None:
+                self._restore_learned(learned)
             raise
         finally:
             vars(self).pop("_in_transaction_", None)

@@ -265,13 +265,16 @@ def test_set_params_after_fit_keeps_or_drops_the_learned_prompt(make_clf, images
     X, y = images
     clf = make_clf().fit(X, y)
     fitted = clf.predict_proba(X)
-    # The template is the zero-shot prompt: the learned prompt still applies.
+    # The template is the zero-shot prompt: the learned prompt still applies; n_ctx shapes
+    # the next fit.
     np.testing.assert_array_equal(clf.set_params(template="a sketch of a {}.").predict_proba(X), fitted)
-    with pytest.warns(UserWarning, match="class_names changed .* zero-shot until the next fit"):
+    np.testing.assert_array_equal(clf.set_params(n_ctx=2).predict_proba(X), fitted)
+    with pytest.warns(UserWarning, match="class_names, n_ctx changed .* zero-shot until the next fit"):
         proba = clf.set_params(class_names=["cat", "dog"]).predict_proba(X)
     np.testing.assert_allclose(proba, make_clf(class_names=["cat", "dog"], template="a sketch of a {}.")
                                .predict_proba(X), atol=1e-6)
     assert clf.fit(X, y % 2).predict_proba(X).shape == (12, 2)
+    assert clf.module_.prompt_learner.ctx.shape == (2, 2, 32)
 
 
 @pytest.mark.parametrize("template, match", [
