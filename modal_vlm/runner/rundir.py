@@ -135,19 +135,19 @@ class RunDirectory:
         Parameters
         ----------
         header : dict
-            As for :meth:`open`.
+            The settings to compare with the stored ones, as for :meth:`open`.
         overwrite : bool, default=False
-            As for :meth:`open`: the existing run does not count.
+            Ignore the run in the directory (nothing is removed here).
 
         Returns
         -------
         list of dict
-            The records of the rounds already done (empty for a new run).
+            The finished rounds :meth:`open` would continue from; none without a run.
 
         Raises
         ------
         RunDirectoryError
-            As :meth:`open`.
+            Where :meth:`open` would refuse the directory.
         """
         if overwrite or not self.path.is_dir():
             return []
