@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modal_vlm import clear_memory_cache
+from modal_vlm import cec_query, clear_memory_cache
 from modal_vlm.backbones import get_backbone
 from modal_vlm.inputs import as_image_items
 
@@ -117,7 +117,7 @@ def test_nan_or_infinite_pixels_name_the_sample(make_clf, images, bad):
     clf = make_clf()
     tensors = torch.stack([clf.backbone_.preprocess(Image.fromarray(x)) for x in X])
     tensors[5, 1, 2, 3] = bad
-    for call in (clf.predict_proba, clf.transform, lambda X: clf.fit(X, y)):
+    for call in (clf.predict_proba, clf.transform, lambda X: clf.fit(X, y), lambda X: cec_query(clf, X)):
         with pytest.raises(ValueError, match=r"X\[5\]: the preprocessed tensor has 1 NaN or infinite value"):
             call(tensors)
 
