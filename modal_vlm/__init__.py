@@ -9,6 +9,7 @@ The names below are imported on first use, so ``import modal_vlm`` (and ``modal-
 --help``) does not load torch; the first use also applies :func:`patch_modal`.
 """
 import importlib
+import importlib.util
 
 __version__ = "0.1.0.dev0"
 
@@ -38,6 +39,8 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name):
     if name not in _EXPORTS:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)  # modal_vlm.datasets after import modal_vlm
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     importlib.import_module(".compat", __name__).patch_modal()
