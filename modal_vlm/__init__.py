@@ -4,35 +4,50 @@
 >>> from modal_vlm import ClipPromptClassifier, cec_query
 >>> learner = ActiveLearner(estimator=ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit"),
 ...                         query_strategy=cec_query)
-"""
-from .backbones import create_backbone, get_backbone, list_backbones, register_backbone
-from .cache import clear_memory_cache
-from .classifier import COOP_PROTOCOL, ClipPromptClassifier
-from .compat import patch_modal
-from .strategies import (badge_query, cec_query, coreset_query, entropy_query, get_strategy,
-                         least_confidence_query, list_strategies, margin_query, pcb, random_query)
 
-patch_modal()
+The names below are imported on first use, so ``import modal_vlm`` (and ``modal-vlm
+--help``) does not load torch; the first use also applies :func:`patch_modal`.
+"""
+import importlib
+import importlib.util
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "COOP_PROTOCOL",
-    "ClipPromptClassifier",
-    "badge_query",
-    "cec_query",
-    "clear_memory_cache",
-    "coreset_query",
-    "create_backbone",
-    "entropy_query",
-    "get_backbone",
-    "get_strategy",
-    "least_confidence_query",
-    "list_backbones",
-    "list_strategies",
-    "margin_query",
-    "patch_modal",
-    "pcb",
-    "random_query",
-    "register_backbone",
-]
+#: Every public name and the submodule that defines it.
+_EXPORTS = {
+    "COOP_PROTOCOL": "classifier",
+    "ClipPromptClassifier": "classifier",
+    "badge_query": "strategies",
+    "cec_query": "strategies",
+    "clear_memory_cache": "cache",
+    "coreset_query": "strategies",
+    "create_backbone": "backbones",
+    "entropy_query": "strategies",
+    "get_backbone": "backbones",
+    "get_strategy": "strategies",
+    "least_confidence_query": "strategies",
+    "list_backbones": "backbones",
+    "list_strategies": "strategies",
+    "margin_query": "strategies",
+    "patch_modal": "compat",
+    "pcb": "strategies",
+    "random_query": "strategies",
+    "register_backbone": "backbones",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)  # modal_vlm.datasets after import modal_vlm
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    importlib.import_module(".compat", __name__).patch_modal()
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -2,7 +2,11 @@
 classifier (skorch), ready for modAL."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
+import inspect
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -10,28 +14,38 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from skorch.dataset import Dataset
+from skorch.utils import get_map_location
 from sklearn.utils import check_random_state
 
 from .backbones import get_backbone
 from .cache import EmbeddingCache
+from .compat import patch_modal
 from .callbacks import EpochProgressBar, WarmupCosine
 from .encoding import encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
-from .prompted_clip import PromptedCLIP
+from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
 from .ueo import UNLABELED, SemiSupervisedBatchSampler, TrainingSet
 
 FIT_MODES = ("supervised", "ueo", "infomax")
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
 UEO_LOGIT_SCALE = 100.0
+#: What a pickle leaves out: skorch's components, rebuilt from the parameters on load, and
+#: the markers of a fit in progress (skorch's Checkpoint may pickle during training).
+NOT_PICKLED = ("module_", "criterion_", "optimizer_", "callbacks_", "_in_transaction_", "_interrupted_")
+#: Parameters ``module_`` is built from that a learned prompt does not depend on.
+PLACEMENT_PARAMS = ("device", "template")
+#: Parameters the predictions depend on: changed by ``set_params``, they rebuild ``module_``
+#: before the next call. The others (``n_ctx``, ``ctx_init``...) shape training only and
+#: take effect at the next ``fit``.
+PREDICTION_PARAMS = ("class_names", "model_name", "pretrained", "image_size", "device", "template")
 
 #: The PCB/CEC protocol's CoOp learner (``shared/specs/protocol.md``) as parameters:
 #: ``ClipPromptClassifier(class_names, **COOP_PROTOCOL)`` trains exactly as the field's
 #: reference harness does (16 class-specific contexts from N(0, 0.02), SGD 0.002, batch 32,
 #: 200 epochs, warm-up then cosine), whatever the estimator's own defaults.
 COOP_PROTOCOL = {
-    "n_ctx": 16, "class_specific_ctx": True, "ctx_init": None, "lambda_kg": 0.0,
-    "zero_shot_weight": 0.0, "max_epochs": 200, "lr": 0.002, "batch_size": 32,
+    "n_ctx": 16, "class_specific_ctx": True, "ctx_init": None, "lambda_kg": 0.0, "max_epochs": 200, "lr": 0.002, "batch_size": 32,
     "warmup_epochs": 1, "warmup_lr": 1e-5, "optimizer": torch.optim.SGD,
     "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4,
 }
@@ -67,15 +81,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ``"template"`` takes the words of ``template`` before ``{}``, so training starts at
         the zero-shot prompt. ``n_ctx`` is then the number of those tokens.
     template : str, default="a photo of a {}."
-        Zero-shot prompt used before the first ``fit``; its text after ``{}`` also follows
+        Zero-shot prompt used before the first ``fit``: exactly one ``{}``, where the class
+        name goes (literal braces as ``{{`` and ``}}``). Its text after ``{}`` also follows
         the class name in the learned prompts.
     lambda_kg : float, default=0.0
         Weight of KgCoOp's regulariser (Yao et al., CVPR 2023), which keeps the learned
         class text features near the zero-shot ones: the loss is
         ``CE + lambda_kg * mean_c (1 - cos(t_c, t_c^zero_shot))`` (the authors use 8).
-    zero_shot_weight : float, default=0.0
-        Mix the zero-shot text features into the trained model's, in training and
-        prediction: ``t = (1 - w) t_learned + w t_zero_shot`` (a residual on zero-shot).
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int, default=200
@@ -147,6 +159,31 @@ class ClipPromptClassifier(NeuralNetClassifier):
     history_ : skorch.history.History
         skorch's per-epoch record of the last ``fit`` (``train_loss``, ``dur``...).
 
+    Notes
+    -----
+    **All or nothing.** ``fit`` checks and encodes every input before it re-initialises
+    anything, and a ``fit`` or ``partial_fit`` that fails or is interrupted (Ctrl-C raises
+    ``KeyboardInterrupt``, it does not end training early) leaves the estimator exactly as it
+    was. modAL's ``ActiveLearner.teach`` is all or nothing too (see :mod:`modal_vlm.compat`).
+
+    **Parameters take effect on the next call.** After ``set_params`` the next prediction
+    uses the new ``template``, ``class_names``, ``model_name``, ``pretrained``,
+    ``image_size`` or ``device``. A learned prompt is kept where it still applies (a new
+    ``template`` or ``device``); where it cannot (other classes, another backbone),
+    predictions are zero-shot until the next ``fit``, with a warning. Training parameters
+    (``n_ctx``, ``ctx_init``, ``lr``...) take effect at the next ``fit``, as in
+    scikit-learn.
+
+    **Saving.** ``pickle`` stores what was learned (the context vectors, adapted
+    normalisation layers, optimizer state and history) and the parameters, not the frozen
+    encoders: they are rebuilt by name (``model_name``, ``pretrained``...) on first use after
+    loading, and predictions are identical. The offline model's estimator pickles to a few
+    hundred kB. ``save_params(f_params=...)`` writes the same learned state (skorch's
+    ``f_optimizer`` and ``f_history`` the rest), and ``load_params`` refuses a state learned
+    for other classes or another backbone. If the backbone cannot be rebuilt (a local
+    weights file moved), the error says so, and ``set_params(pretrained=NEW_PATH)`` recovers
+    the model.
+
     See Also
     --------
     modal_vlm.cec_query : CEC, the query strategy this classifier was built for.
@@ -166,7 +203,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init=None, template="a photo of a {}.",
-                 lambda_kg=0.0, zero_shot_weight=0.0, image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
+                 lambda_kg=0.0, image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
                  warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
@@ -189,7 +226,6 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.ctx_init = ctx_init
         self.template = template
         self.lambda_kg = lambda_kg
-        self.zero_shot_weight = zero_shot_weight
         self.image_size = image_size
         self.warmup_epochs = warmup_epochs
         self.warmup_lr = warmup_lr
@@ -235,6 +271,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         >>> F.shape[0], bool(np.allclose(np.linalg.norm(F, axis=1), 1, atol=1e-5))
         (3, True)
         """
+        if self.initialized_ or hasattr(self, "_pending_state_"):
+            self.check_is_fitted()  # a module built from the current parameters
         backbone, visual = self.backbone_, None
         key = backbone.key
         if getattr(self, "module_", None) is not None and self.module_.visual is not None:
@@ -301,11 +339,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Raises
         ------
         ValueError
-            If ``features`` is not 2-d.
+            If ``features`` is not 2-d or holds NaN or infinite values.
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2:
             raise ValueError(f"features must be 2-d (n, D), got shape {features.shape}.")
+        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if len(bad):
+            raise ValueError(f"features rows {bad[:10].tolist()} hold NaN or infinite values.")
         return super().predict_proba(Dataset(features, None))
 
     # -- skorch hooks -----------------------------------------------------------------------
@@ -325,7 +366,24 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return bool(self.train_visual_norm)
 
     def check_params(self):
-        """Raise ``ValueError`` for an unknown ``fit_mode`` or an invalid UEO setting."""
+        """Raise ``ValueError`` for an unknown parameter, an invalid ``template`` or
+        ``n_ctx``, an unknown ``fit_mode`` or an invalid UEO setting.
+
+        Cheap: it loads nothing, so callers (the experiment runner) can validate settings
+        before the backbone loads.
+        """
+        # skorch checks parameter names only once initialised (after the backbone loaded).
+        known = {name for cls in type(self).__mro__ if "__init__" in vars(cls)
+                 for name in inspect.signature(cls.__init__).parameters}
+        unknown = sorted(k for k in vars(self) if not k.startswith("_") and not k.endswith("_")
+                         and "__" not in k and k not in known)
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) {unknown} of ClipPromptClassifier; see its documentation "
+                             "for the valid ones (any skorch parameter too, e.g. optimizer__momentum).")
+        check_template(self.template)
+        if self.ctx_init is None and (isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer))
+                                      or self.n_ctx < 1):
+            raise ValueError(f"n_ctx must be an integer >= 1, got {self.n_ctx!r}.")
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"Unknown fit_mode {self.fit_mode!r}; use one of {FIT_MODES}.")
         if self.train_visual_norm not in ("auto", True, False):
@@ -334,8 +392,6 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
         if not self.lambda_kg >= 0:
             raise ValueError(f"lambda_kg must be >= 0, got {self.lambda_kg!r}.")
-        if not 0 <= self.zero_shot_weight < 1:
-            raise ValueError(f"zero_shot_weight must lie in [0, 1), got {self.zero_shot_weight!r}.")
 
     def check_class_names(self):
         """Raise ``ValueError`` for empty, non-string or duplicate class names."""
@@ -349,14 +405,106 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"class_names has duplicates: {duplicates}.")
 
     def initialize(self):
+        # A state kept by a pickle or by set_params (_pending_state_) is loaded into the
+        # module built from the current parameters; until that succeeds it is kept, so a
+        # failed rebuild (a moved weights file) can be retried after set_params.
+        pending = vars(self).pop("_pending_state_", None)
+        history = vars(self).get("history_")
         # Every fit starts a fresh prompt (the protocol), so skorch's "Re-initializing ..."
         # lines carry no news: they are printed only with verbose >= 2.
         verbose = self.verbose
         self.verbose = verbose if verbose >= 2 else 0
         try:
-            return super().initialize()
+            if pending is not None:
+                self._check_backbone_rebuilds()
+                self.history_ = None  # skorch clears the history in place; the saved one is kept
+            super().initialize()
+            if pending is not None:
+                self._load_pending_state(pending)
+        except BaseException:
+            if pending is not None:
+                self._pending_state_, self.history_, self.initialized_ = pending, history, False
+            raise
         finally:
             self.verbose = verbose
+        return self
+
+    def _module_params(self) -> dict:
+        """The parameters ``module_`` is built from (compared on every call: see ``set_params``)."""
+        return {"class_names": list(self.class_names), "model_name": self.model_name,
+                "pretrained": self.pretrained, "image_size": self.image_size, "device": str(self.device),
+                "n_ctx": self.n_ctx, "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
+                "template": self.template, "train_visual_norm": self._trains_visual_norm(),
+                **self.get_params_for("module")}
+
+    def _check_backbone_rebuilds(self):
+        try:
+            self.backbone_
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            message = (f"Cannot rebuild the frozen backbone of this saved ClipPromptClassifier "
+                       f"(model_name={self.model_name!r}, pretrained={self.pretrained!r}): {exc}. A saved "
+                       "model holds the learned prompt and rebuilds its encoders by name: restore the "
+                       "weights, or point to them with set_params(pretrained=...); the learned prompt is "
+                       "kept until then.")
+            try:
+                error = type(exc)(message)
+            except Exception:
+                error = RuntimeError(message)
+            raise error from exc
+
+    def _saved_state(self) -> dict:
+        """A copy of what was learned, on the CPU: what a pickle holds instead of the torch objects."""
+        return {"module": _to_cpu(self.module_.state_dict()), "optimizer": _to_cpu(self.optimizer_.state_dict()),
+                "history": copy.deepcopy(self.history_), "module_params": self.module_params_}
+
+    def _restore_learned(self, saved):
+        self.module_.load_state_dict(saved["module"])
+        self.optimizer_.load_state_dict(saved["optimizer"])
+        self.history_ = saved["history"]
+
+    def _load_pending_state(self, saved):
+        """Load a :meth:`_saved_state` into the module just built from the current parameters."""
+        if not bool(saved["module"]["prompt_trained"]):
+            return  # zero-shot: nothing was learned, the fresh module is the same model
+        built_from = saved["module_params"]
+        changed = [k for k, v in self.module_params_.items() if k not in PLACEMENT_PARAMS and built_from.get(k) != v]
+        differences = self.module_.mismatches(saved["module"])
+        if differences and not changed:
+            raise ValueError(
+                f"The backbone rebuilt from model_name={self.model_name!r}, pretrained={self.pretrained!r} is "
+                f"not the one this model's prompt was learned with ({'; '.join(differences)}): its weights "
+                "changed. Restore them to use the saved model.")
+        if differences:
+            warnings.warn(f"{', '.join(changed)} changed since the prompt was learned, and the learned prompt "
+                          f"does not apply to the new settings ({'; '.join(differences)}): predictions are "
+                          "zero-shot until the next fit.", UserWarning, stacklevel=4)
+            return
+        self._restore_learned(saved)
+
+    def _sync_module(self, keys=PREDICTION_PARAMS):
+        """Rebuild ``module_`` if one of ``keys`` (None: any parameter it was built from)
+        changed since it was built (``set_params``), keeping what was learned where it applies."""
+        if not self.initialized_:
+            return
+        built, now = self.module_params_, self._module_params()
+        if any(built.get(key) != now.get(key) for key in (now if keys is None else keys)):
+            self._pending_state_ = self._saved_state()
+            self.initialize()
+
+    def __getstate__(self):
+        # The torch objects are rebuilt on first use after loading: a pickle holds the
+        # parameters and what was learned, not the frozen encoders (see the class Notes).
+        state = {k: v for k, v in vars(self).items() if k not in NOT_PICKLED}
+        if self.initialized_:
+            state["_pending_state_"] = self._saved_state()
+            state["initialized_"] = False
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        # As skorch: a model saved on a GPU loads on a machine without one (DeviceWarning).
+        state["device"] = self._check_device(state["device"], get_map_location(state["device"]))
+        vars(self).update(state)
 
     def initialize_module(self):
         self.check_class_names()
@@ -366,10 +514,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
             "backbone": self.backbone_, "class_names": list(self.class_names), "n_ctx": self.n_ctx,
             "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
             "template": self.template, "generator": self._generator(),
-            "zero_shot_weight": self.zero_shot_weight,
             "train_visual_norm": self._trains_visual_norm(), **kwargs,
         })
         self.module_ = module.to(self.device)
+        self.module_params_ = self._module_params()
         return self
 
     def get_all_learnable_params(self):
@@ -397,6 +545,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.
         if not self.initialized_:
             self.initialize()
+        self._sync_module()
         return super().check_is_fitted(attributes, *args, **kwargs)
 
     def check_data(self, X, y):
@@ -425,16 +574,19 @@ class ClipPromptClassifier(NeuralNetClassifier):
     def get_dataset(self, X, y=None):
         if isinstance(X, (Dataset, TrainingSet)):
             return X
-        self.check_is_fitted()
         if y is None:
+            self.check_is_fitted()
             return Dataset(self.transform(X), None)
+        # Training data depend on the parameters only, not on module_: fit builds them (and
+        # so reads and encodes every image) before it re-initialises anything.
         labels = np.asarray(y).astype(np.int64)
         frozen = self.frozen_transform(X)
         weights = np.ones(len(labels), dtype=np.float32)
         if self.fit_mode == "ueo":  # fixed once, from the zero-shot model (spec)
-            cosine = torch.from_numpy(frozen) @ self.module_.zero_shot_features.cpu().T
+            zero_shot = zero_shot_text_features(self.backbone_.text, self.class_names, self.template)
+            cosine = torch.from_numpy(frozen) @ zero_shot.cpu().T
             weights = ueo_sample_weights(cosine, self.ueo_temperature).numpy()
-        if self.module_.visual is None:
+        if not self._trains_visual_norm():
             return TrainingSet(torch.from_numpy(frozen), labels, weights)
         return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
 
@@ -500,17 +652,104 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ------
         ValueError
             Empty ``X``, length mismatch, labels outside ``range(len(class_names))``,
-            duplicate class names, unreadable images.
+            duplicate class names, an invalid ``template``, unreadable images, NaN pixels.
         FileNotFoundError
             A missing image file (named in the message).
+        KeyboardInterrupt
+            Training was interrupted (Ctrl-C).
+
+        Notes
+        -----
+        All or nothing: every input is checked and encoded before anything is
+        re-initialised, and whatever fails or interrupts the fit leaves the estimator as it
+        was before the call.
         """
         self.check_class_names()
         self.check_params()
-        self.check_data(X, y)  # before re-initialising: a rejected fit leaves the model as it was
+        self.check_data(X, y)
         if X_unlabeled is not None and n_images(X_unlabeled):
             if self.fit_mode == "supervised":
                 raise ValueError("X_unlabeled is used by fit_mode='ueo' or 'infomax' only.")
             X = as_image_items(X) + as_image_items(X_unlabeled)
             y = np.concatenate([np.asarray(y, dtype=np.int64),
                                 np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
-        return super().fit(X, y, **fit_params)
+        with self._all_or_nothing():
+            dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
+            if self.warm_start:
+                self._sync_module(keys=None)  # continuing needs a module of the current parameters
+            else:
+                vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
+            return super().fit(dataset, dataset.labels.numpy(), **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Train the prompt further, without re-initialising it (skorch's ``partial_fit``).
+
+        Parameters
+        ----------
+        X : images or Dataset
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+        y : array-like of shape (n_samples,)
+            Class indices into ``class_names``.
+        classes : None
+            Unused (scikit-learn's signature).
+        **fit_params
+            Passed on to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        ClipPromptClassifier
+            ``self``.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            Training was interrupted (Ctrl-C); the estimator is as it was before the call.
+        """
+        with self._all_or_nothing():
+            super().partial_fit(X, y, classes=classes, **fit_params)
+            interrupted = vars(self).pop("_interrupted_", None)
+            if interrupted is not None:
+                raise interrupted  # skorch's partial_fit swallows Ctrl-C and returns
+        return self
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
+            raise
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """Restore the estimator as it was if the block raises (or is interrupted)."""
+        if vars(self).get("_in_transaction_"):
+            yield
+            return
+        before = dict(vars(self))
+        learned = self._saved_state() if self.initialized_ else None  # warm starts train in place
+        self._in_transaction_ = True
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            if learned is not None:
+                self._restore_learned(learned)
+            raise
+        finally:
+            vars(self).pop("_in_transaction_", None)
+
+
+def _to_cpu(value):
+    """``value`` (nested dicts and lists of tensors) with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+# modAL learners wrap this estimator, however it was imported: their teach must be patched.
+patch_modal()

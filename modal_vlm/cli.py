@@ -2,7 +2,9 @@
 learning on an image folder, resumable).
 
 :func:`main` is the entry point; the options are described in the documentation's
-experiment-runner page.
+experiment-runner page. Building the parser imports nothing heavy (``--help`` answers at
+once); a subcommand imports what it needs when it runs, and the runner checks every setting
+before the backbone loads.
 """
 from __future__ import annotations
 
@@ -60,9 +62,10 @@ def demo(args) -> int:
     if not args.quiet:
         print(f"modal-vlm demo: {len(y_pool)} unlabeled CIFAR-10 images, {len(y_test)} test images, "
               f"{args.rounds} rounds x {len(names)} labels from the zero-shot start, "
-              f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL} "
-              f"(replaces an earlier demo in {args.out})")
-    result = run_experiment(config, args.out, data=data, overwrite=True, progress=not args.quiet,
+              f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL}, results in {args.out}")
+    # The rule of `run`: an unfinished demo resumes; a finished one, or anything else in
+    # --out, is replaced only with --overwrite.
+    result = run_experiment(config, args.out, data=data, overwrite=args.overwrite, progress=not args.quiet,
                             title="modal-vlm demo: CIFAR-10 sample, offline linear-ConSE model")
     if not args.quiet:
         _print_summary(result)
@@ -130,14 +133,15 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--seed", type=int, nargs="+", default=[0], metavar="N", help="seeds (default: 0)")
     p.add_argument("--out", default="modal-vlm-demo", metavar="DIR",
                    help="output folder: tables and learning_curve.png (default: ./modal-vlm-demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished demo, or a run with other settings, in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.set_defaults(func=demo)
 
 
 def _add_run_parser(sub) -> None:
-    from .runner.config import BAD_IMAGE_POLICIES
-    from .experiment import FIRST_ROUNDS
-
+    # No `choices=` from modal_vlm.runner: importing it loads torch, and --help must be
+    # instant. RunConfig.validate checks these values first, naming the valid ones.
     p = sub.add_parser(
         "run", help="active learning on an image folder (resumable)",
         argument_default=argparse.SUPPRESS,
@@ -156,7 +160,7 @@ def _add_run_parser(sub) -> None:
     data.add_argument("--max-per-class", type=int, metavar="N", help="images per class read from --data")
     data.add_argument("--max-test-per-class", type=int, metavar="N",
                       help="images per class read from --test-data")
-    data.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES,
+    data.add_argument("--on-bad-image", metavar="fail|skip",
                       help="unreadable image files: stop (fail, default) or leave out with a warning")
     protocol = p.add_argument_group("protocol")
     protocol.add_argument("--strategy", nargs="+", metavar="NAME",
@@ -164,7 +168,7 @@ def _add_run_parser(sub) -> None:
     protocol.add_argument("--seed", nargs="+", type=int, metavar="N", help="seeds (default: 0 1 2)")
     protocol.add_argument("--rounds", type=int, metavar="N", help="query rounds (default 8)")
     protocol.add_argument("--budget", type=int, metavar="N", help="labels per round (default: number of classes)")
-    protocol.add_argument("--first-round", choices=FIRST_ROUNDS,
+    protocol.add_argument("--first-round", metavar="random|strategy",
                           help="round 1 at random (default) or by the strategy from zero-shot predictions")
     model = p.add_argument_group("classifier")
     model.add_argument("--model", metavar="NAME", help="backbone name (default ViT-B-32)")
@@ -213,9 +217,8 @@ def main(argv=None) -> int:
             print(f"modal-vlm: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            resume = " Run the same command again to resume." if args.command == "run" else ""
-            print(f"\nmodal-vlm: interrupted; finished rounds are saved in {args.out}.{resume}",
-                  file=sys.stderr)
+            print(f"\nmodal-vlm: interrupted; finished rounds are saved in {args.out}. Run the same "
+                  "command again to resume.", file=sys.stderr)
             return 130
 
 

@@ -9,6 +9,41 @@ from .cache import EmbeddingCache
 from .inputs import as_image_items
 
 
+def check_finite_embeddings(features: torch.Tensor, names) -> None:
+    """Raise ``ValueError`` naming the images whose embedding holds NaN or infinity.
+
+    A non-finite embedding would make every probability NaN and poison training; it is
+    refused before it reaches the cache.
+
+    Parameters
+    ----------
+    features : torch.Tensor of shape (n, D)
+        Embeddings an image encoder returned.
+    names : sequence of str
+        How to name each of the ``n`` images (see :meth:`ImageItem.describe
+        <modal_vlm.inputs.ImageItem.describe>`).
+
+    Raises
+    ------
+    ValueError
+        Some row is not finite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> check_finite_embeddings(torch.tensor([[1.0, 0.0], [float("nan"), 0.0]]), ["X[0]", "X[1]"])
+    Traceback (most recent call last):
+    ...
+    ValueError: The image encoder returned NaN or infinite embeddings for X[1]; check these images and the encoder's weights.
+    """
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bad.any():
+        named = [names[i] for i in torch.nonzero(bad).flatten().tolist()]
+        more = f" (and {len(named) - 5} more)" if len(named) > 5 else ""
+        raise ValueError(f"The image encoder returned NaN or infinite embeddings for {', '.join(named[:5])}{more}; "
+                         "check these images and the encoder's weights.")
+
+
 def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, verbose: int = 1,
                   visual=None) -> np.ndarray:
     """L2-normalised image embeddings of ``X``, encoding only images the cache lacks.
@@ -56,6 +91,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
             batch = torch.stack([items[i].to_tensor(backbone.preprocess) for i in chunk])
             device = next(visual.parameters()).device
             features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
+            check_finite_embeddings(features, [items[i].describe(i) for i in chunk])
             cache.add([keys[i] for i in chunk], features.cpu().numpy())
             bar.update(len(chunk))
     found, embeddings = cache.get(keys)

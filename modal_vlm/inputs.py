@@ -4,10 +4,13 @@ Accepted (see :func:`as_image_items`):
 
 * image file paths: a list, tuple or 1-d array of ``str`` / ``os.PathLike``;
 * PIL images: a list of ``PIL.Image.Image``;
-* raw pixels: an integer array ``(n, H, W, 3)`` or ``(n, H, W)`` (grey, converted to RGB)
-  with values in 0..255;
+* raw pixels: an integer array ``(n, H, W, 3)``, ``(n, H, W, 4)`` (RGBA, converted to RGB
+  as RGBA files are) or ``(n, H, W)`` (grey, converted to RGB) with values in 0..255;
 * preprocessed tensors: a float ``torch.Tensor`` or array ``(n, 3, H, W)``, already resized
-  and normalised for the backbone (used as they are).
+  and normalised for the backbone (used as they are; NaN or infinite values are refused).
+
+One image is a batch of one: ``X[None]`` or ``[image]``. Image files and PIL images in any
+mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits.
 
 A list may mix these per element. Each item gets a content fingerprint (a 16-byte BLAKE2b
 digest of its pixels, file bytes or tensor values) that keys the embedding cache, so the same
@@ -79,14 +82,79 @@ class ImageItem:
             image = self.value
         else:  # raw pixels
             image = Image.fromarray(np.asarray(self.value, dtype=np.uint8))
-        return preprocess(image.convert("RGB"))
+        return preprocess(as_rgb(image))
+
+    def describe(self, index) -> str:
+        """How an error names this item: its file, else its position ``X[index]``.
+
+        Parameters
+        ----------
+        index : int
+            Position of the item in ``X``.
+
+        Returns
+        -------
+        str
+            ``"X[3] (/data/cat/01.png)"`` for a file, ``"X[3]"`` otherwise.
+        """
+        return f"X[{index}] ({self.value})" if self.kind == "path" else f"X[{index}]"
+
+
+#: Pillow modes of 16-bit grey images (16-bit PNG and TIFF files).
+_GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit grey scaled to 8 bits, every other mode through Pillow.
+
+    Pillow's own conversion clips 16-bit grey values to 255 (a 16-bit PNG turns nearly
+    white), so those are scaled here. 32-bit integer or float images have no known range:
+    they are converted only if their values already lie in 0..255.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any mode: RGB, RGBA (alpha dropped, as open_clip does), grey, palette, 16-bit grey...
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"RGB"``.
+
+    Raises
+    ------
+    ValueError
+        A 32-bit integer or float image with values outside 0..255.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> grey16 = Image.fromarray(np.full((2, 2), 65535, dtype=np.uint16))
+    >>> np.asarray(as_rgb(grey16))[0, 0].tolist()
+    [255, 255, 255]
+    >>> np.asarray(as_rgb(Image.fromarray(np.full((2, 2), 32768, np.uint16))))[0, 0, 0]
+    np.uint8(128)
+    """
+    if image.mode in _GREY_16:
+        values = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise ValueError(f"a {image.mode!r}-mode (32-bit) image has values in {values.min()}..{values.max()}, "
+                             "a range without a known scale to 8 bits: convert it to 8-bit RGB first.")
+        return Image.fromarray(values.astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 def _path_digest(path: str) -> bytes:
     try:
         stat = os.stat(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {path!r}") from None
+        raise FileNotFoundError(f"Image file not found: {path}") from None
+    if not os.path.isfile(path):
+        raise ValueError(f"Not an image file (a directory or a device): {path}")
     known = _PATH_DIGESTS.get(path)
     if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
         return known[2]
@@ -96,22 +164,46 @@ def _path_digest(path: str) -> bytes:
     return digest
 
 
+def unreadable_reason(exc: Exception, path) -> str:
+    """Why Pillow could not read ``path``, without the path it repeats (Pillow's
+    ``cannot identify image file '/x.png'`` becomes ``cannot identify image file``).
+
+    Parameters
+    ----------
+    exc : Exception
+        What ``PIL.Image.open`` or ``load`` raised.
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    str
+        The reason, or the exception's type name when nothing else is left.
+
+    Examples
+    --------
+    >>> unreadable_reason(OSError("cannot identify image file '/x.png'"), "/x.png")
+    'cannot identify image file'
+    """
+    return str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
+
+
 def _open_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
             return image
     except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {path!r}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"Cannot read image file {path!r}: {exc}") from exc
+        raise FileNotFoundError(f"Image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"Cannot read image file {path}: {unreadable_reason(exc, path)}") from exc
 
 
 def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
-        raise ValueError(f"{where}: an image must be (H, W) or (H, W, 3); got shape {array.shape}.")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ValueError(f"{where}: an image must be (H, W), (H, W, 3) or RGBA (H, W, 4); got shape {array.shape}.")
     if array.dtype.kind not in "ub" and array.dtype.kind != "i":
         raise ValueError(
             f"{where}: raw pixels must be integers in 0..255 (got dtype {array.dtype}); "
@@ -124,12 +216,28 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
     return ImageItem(array, "pixels")
 
 
+def _check_finite(array: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(f"{where}: the preprocessed tensor has {int(bad.sum())} NaN or infinite value(s); "
+                         "every pixel must be a finite number.")
+
+
+def _check_not_one_image(X) -> None:
+    """A lone ``(H, W, 3|4)`` array or ``(3, H, W)`` tensor is one image, not a batch of
+    H grey images or 3 channels."""
+    one_image = (X.dtype.kind in "uib" and X.shape[-1] in (3, 4)) or (X.dtype.kind == "f" and X.shape[0] == 3)
+    if X.ndim == 3 and one_image:
+        raise ValueError(f"X has shape {X.shape}: that is one image, and X must be a batch of images. "
+                         "Pass one image as X[None] (shape (1, ...)) or as [image].")
+
+
 def _item(element, index) -> ImageItem:
     where = f"X[{index}]"
     if isinstance(element, ImageItem):
         return element
-    if isinstance(element, (str, os.PathLike, np.str_)):
-        return ImageItem(os.fspath(element), "path")
+    if isinstance(element, (str, os.PathLike)):
+        return ImageItem(str(os.fspath(element)), "path")  # str(): np.str_ would print as np.str_('...')
     if isinstance(element, Image.Image):
         return ImageItem(element, "pil")
     if isinstance(element, torch.Tensor):
@@ -138,6 +246,7 @@ def _item(element, index) -> ImageItem:
     if array.dtype.kind == "f":
         if array.ndim != 3 or array.shape[0] != 3:
             raise ValueError(f"{where}: a float image must be a preprocessed (3, H, W) tensor; got {array.shape}.")
+        _check_finite(array, where)
         return ImageItem(array.astype(np.float32, copy=False), "tensor")
     if array.dtype.kind in "uib":
         return _pixel_item(array, where)
@@ -181,6 +290,7 @@ def as_image_items(X) -> list[ImageItem]:
                 f"X has shape {X.shape}: expected images (n, H, W), (n, H, W, 3) or preprocessed "
                 "(n, 3, H, W); feature vectors are not images."
             )
+        _check_not_one_image(X)
     if len(X) == 0:
         raise ValueError("X is empty: there are no images to encode.")
     return [_item(element, i) for i, element in enumerate(X)]
@@ -219,4 +329,4 @@ def n_images(X) -> int:
         raise TypeError(f"X must be a sized sequence of images, got {type(X).__name__}.") from None
 
 
-__all__ = ["ImageItem", "as_image_items", "n_images"]
+__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason"]

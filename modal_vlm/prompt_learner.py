@@ -25,7 +25,7 @@ def split_template(template: str) -> tuple[str, str]:
     Parameters
     ----------
     template : str
-        A prompt with one ``{}`` for the class name.
+        A prompt with one ``{}`` for the class name (literal braces as ``{{`` and ``}}``).
 
     Returns
     -------
@@ -37,8 +37,11 @@ def split_template(template: str) -> tuple[str, str]:
     --------
     >>> split_template("a photo of a {}.")
     ('a photo of a', '.')
+    >>> split_template("a {{rare}} {} photo")
+    ('a {rare}', ' photo')
     """
-    prefix, _, suffix = template.partition("{}")
+    # format() resolves the escaped braces; NUL cannot occur in a prompt.
+    prefix, suffix = template.format("\0").split("\0")
     return prefix.strip(), suffix
 
 

@@ -2,12 +2,84 @@
 class logits out."""
 from __future__ import annotations
 
+import json
+import string
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .prompt_learner import PromptLearner, class_prompt_names
 from .ueo import norm_adapted_copy
+
+
+def check_template(template) -> None:
+    """Raise ``ValueError`` unless ``template`` has exactly one ``{}``, where the class name goes.
+
+    Without it every class gets the same prompt (all zero-shot probabilities ``1 / C``);
+    named or numbered fields cannot be filled. Literal braces are written ``{{`` and ``}}``.
+
+    Parameters
+    ----------
+    template : str
+        A zero-shot prompt such as ``"a photo of a {}."``.
+
+    Raises
+    ------
+    ValueError
+        Not a string, no ``{}``, several, a named field or unbalanced braces.
+
+    Examples
+    --------
+    >>> check_template("a photo of a {}.")
+    >>> check_template("a photo of a {name}.")
+    Traceback (most recent call last):
+    ...
+    ValueError: template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.'); got 'a photo of a {name}.' with the field(s) {name}.
+    """
+    hint = "template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.')"
+    if not isinstance(template, str):
+        raise ValueError(f"{hint}; got {template!r}.")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{hint}; got {template!r}: {exc} (write literal braces as '{{{{' and '}}}}').") from None
+    if fields != [("", "", None)]:
+        found = "no field" if not fields else "the field(s) " + ", ".join(
+            "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            for name, spec, conversion in fields)
+        raise ValueError(f"{hint}; got {template!r} with {found}.")
+
+
+def _keep_learned_tensors(module, state_dict, prefix, local_metadata) -> None:
+    """``state_dict`` post-hook of :class:`PromptedCLIP`: drop its frozen tensors."""
+    keep = {prefix + name for name in module.learned_keys()}
+    for key in [k for k in state_dict if k.startswith(prefix) and k not in keep]:
+        del state_dict[key]
+
+
+def zero_shot_text_features(text, class_names, template) -> torch.Tensor:
+    """Normalised text features ``(C, D)`` of the zero-shot prompts ``template.format(name)``.
+
+    Parameters
+    ----------
+    text : TextTower
+        The frozen text encoder.
+    class_names : list of str
+        The classes (underscores become spaces).
+    template : str
+        Checked by :func:`check_template`.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_classes, D)
+        One unit-norm feature per class.
+    """
+    check_template(template)
+    with torch.no_grad():
+        return text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
 
 
 class PromptedCLIP(nn.Module):
@@ -19,10 +91,16 @@ class PromptedCLIP(nn.Module):
     ``(n, 3, H, W)`` as well as embeddings.
 
     Until it is trained, ``t`` comes from the hand-written ``template`` (zero-shot CLIP);
-    training switches it to the learned prompts, mixed with the zero-shot features by
-    ``zero_shot_weight``: ``t = (1 - w) t_learned + w t_zero_shot``, in training as well (the
-    prompt learns a correction of zero-shot). In evaluation mode the learned text features are
-    computed once and reused for every batch.
+    training switches it to the learned prompts. In evaluation mode the learned text features
+    are computed once and reused for every batch.
+
+    Its ``state_dict`` holds what was learned, nothing frozen: the trainable tensors (the
+    context, and the adapted normalisation layers with ``train_visual_norm``), the
+    ``prompt_trained`` flag and, as extra state, what the prompt was learned for (class
+    names, backbone identity, context shape). The frozen encoders come from the backbone,
+    rebuilt by name; :meth:`load_state_dict` refuses a state learned for other classes or
+    another backbone. A saved prompt of the offline model is a few hundred kB, not the
+    ~90 MB of its text encoder.
 
     Parameters
     ----------
@@ -34,8 +112,6 @@ class PromptedCLIP(nn.Module):
         See :class:`~modal_vlm.prompt_learner.PromptLearner`.
     template : str
         Zero-shot prompt, ``{}`` is replaced by the class name.
-    zero_shot_weight : float, default=0.0
-        Weight ``w`` of the zero-shot text features in the trained model's.
     train_visual_norm : bool
         Adapt the image encoder's normalisation layers (see
         :func:`~modal_vlm.ueo.norm_adapted_copy`).
@@ -50,19 +126,73 @@ class PromptedCLIP(nn.Module):
     """
 
     def __init__(self, backbone, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None,
-                 template="a photo of a {}.", generator=None, train_visual_norm=False, zero_shot_weight=0.0):
+                 template="a photo of a {}.", generator=None, train_visual_norm=False):
         super().__init__()
         self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
                                             ctx_init, generator, template)
-        self.zero_shot_weight = float(zero_shot_weight)
         self.logit_scale = backbone.logit_scale
-        with torch.no_grad():
-            zero_shot = backbone.text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
-        self.register_buffer("zero_shot_features", zero_shot)
+        self.register_buffer("zero_shot_features", zero_shot_text_features(backbone.text, class_names, template))
         self.register_buffer("prompt_trained", torch.tensor(False))
         self.visual = norm_adapted_copy(backbone.visual) if train_visual_norm else None
+        self.class_names = list(class_names)
+        self.backbone_key = backbone.key
         self._eval_text_features = None
         self._train_text_features = None
+        self.register_state_dict_post_hook(_keep_learned_tensors)
+
+    # -- saved state: what was learned, and what it was learned for ---------------------------
+
+    def learned_keys(self) -> list[str]:
+        """Names of the tensors :meth:`state_dict` holds (without any prefix).
+
+        Returns
+        -------
+        list of str
+            The trainable parameters, ``"prompt_trained"`` and ``"_extra_state"``.
+        """
+        return [name for name, param in self.named_parameters() if param.requires_grad] + \
+            ["prompt_trained", "_extra_state"]
+
+    def describe(self) -> dict:
+        """What a learned state depends on: it loads only into a module with the same description.
+
+        Returns
+        -------
+        dict
+            ``class_names``, ``backbone`` (the backbone's key), ``n_ctx``,
+            ``class_specific_ctx`` and ``adapts_visual``.
+        """
+        return {"class_names": self.class_names, "backbone": self.backbone_key,
+                "n_ctx": self.prompt_learner.n_ctx, "class_specific_ctx": self.prompt_learner.ctx.dim() == 3,
+                "adapts_visual": self.visual is not None}
+
+    def get_extra_state(self) -> torch.Tensor:
+        # JSON bytes as a uint8 tensor: safetensors files, which hold tensors only, keep it too.
+        return torch.from_numpy(np.frombuffer(json.dumps(self.describe()).encode(), dtype=np.uint8).copy())
+
+    def set_extra_state(self, state) -> None:
+        differences = self.mismatches({"_extra_state": state})
+        if differences:
+            raise ValueError(f"The saved prompt does not fit this model: {'; '.join(differences)}.")
+
+    def mismatches(self, state_dict) -> list[str]:
+        """Why ``state_dict`` cannot load here: ``"key: saved -> here"`` for each difference.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A :meth:`state_dict` of a ``PromptedCLIP``.
+
+        Returns
+        -------
+        list of str
+            Empty when the state fits this module.
+        """
+        if "_extra_state" not in state_dict:
+            return ["it is not a saved modal-vlm prompt (no description of what it was learned for)"]
+        saved = json.loads(bytes(np.asarray(state_dict["_extra_state"], dtype=np.uint8)).decode())
+        here = self.describe()
+        return [f"{key}: {saved.get(key)!r} -> {here[key]!r}" for key in here if saved.get(key) != here[key]]
 
     def train(self, mode: bool = True):
         if mode:
@@ -73,17 +203,45 @@ class PromptedCLIP(nn.Module):
             self.visual.eval()  # only affine parameters adapt; BatchNorm statistics stay frozen
         return self
 
-    def load_state_dict(self, *args, **kwargs):
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a learned state (see the class docstring); frozen tensors are never written.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As :meth:`state_dict` returns it.
+        strict : bool, default=True
+            Refuse a state that lacks a learned tensor or holds others.
+        assign : bool, default=False
+            As for :meth:`torch.nn.Module.load_state_dict`.
+
+        Returns
+        -------
+        NamedTuple
+            ``missing_keys`` and ``unexpected_keys`` among the learned tensors.
+
+        Raises
+        ------
+        ValueError
+            The state was learned for other classes, another backbone or another context
+            shape, or (``strict``) its tensors are not the learned ones.
+        """
+        learned = self.learned_keys()
+        differences = self.mismatches(state_dict)
+        unexpected = sorted(set(state_dict) - set(learned))
+        missing = sorted(set(learned) - set(state_dict))
+        if differences or (strict and (unexpected or missing)):
+            problems = differences + [f"missing learned tensors {missing}"] * bool(missing) + \
+                [f"tensors that are not learned here {unexpected[:5]}"] * bool(unexpected)
+            raise ValueError(f"The saved prompt does not fit this model: {'; '.join(problems)}.")
         self._eval_text_features = None
-        return super().load_state_dict(*args, **kwargs)
+        result = super().load_state_dict({k: v for k, v in state_dict.items() if k in learned},
+                                         strict=False, assign=assign)
+        return type(result)(missing, unexpected)
 
     def learned_text_features(self) -> torch.Tensor:
         """Normalised text features ``(C, D)`` of the learned prompts (recomputed; with grad)."""
         return F.normalize(self.prompt_learner(), dim=-1)
-
-    def _mixed(self, learned):
-        w = self.zero_shot_weight
-        return learned if w == 0 else (1.0 - w) * learned + w * self.zero_shot_features
 
     def text_features(self) -> torch.Tensor:
         """Class text features ``(C, D)`` currently in use (zero-shot until trained)."""
@@ -92,9 +250,9 @@ class PromptedCLIP(nn.Module):
         if self.training or torch.is_grad_enabled():
             # Kept for prompt_drift(): the regulariser reuses this step's text forward pass.
             self._train_text_features = self.learned_text_features()
-            return self._mixed(self._train_text_features)
+            return self._train_text_features
         if self._eval_text_features is None:
-            self._eval_text_features = self._mixed(self.learned_text_features())
+            self._eval_text_features = self.learned_text_features()
         return self._eval_text_features
 
     def prompt_drift(self) -> torch.Tensor:

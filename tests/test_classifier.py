@@ -1,5 +1,6 @@
 """ClipPromptClassifier: zero-shot, fitting, scikit-learn conventions, bad input."""
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
-
+from skorch.callbacks import Callback
 
 
 def test_zero_shot_before_fit_is_clip_zero_shot(make_clf, images, class_names):
@@ -171,3 +172,120 @@ def test_refit_announces_reinitialisation_only_when_very_verbose(make_clf, image
     clf.fit(X[:4], y[:4])
     assert ("Re-initializing module" in capsys.readouterr().out) is announced
     assert clf.verbose == verbose
+
+
+# -- all or nothing: failed and interrupted fits (issue 11) ---------------------------------
+
+class SigintAtEpoch(Callback):
+    """Sends this process a real SIGINT (what Ctrl-C does) at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch=2):
+        self.epoch = epoch
+
+    def on_train_begin(self, net, **kwargs):
+        self.epochs_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epochs_ += 1
+        if self.epochs_ == self.epoch:
+            signal.raise_signal(signal.SIGINT)
+
+
+def fitted_state(clf, X):
+    return clf.predict_proba(X), len(clf.history_), clf.module_.prompt_learner.ctx.detach().clone()
+
+
+def assert_same_state(clf, X, before):
+    proba, n_epochs, ctx = before
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    assert len(clf.history_) == n_epochs and torch.equal(clf.module_.prompt_learner.ctx, ctx)
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_ctrl_c_during_fit_raises_and_leaves_the_model_as_it_was(make_clf, images, warm_start):
+    X, y = images
+    sigint = SigintAtEpoch(epoch=None)
+    clf = make_clf(max_epochs=3, warm_start=warm_start, callbacks=[("sigint", sigint)]).fit(X, y)
+    before = fitted_state(clf, X)
+    sigint.epoch = 2
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(max_epochs=50).fit(X[::-1], y[::-1])
+    sigint.epoch = None
+    assert_same_state(clf, X, before)
+    with pytest.raises(KeyboardInterrupt):   # skorch's partial_fit swallowed it before
+        make_clf(max_epochs=50, callbacks=[("sigint", SigintAtEpoch(2))]).partial_fit(X, y)
+
+
+def bad_inputs(tmp_path, image_files):
+    """Inputs a fit must refuse, each with the message that names the problem."""
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(open(image_files[0], "rb").read()[:60])
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    nan = torch.zeros(3, 32, 32)
+    nan[0, 4, 4] = float("nan")
+    return [
+        (image_files[:3] + [str(text)], "Cannot read image file .*notes.png"),
+        (image_files[:3] + [str(corrupt)], "Cannot read image file .*corrupt.png"),
+        (image_files[:3] + [str(folder)], "Not an image file .*folder.png"),
+        (image_files[:3] + [str(tmp_path / "missing.png")], "Image file not found: .*missing.png"),
+        (image_files[:3] + [None], "X\\[3\\]: unsupported image type NoneType"),
+        (image_files[:3] + [nan], "X\\[3\\]: .*NaN"),
+        (image_files[:3] + [np.zeros((32, 32, 5), np.uint8)], "X\\[3\\]: an image must be"),
+    ]
+
+
+def test_rejected_fit_keeps_the_fitted_model_whatever_the_bad_input(make_clf, images, image_files, tmp_path):
+    X, y = images
+    clf = make_clf().fit(X, y)
+    before = fitted_state(clf, X)
+    for bad, message in bad_inputs(tmp_path, image_files):
+        with pytest.raises((ValueError, TypeError, FileNotFoundError), match=message):
+            clf.fit(bad, y[:4])
+        assert_same_state(clf, X, before)
+
+
+# -- set_params takes effect on the next call (issue 11) ------------------------------------
+
+def test_set_params_after_a_prediction_is_used_by_the_next_one(make_clf, images):
+    X, _ = images
+    clf = make_clf()
+    zero_shot = clf.predict_proba(X)
+    assert not np.allclose(clf.set_params(template="a blurry picture of the {}.").predict_proba(X), zero_shot)
+    assert clf.set_params(class_names=["cat", "dog"]).predict_proba(X).shape == (12, 2)
+    assert clf.classes_.tolist() == [0, 1]
+    other = make_clf(class_names=["cat", "dog"], model_name="tiny-vit-bert", template="a blurry picture of the {}.")
+    np.testing.assert_allclose(clf.set_params(model_name="tiny-vit-bert").predict_proba(X),
+                               other.predict_proba(X), atol=1e-6)
+
+
+def test_set_params_after_fit_keeps_or_drops_the_learned_prompt(make_clf, images):
+    X, y = images
+    clf = make_clf().fit(X, y)
+    fitted = clf.predict_proba(X)
+    # The template is the zero-shot prompt: the learned prompt still applies; n_ctx shapes
+    # the next fit.
+    np.testing.assert_array_equal(clf.set_params(template="a sketch of a {}.").predict_proba(X), fitted)
+    np.testing.assert_array_equal(clf.set_params(n_ctx=2).predict_proba(X), fitted)
+    with pytest.warns(UserWarning, match="class_names, n_ctx changed .* zero-shot until the next fit"):
+        proba = clf.set_params(class_names=["cat", "dog"]).predict_proba(X)
+    np.testing.assert_allclose(proba, make_clf(class_names=["cat", "dog"], template="a sketch of a {}.")
+                               .predict_proba(X), atol=1e-6)
+    assert clf.fit(X, y % 2).predict_proba(X).shape == (12, 2)
+    assert clf.module_.prompt_learner.ctx.shape == (2, 2, 32)
+
+
+@pytest.mark.parametrize("template, match", [
+    ("a photo", "no field"),
+    ("a photo of a {name}.", r"the field\(s\) \{name\}"),
+    ("{} next to a {}", r"the field\(s\) \{\}, \{\}"),
+    ("a {", "Single '{'"),
+])
+def test_template_needs_exactly_one_placeholder(make_clf, images, template, match):
+    X, y = images
+    with pytest.raises(ValueError, match="template must hold exactly one '{}'.*" + match):
+        make_clf(template=template).predict_proba(X)
+    with pytest.raises(ValueError, match="template must hold exactly one"):
+        make_clf(template=template).fit(X, y)

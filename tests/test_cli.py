@@ -33,10 +33,25 @@ def test_demo_prints_a_table_and_writes_a_plot(tmp_path, monkeypatch, capsys):
     assert "\r" not in out + err   # not a terminal: the per-round lines without progress bars
     assert ("40 unlabeled CIFAR-10 images, 20 test images, 2 rounds x 10 labels from the zero-shot "
             "start, cec vs. random") in out
+    assert f"results in {tmp_path / 'demo'}" in out and "replaces" not in out
     assert "strategy      seed  round  labels  accuracy" in out and "final accuracy" in out
     assert (tmp_path / "demo" / "learning_curve.png").stat().st_size > 0
-    assert cli.main(argv + ["--quiet"]) == 0   # a new demo replaces the old one
+    assert cli.main(argv + ["--quiet"]) == 2   # the rule of `run`: a finished demo stays
+    assert "already holds this finished run" in capsys.readouterr().err
+    assert cli.main(argv + ["--quiet", "--overwrite"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_demo_never_replaces_a_run_it_did_not_write(tmp_path, folder, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert cli.main(run_args(folder, out, "--quiet", "--seed", "0", "--rounds", "1")) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(cli, "DEMO_MODEL", "tiny-vit")
+    assert cli.main(["demo", "--rounds", "1", "--epochs", "1", "--pool-per-class", "4", "--test-per-class", "2",
+                     "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings" in err and "--overwrite" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_run_with_config_file_and_overrides(tmp_path, folder, capsys):
@@ -119,3 +134,71 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert cli.main(run_args(folder, tmp_path / "straight", *argv)) == 0
     resumed, straight = (json.loads((tmp_path / run / "rounds.json").read_text()) for run in ("killed", "straight"))
     assert len(straight) == 8 and without_timings(resumed) == without_timings(straight)
+
+
+def test_ctrl_c_during_training_resumes_to_the_uninterrupted_result(tmp_path):
+    folder = write_image_folder(tmp_path / "images", seed=12)
+    argv = ["--strategy", "cec", "--seed", "0", "--rounds", "2", "--epochs", "150", "--batch-size", "8"]
+    interrupted = run_args(folder, tmp_path / "interrupted", *argv)
+    # verbose=2 prints skorch's epoch table: a table row after the second header is an
+    # epoch of round 2's training, when Ctrl-C (SIGINT) arrives.
+    child = subprocess.Popen([sys.executable, "-m", "modal_vlm.cli", *interrupted, "--param", "verbose=2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    headers = 0
+    for line in child.stdout:
+        headers += "train_loss" in line
+        if headers == 2 and line.split()[:1] and line.split()[0].isdigit():
+            child.send_signal(signal.SIGINT)
+            break
+    out, err = child.communicate(timeout=300)
+    assert headers == 2 and child.returncode == 130, err   # not a silent early end of training
+    assert "interrupted; finished rounds are saved" in err
+    checkpoint = json.loads((tmp_path / "interrupted" / "rounds.json").read_text())
+    assert [(r["strategy"], r["round"]) for r in checkpoint] == [("cec", 0), ("cec", 1)]
+
+    assert cli.main(interrupted + ["--quiet"]) == 0   # the same command again: resumes round 2
+    assert cli.main(run_args(folder, tmp_path / "straight", *argv, "--quiet")) == 0
+    resumed, straight = (json.loads((tmp_path / run / "rounds.json").read_text())
+                         for run in ("interrupted", "straight"))
+    assert len(straight) == 3 and without_timings(resumed) == without_timings(straight)
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys\nfrom modal_vlm import cli\ntry:\n    cli.main(['run', '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('HEAVY', sorted(m for m in ('torch', 'sklearn', 'skorch', 'open_clip', 'modAL', "
+            "'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "--on-bad-image fail|skip" in done.stdout and "HEAVY []" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--param", "colour=1"], r"Unknown parameter\(s\) \['colour'\]"),
+    (["--param", "template='a photo'"], "template must hold exactly one"),
+    (["--param", "n_ctx=0"], "n_ctx must be an integer >= 1"),
+    (["--first-round", "zero-shot"], "first_round must be one of"),
+    (["--on-bad-image", "ignore"], "on_bad_image must be one of"),
+    (["--rounds", "2"], r"other settings \(config.rounds: 1 -> 2\)"),
+    ([], "already holds this finished run"),
+])
+def test_settings_are_checked_before_the_backbone_loads(tmp_path, folder, monkeypatch, capsys, extra, message):
+    argv = run_args(folder, tmp_path / "run", "--quiet", "--seed", "0", "--rounds", "1")
+    assert cli.main(argv) == 0
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setattr("modal_vlm.classifier.get_backbone", no_backbone)
+    assert cli.main(argv + extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_result_files_get_the_usual_mode(tmp_path, folder):
+    previous = os.umask(0o022)
+    try:
+        assert cli.main(run_args(folder, tmp_path / "run", "--quiet", "--seed", "0", "--rounds", "1")) == 0
+    finally:
+        os.umask(previous)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "run").iterdir()}
+    assert set(modes) >= {"config.json", "rounds.json", "rounds.csv", "summary.json"}
+    assert set(modes.values()) == {"0o644"}, modes

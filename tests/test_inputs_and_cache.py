@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modal_vlm import clear_memory_cache
+from modal_vlm import cec_query, clear_memory_cache
 from modal_vlm.backbones import get_backbone
 from modal_vlm.inputs import as_image_items
 
@@ -52,7 +52,7 @@ def test_nested_lists_from_modal_vstack_are_pixels(make_clf, images):
     (np.zeros((4, 10)), ValueError, "feature vectors are not images"),
     (np.zeros((2, 8, 8, 3), dtype=np.float32), ValueError, r"X\[0\]: a float image must be a preprocessed"),
     (np.full((2, 8, 8), 300), ValueError, "0..255"),
-    ([np.zeros((8, 8, 4), np.uint8)], ValueError, r"\(H, W\) or \(H, W, 3\)"),
+    ([np.zeros((8, 8, 5), np.uint8)], ValueError, r"\(H, W\), \(H, W, 3\) or RGBA \(H, W, 4\)"),
     ([object()], TypeError, "unsupported image type"),
 ])
 def test_bad_inputs_name_the_problem(bad, error, match):
@@ -107,3 +107,82 @@ def test_disk_cache_serves_a_new_process(make_clf, images, tmp_path, count_encod
     np.testing.assert_array_equal(make_clf(cache_dir=tmp_path).transform(X), expected)
     assert count_encodes() == 12
     assert len(list(tmp_path.glob("*/shard-*.npz"))) == 1
+
+
+# -- bad pixels and ambiguous shapes (issue 11) ---------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_pixels_name_the_sample(make_clf, images, bad):
+    X, y = images
+    clf = make_clf()
+    tensors = torch.stack([clf.backbone_.preprocess(Image.fromarray(x)) for x in X])
+    tensors[5, 1, 2, 3] = bad
+    for call in (clf.predict_proba, clf.transform, lambda X: clf.fit(X, y), lambda X: cec_query(clf, X)):
+        with pytest.raises(ValueError, match=r"X\[5\]: the preprocessed tensor has 1 NaN or infinite value"):
+            call(tensors)
+
+
+def test_non_finite_embeddings_from_the_encoder_are_refused(make_clf, image_files):
+    clear_memory_cache()
+    clf = make_clf()
+    visual = clf.backbone_.visual
+
+    def nan_for_the_second(module, args, out):
+        return out.index_fill(0, torch.tensor([1]), float("nan")) if len(out) > 1 else out
+
+    handle = visual.register_forward_hook(nan_for_the_second)
+    try:
+        with pytest.raises(ValueError, match=r"NaN or infinite embeddings for X\[1\] \(.*img1.png\)"):
+            clf.predict_proba(image_files[:3])
+    finally:
+        handle.remove()
+    assert np.isfinite(clf.predict_proba(image_files[:3])).all()   # nothing bad was cached
+
+
+def test_one_image_is_not_read_as_a_batch(make_clf, images):
+    X, _ = images
+    clf = make_clf()
+    with pytest.raises(ValueError, match=r"shape \(32, 32, 3\): that is one image.*X\[None\]"):
+        clf.predict_proba(X[0])
+    preprocessed = clf.backbone_.preprocess(Image.fromarray(X[0]))
+    with pytest.raises(ValueError, match=r"shape \(3, 32, 32\): that is one image"):
+        clf.predict_proba(preprocessed)
+    assert clf.predict_proba(X[0][None]).shape == (1, 3) and clf.predict_proba([X[0]]).shape == (1, 3)
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_saturated(make_clf, tmp_path):
+    rng = np.random.default_rng(3)
+    grey16 = rng.integers(0, 65536, (32, 32), dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    grey8 = np.round(grey16 / 257).astype(np.uint8)
+    clf = make_clf()
+    expected = clf.transform(grey8[None])
+    np.testing.assert_allclose(clf.transform([str(tmp_path / "grey16.png")]), expected, atol=1e-5)
+    np.testing.assert_allclose(clf.transform([Image.fromarray(grey16)]), expected, atol=1e-5)
+
+
+def test_rgba_arrays_are_treated_like_rgba_files(make_clf, tmp_path):
+    rgba = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 4), dtype=np.uint8)
+    files = []
+    for i, pixels in enumerate(rgba):
+        Image.fromarray(pixels, mode="RGBA").save(tmp_path / f"rgba{i}.png")
+        files.append(str(tmp_path / f"rgba{i}.png"))
+    clf = make_clf()
+    np.testing.assert_allclose(clf.transform(rgba), clf.transform(files), atol=1e-6)
+    np.testing.assert_allclose(clf.transform(rgba), clf.transform(rgba[..., :3]), atol=1e-6)
+
+
+def test_errors_name_files_plainly(make_clf, tmp_path, image_files):
+    from modal_vlm.runner.data import unreadable_images
+
+    clf = make_clf()
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    missing = str(tmp_path / "missing.png")
+    for paths, message in ((np.array([missing]), f"Image file not found: {missing}"),
+                           (np.array([str(broken)]), f"Cannot read image file {broken}: cannot identify image file$")):
+        with pytest.raises((FileNotFoundError, ValueError)) as error:
+            clf.transform(paths)
+        assert str(error.value) == message.rstrip("$") and "np.str_" not in str(error.value)
+    assert unreadable_images(np.array([str(broken)])) == {str(broken): "cannot identify image file"}

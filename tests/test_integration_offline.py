@@ -53,3 +53,19 @@ def test_ueo_on_an_open_set_pool_beats_zero_shot_and_adapts_only_visual_norms(ci
     assert len(changed) > 10 and changed <= norm_affines
     assert [n for n, p in clf.module_.named_parameters() if p.requires_grad and n not in
             {f"visual.{c}" for c in norm_affines}] == ["prompt_learner.ctx"]  # text tower stays frozen
+
+
+def test_saved_offline_model_is_small_and_predicts_identically(tmp_path):
+    """Pickles and save_params hold the learned prompt, not the ~90 MB text encoder (issue 11)."""
+    import pickle
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    X = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    clf = ClipPromptClassifier(names, max_epochs=2, random_state=0, **{**MODEL, "image_size": 96})
+    clf.predict_proba(X)
+    assert len(pickle.dumps(clf)) < 1_000_000   # zero-shot: measured 0.25 MB (92 MB before)
+    clf.fit(X, np.arange(20) % 10)
+    blob = pickle.dumps(clf)
+    clf.save_params(f_params=tmp_path / "prompt.pt")
+    assert len(blob) < 1_000_000 and (tmp_path / "prompt.pt").stat().st_size < 1_000_000  # 0.50 / 0.26 MB
+    np.testing.assert_array_equal(pickle.loads(blob).predict_proba(X), clf.predict_proba(X))

@@ -62,3 +62,19 @@ def test_compat_check_X_y_translates_the_old_keyword():
         compat.check_X_y(X, [0], force_all_finite=True)
     Xc, _ = compat.check_X_y(X, [0], force_all_finite=False)
     assert np.isnan(Xc).any()
+
+
+def test_failed_teach_leaves_the_learner_as_it_was(make_clf, images, image_files, tmp_path):
+    _, y = images
+    paths = np.array(image_files)
+    learner = ActiveLearner(estimator=make_clf(max_epochs=2), X_training=paths[:3], y_training=y[:3])
+    before = learner.predict_proba(paths)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    with pytest.raises(ValueError, match="Cannot read image file .*broken.png"):
+        learner.teach(np.array([paths[3], str(broken)]), y[3:5])
+    np.testing.assert_array_equal(learner.X_training, paths[:3])
+    np.testing.assert_array_equal(learner.y_training, y[:3])
+    np.testing.assert_array_equal(learner.predict_proba(paths), before)
+    learner.teach(paths[3:5], y[3:5])   # the next teach works: the bad file did not stay behind
+    np.testing.assert_array_equal(learner.X_training, paths[:5])

@@ -161,24 +161,27 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     RunDirectoryError
         ``out`` holds a finished run or one with other settings, and ``overwrite`` is False.
     """
+    # Everything that can be checked without the backbone is, before it loads (seconds to
+    # minutes) and before anything is written: settings, data, the run directory.
     config = _with_absolute_paths(config.validate())
     data = load_run_data(config) if data is None else data
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
     estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
-    try:
-        estimator.initialize()  # rejects unknown parameters before anything is written
-    except ValueError as exc:
-        raise ValueError(f"cannot build the classifier: {exc}") from exc
     run_dir = RunDirectory(out)
-    run_dir.open(_header(config, budget, estimator, data), overwrite=overwrite)
+    header = _header(config, budget, estimator, data)
     runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
-    done = run_dir.runs()
-    n_done = sum(len(done.get(run, [])) for run in runs)
-    finished = n_done == len(runs) * (config.rounds + 1)
-    if finished and (run_dir.path / SUMMARY).exists():
+    n_done = sum(1 for record in run_dir.read(header, overwrite=overwrite)
+                 if (record["strategy"], record["seed"]) in runs)
+    if n_done == len(runs) * (config.rounds + 1) and not overwrite and (run_dir.path / SUMMARY).exists():
         raise RunDirectoryError(f"{run_dir.path} already holds this finished run (see its {SUMMARY} "
                                 "and rounds.csv). Use --overwrite (overwrite=True) to run it again.")
+    try:
+        estimator.initialize()  # loads the backbone
+    except ValueError as exc:
+        raise ValueError(f"cannot build the classifier: {exc}") from exc
+    run_dir.open(header, overwrite=overwrite)
+    done = run_dir.runs()
     paths = data.X_pool if isinstance(data.X_pool, np.ndarray) and data.X_pool.dtype.kind == "U" else None
     # disable=None: bars only on a terminal; logs of batch jobs get the per-round lines alone.
     with tqdm(total=len(runs) * (config.rounds + 1), initial=n_done, unit="round",

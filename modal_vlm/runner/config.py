@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backbones import list_backbones
+from ..classifier import ClipPromptClassifier
 from ..experiment import FIRST_ROUNDS, check_int
 from ..strategies import get_strategy
 
@@ -205,6 +206,10 @@ class RunConfig:
         model = self.classifier.get("model_name")
         if model is not None and model not in list_backbones():
             raise ValueError(f"unknown model {model!r}; valid: {', '.join(list_backbones())}")
+        try:  # the classifier's own checks, which load nothing (class names come with the data)
+            ClipPromptClassifier(["class 0", "class 1"], **self.classifier).check_params()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot build the classifier: {exc}") from None
         return self
 
     def as_dict(self) -> dict:

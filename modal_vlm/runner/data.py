@@ -9,6 +9,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from ..datasets import load_image_folder
+from ..inputs import unreadable_reason
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,12 @@ def unreadable_images(paths) -> dict:
     True
     """
     bad = {}
-    for path in paths:
+    for path in map(str, paths):  # plain str: a np.str_ would be named np.str_('...')
         try:
             with Image.open(path) as image:
                 image.load()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            bad[str(path)] = str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
+            bad[path] = unreadable_reason(exc, path)
     return bad
 
 

@@ -1,7 +1,8 @@
 """The run directory: an experiment's settings and round records, written atomically.
 
 Layout (every file is replaced atomically: a reader, or a process killed at any moment,
-sees either the old or the new version, never a partial one):
+sees either the old or the new version, never a partial one; files get the usual mode,
+``0666`` less the umask, e.g. ``0644``):
 
 ``config.json``
     The resolved settings and a summary of the data. Written first; a run directory belongs
@@ -20,7 +21,7 @@ import csv
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 CONFIG = "config.json"
@@ -39,6 +40,9 @@ class RunDirectoryError(RuntimeError):
 def write_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file renamed over it.
 
+    The file gets the mode a plain ``open(path, "w")`` would give (``0666`` less the umask),
+    not the ``0600`` of :func:`tempfile.mkstemp`.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -47,7 +51,8 @@ def write_atomic(path, data: bytes) -> None:
     '{}'
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -124,6 +129,43 @@ class RunDirectory:
         self.records: list[dict] = []
         self.class_names: list[str] = []
 
+    def read(self, header: dict, overwrite: bool = False) -> list[dict]:
+        """What :meth:`open` would continue from, checked, without writing anything.
+
+        Parameters
+        ----------
+        header : dict
+            The settings to compare with the stored ones, as for :meth:`open`.
+        overwrite : bool, default=False
+            Ignore the run in the directory (nothing is removed here).
+
+        Returns
+        -------
+        list of dict
+            The finished rounds :meth:`open` would continue from; none without a run.
+
+        Raises
+        ------
+        RunDirectoryError
+            Where :meth:`open` would refuse the directory.
+        """
+        if overwrite or not self.path.is_dir():
+            return []
+        config_path = self.path / CONFIG
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())
+            changes = _differences({k: v for k, v in stored.items() if k != "versions"},
+                                   {k: v for k, v in header.items() if k != "versions"})
+            if changes:
+                raise RunDirectoryError(
+                    f"{self.path} holds a run with other settings ({'; '.join(changes[:8])}). "
+                    "Use another output folder, or --overwrite (overwrite=True) to replace that run.")
+            return json.loads((self.path / ROUNDS_JSON).read_text()) if (self.path / ROUNDS_JSON).exists() else []
+        if (self.path / ROUNDS_JSON).exists():
+            raise RunDirectoryError(f"{self.path} has {ROUNDS_JSON} but no {CONFIG}: not a complete "
+                                    "modal-vlm run. Use another output folder, or --overwrite.")
+        return []
+
     def open(self, header: dict, overwrite: bool = False) -> list[dict]:
         """Start a new run, or continue the one with the same ``header``.
 
@@ -145,27 +187,13 @@ class RunDirectory:
         RunDirectoryError
             The directory holds a run with other settings, or rounds without settings.
         """
+        self.records = self.read(header, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
-        config_path = self.path / CONFIG
-        if config_path.exists():
-            stored = json.loads(config_path.read_text())
-            changes = _differences({k: v for k, v in stored.items() if k != "versions"},
-                                   {k: v for k, v in header.items() if k != "versions"})
-            if changes:
-                raise RunDirectoryError(
-                    f"{self.path} holds a run with other settings ({'; '.join(changes[:8])}). "
-                    "Use another output folder, or --overwrite (overwrite=True) to replace that run.")
-            self.records = json.loads((self.path / ROUNDS_JSON).read_text()) \
-                if (self.path / ROUNDS_JSON).exists() else []
-        else:
-            if (self.path / ROUNDS_JSON).exists():
-                raise RunDirectoryError(f"{self.path} has {ROUNDS_JSON} but no {CONFIG}: not a complete "
-                                        "modal-vlm run. Use another output folder, or --overwrite.")
-            write_atomic(config_path, _json_bytes(header))
-            self.records = []
+        if not (self.path / CONFIG).exists():
+            write_atomic(self.path / CONFIG, _json_bytes(header))
         self.class_names = list(header["data"]["class_names"])
         return list(self.records)
 
