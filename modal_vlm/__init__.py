@@ -18,6 +18,8 @@ _EXPORTS = {
     "COOP_PROTOCOL": "classifier",
     "ClipPromptClassifier": "classifier",
     "badge_query": "strategies",
+    "cb_query": "strategies",
+    "cbsq_query": "strategies",
     "cec_query": "strategies",
     "clear_memory_cache": "cache",
     "coreset_query": "strategies",

@@ -349,6 +349,27 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"features rows {bad[:10].tolist()} hold NaN or infinite values.")
         return super().predict_proba(Dataset(features, None))
 
+    def class_text_features(self) -> np.ndarray:
+        """The normalised class text features the classifier predicts with, ``(n_classes, D)``.
+
+        The ``template`` prompts before the first ``fit`` (zero-shot), the learned prompts
+        after; ``predict_proba`` is the softmax of ``logit_scale * transform(X) @ T.T``.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_classes, D)
+            One unit-norm row per class, in the order of ``class_names``.
+
+        Examples
+        --------
+        >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", verbose=0)
+        >>> clf.class_text_features().shape
+        (2, 32)
+        """
+        self.check_is_fitted()
+        with torch.no_grad():
+            return self.module_.text_features().detach().cpu().numpy().astype(np.float32)
+
     # -- skorch hooks -----------------------------------------------------------------------
 
     def _seed(self):
@@ -713,8 +734,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return self
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        seed = self._seed()
         try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            # torch's global generator drives the augmentation of the images trained through
+            # the encoder (train_visual_norm): seeded here, a fit with random_state
+            # reproduces whatever ran before it, and the caller's generator is left alone.
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt as exc:
             self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
             raise

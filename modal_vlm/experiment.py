@@ -5,7 +5,9 @@ A run is a pure function of its inputs and seed: the estimator refits from scrat
 round with ``random_state=seed``, and each round's query draws its randomness from
 ``(seed, round)`` (:func:`round_seed`). The labeled set after any round is therefore all a
 run needs to continue, and :func:`run_active_learning` resumes from the records of the
-rounds already done (``history=``) with the same results as an uninterrupted run.
+rounds already done (``history=``) with the same results as an uninterrupted run. The
+records hold pseudo-labels too (strategies that label some picks themselves, such as
+CB+SQ), so the training set is rebuilt exactly, in its original order.
 :mod:`modal_vlm.runner` builds checkpointed, multi-strategy, multi-seed experiments on it.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sklearn.base import clone
 
 from .metrics import classification_metrics
 from .strategies import get_strategy, random_query
-from .strategies._result import split_result
+from .strategies._result import pseudo_labels, split_result
 
 #: Values of ``first_round``: the protocol's random round 1, or the strategy from zero-shot.
 FIRST_ROUNDS = ("random", "strategy")
@@ -145,28 +147,52 @@ def _take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
 
 
-def _query(strategy, learner, X_unlabeled, budget, seed) -> np.ndarray:
-    """Pool positions chosen by ``strategy``, checked; ``seed`` goes to strategies taking one."""
-    kwargs = {"random_state": seed} if "random_state" in inspect.signature(strategy).parameters else {}
-    picked, _ = split_result(strategy(learner, X_unlabeled, n_instances=budget, **kwargs))
+def _query(strategy, learner, X_unlabeled, budget, seed):
+    """Pool positions chosen by ``strategy`` for the oracle, and the positions and labels it
+    pseudo-labels (the metrics hook of :mod:`modal_vlm.strategies`), checked.
+
+    ``seed`` goes to strategies taking one; ``return_metrics=True`` too, as with modAL 0.4.1
+    a strategy returns its metrics (and pseudo-labels) only when asked.
+    """
+    parameters = inspect.signature(strategy).parameters
+    kwargs = {key: value for key, value in (("random_state", seed), ("return_metrics", True))
+              if key in parameters}
+    picked, metrics = split_result(strategy(learner, X_unlabeled, n_instances=budget, **kwargs))
+    name = getattr(strategy, "__name__", repr(strategy))
     if len(picked) != budget or len(np.unique(picked)) != budget or np.any(picked < 0) \
             or np.any(picked >= len(X_unlabeled)):
-        name = getattr(strategy, "__name__", repr(strategy))
         raise ValueError(f"query strategy {name} returned {picked.tolist()}; expected {budget} distinct "
                          f"positions in a pool of {len(X_unlabeled)}.")
-    return picked
+    pseudo, labels = pseudo_labels(metrics)
+    if len(np.unique(pseudo)) != len(pseudo) or np.any(pseudo < 0) or np.any(pseudo >= len(X_unlabeled)) \
+            or np.isin(pseudo, picked).any() or not np.isin(labels, learner.estimator.classes_).all():
+        raise ValueError(f"query strategy {name} pseudo-labeled positions {pseudo.tolist()} as {labels.tolist()}; "
+                         f"expected distinct positions in a pool of {len(X_unlabeled)}, none of them queried, "
+                         "labeled with classes_.")
+    return picked, pseudo, labels
 
 
-def _labeled_so_far(history, rounds, n_pool) -> list[int]:
-    """Pool indices labeled by the recorded rounds, in labeling order (checked)."""
+def _labeled_so_far(history, rounds, y_pool):
+    """What the recorded rounds labeled: the oracle's pool indices in labeling order, and the
+    training set (indices and labels; each round's oracle picks, then its pseudo-labels), checked."""
     if [record["round"] for record in history] != list(range(len(history))):
         raise ValueError("history must hold the records of rounds 0, 1, 2... in order.")
     if len(history) > rounds + 1:
         raise ValueError(f"history has {len(history) - 1} query rounds; the run has only {rounds}.")
-    labeled = [int(i) for record in history for i in record["queried"]]
-    if len(set(labeled)) != len(labeled) or any(not 0 <= i < n_pool for i in labeled):
-        raise ValueError("history's queried indices repeat or lie outside the pool.")
-    return labeled
+    labeled, taught, taught_labels = [], [], []
+    for record in history:
+        queried = [int(i) for i in record["queried"]]
+        pseudo = [int(i) for i in record.get("pseudo_labeled", [])]
+        labels = [int(c) for c in record.get("pseudo_labels", [])]
+        if len(labels) != len(pseudo):
+            raise ValueError(f"history's round {record['round']} has {len(pseudo)} pseudo_labeled indices "
+                             f"but {len(labels)} pseudo_labels.")
+        labeled += queried
+        taught += queried + pseudo
+        taught_labels += [int(c) for c in y_pool[queried]] + labels
+    if len(set(taught)) != len(taught) or any(not 0 <= i < len(y_pool) for i in taught):
+        raise ValueError("history's queried or pseudo-labeled indices repeat or lie outside the pool.")
+    return labeled, taught, taught_labels
 
 
 def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_test, *, rounds=8,
@@ -205,17 +231,32 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     Returns
     -------
     list of dict
-        One record per round, round 0 being zero-shot: ``round``, ``n_labeled``,
-        ``accuracy``, ``mean_per_class_accuracy``, ``per_class_accuracy`` (None for a class
-        absent from the test set), ``class_counts`` (labels per class so far), ``queried``
-        (pool indices) and ``queried_labels``, ``seconds`` (``encode``: the pool and test
-        embeddings, in round 0; ``query``, ``train``, ``evaluate``).
+        One record per round, round 0 being zero-shot: ``round``, ``n_labeled`` (oracle
+        labels so far: the budget spent), ``n_pseudo_labeled`` (pseudo-labeled training
+        samples so far), ``accuracy``, ``mean_per_class_accuracy``, ``per_class_accuracy``
+        (None for a class absent from the test set), ``class_counts`` (oracle labels per class
+        so far), ``queried`` (pool indices sent to the oracle) and ``queried_labels``,
+        ``pseudo_labeled`` (pool indices the strategy labeled itself) and ``pseudo_labels``
+        (the labels it gave them), ``pseudo_correct`` (how many of those equal ``y_pool``),
+        ``seconds`` (``encode``: the pool and test embeddings, in round 0; ``query``,
+        ``train``, ``evaluate``).
 
     Raises
     ------
     ValueError
         Unknown ``first_round`` or strategy name, ``budget x rounds`` larger than the pool,
-        an inconsistent ``history``, or a strategy returning a wrong selection.
+        an inconsistent ``history``, a strategy returning a wrong selection, or a pool that
+        pseudo-labels have left smaller than ``budget``.
+
+    Notes
+    -----
+    Pseudo-labels. A strategy may label some pool samples itself instead of sending them to
+    the oracle (CB+SQ's selective querying): its metrics then hold ``"pseudo_labeled"``
+    (positions in the pool it was given, disjoint from its ``budget`` picks) and
+    ``"pseudo_labels"`` (values of ``classes_``); see :ref:`strategies-pseudo-labels`. The
+    round then trains on its picks with the oracle's labels and on those samples with the
+    strategy's labels, which stay in the training set like any label; the budget, and
+    ``n_labeled``, count oracle labels only.
 
     Examples
     --------
@@ -242,7 +283,7 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     budget = n_classes if budget is None else budget
     check_budget(budget, rounds, len(y_pool))
     history = list(history or [])
-    labeled = _labeled_so_far(history, rounds, len(y_pool))
+    labeled, taught, taught_labels = _labeled_so_far(history, rounds, y_pool)
     if len(history) == rounds + 1:
         return history
 
@@ -254,36 +295,44 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     model.transform(X_test)
     encode_seconds = time.perf_counter() - start
     learner = ActiveLearner(estimator=model, query_strategy=strategy,
-                            X_training=_take(X_pool, labeled) if labeled else None,
-                            y_training=y_pool[labeled] if labeled else None)
+                            X_training=_take(X_pool, taught) if taught else None,
+                            y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
 
-    def record(round_, queried, seconds):
+    def record(round_, queried, pseudo, pseudo_given, seconds):
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
         seconds["evaluate"] = time.perf_counter() - start
-        entry = {"round": round_, "n_labeled": len(labeled), **classification_metrics(y_test, y_pred),
+        entry = {"round": round_, "n_labeled": len(labeled), "n_pseudo_labeled": len(taught) - len(labeled),
+                 **classification_metrics(y_test, y_pred),
                  "per_class_accuracy": per_class_accuracy(y_test, y_pred, n_classes),
                  "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
-                 "queried": [int(i) for i in queried],
-                 "queried_labels": [int(c) for c in y_pool[queried]], "seconds": seconds}
+                 "queried": [int(i) for i in queried], "queried_labels": [int(c) for c in y_pool[queried]],
+                 "pseudo_labeled": [int(i) for i in pseudo], "pseudo_labels": [int(c) for c in pseudo_given],
+                 "pseudo_correct": int(np.sum(y_pool[pseudo] == pseudo_given)), "seconds": seconds}
         history.append(entry)
         if on_round is not None:
             on_round(entry)
 
+    empty = np.zeros(0, dtype=np.intp)
     if not history:
-        record(0, [], {"encode": encode_seconds, "query": 0.0, "train": 0.0})
-    unlabeled = np.setdiff1d(np.arange(len(y_pool)), labeled)  # sorted, as np.delete keeps it
+        record(0, empty, empty, empty, {"encode": encode_seconds, "query": 0.0, "train": 0.0})
+    unlabeled = np.setdiff1d(np.arange(len(y_pool)), taught)  # sorted, as np.delete keeps it
     for round_ in range(len(history), rounds + 1):
+        if len(unlabeled) < budget:
+            raise ValueError(f"round {round_}: {len(unlabeled)} unlabeled images left for a budget of {budget}; "
+                             f"{len(taught) - len(labeled)} pseudo-labels took the rest of the pool.")
         start = time.perf_counter()
         round_strategy = random_query if round_ == 1 and first_round == "random" else strategy
-        picked = _query(round_strategy, learner, _take(X_pool, unlabeled), budget,
-                        round_seed(random_state, round_))
-        queried = unlabeled[picked]
+        picked, pseudo_picked, pseudo_given = _query(round_strategy, learner, _take(X_pool, unlabeled), budget,
+                                                     round_seed(random_state, round_))
+        queried, pseudo = unlabeled[picked], unlabeled[pseudo_picked]
         query_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        learner.teach(_take(X_pool, queried), y_pool[queried])
+        learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
+                      np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))
         train_seconds = time.perf_counter() - start
         labeled += queried.tolist()
-        unlabeled = np.delete(unlabeled, picked)
-        record(round_, queried, {"encode": 0.0, "query": query_seconds, "train": train_seconds})
+        taught += queried.tolist() + pseudo.tolist()
+        unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
+        record(round_, queried, pseudo, pseudo_given, {"encode": 0.0, "query": query_seconds, "train": train_seconds})
     return history

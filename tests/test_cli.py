@@ -71,7 +71,7 @@ def test_run_with_config_file_and_overrides(tmp_path, folder, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--strategy", "cec", "magic"], r"Unknown strategy 'magic'; use one of \['random', 'entropy'"),
-    (["--model", "not-a-model"], r"unknown model 'not-a-model'; valid: conse-efficientnet-lite0-minilm, "),
+    (["--model", "not-a-model"], r"unknown model 'not-a-model'; valid: linear-conse-efficientnet-lite0-minilm, conse-efficientnet-lite0-minilm, "),
     (["--budget", "4", "--rounds", "7"], r"budget x rounds = 4 x 7 = 28 labels do not fit a pool of 24"),
 ])
 def test_run_errors_name_the_problem(tmp_path, folder, capsys, extra, message):
@@ -122,18 +122,19 @@ def test_interrupt_says_how_to_resume(tmp_path, folder, monkeypatch, capsys):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     folder = write_image_folder(tmp_path / "images", seed=11)
-    argv = ["--strategy", "cec", "random", "--seed", "0", "--rounds", "3", "--quiet"]
+    argv = ["--strategy", "cbsq", "cec", "random", "--seed", "0", "--rounds", "3", "--quiet"]
     killed = run_args(folder, tmp_path / "killed", *argv)
     crashed = subprocess.run([sys.executable, "-m", "modal_vlm.cli", *killed], capture_output=True, text=True,
                              env={**os.environ, CRASH_AFTER_ROUND_ENV: "2"}, timeout=300)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     checkpoint = json.loads((tmp_path / "killed" / "rounds.json").read_text())
-    assert [(r["strategy"], r["round"]) for r in checkpoint] == [("cec", 0), ("cec", 1), ("cec", 2)]
+    assert [(r["strategy"], r["round"]) for r in checkpoint] == [("cbsq", 0), ("cbsq", 1), ("cbsq", 2)]
+    assert checkpoint[2]["pseudo_labeled"]   # round 3 must train on pseudo-labels read back from disk
 
-    assert cli.main(killed) == 0   # the same command again: resumes from cec round 3
+    assert cli.main(killed) == 0   # the same command again: resumes from cbsq round 3
     assert cli.main(run_args(folder, tmp_path / "straight", *argv)) == 0
     resumed, straight = (json.loads((tmp_path / run / "rounds.json").read_text()) for run in ("killed", "straight"))
-    assert len(straight) == 8 and without_timings(resumed) == without_timings(straight)
+    assert len(straight) == 12 and without_timings(resumed) == without_timings(straight)
 
 
 def test_ctrl_c_during_training_resumes_to_the_uninterrupted_result(tmp_path):

@@ -1,5 +1,7 @@
 """The experiment runner: one run (``modal_vlm.experiment``), settings, data, the run
 directory, learning curves and checkpointed multi-run experiments (``modal_vlm.runner``)."""
+import csv
+import io
 import json
 import warnings
 
@@ -56,6 +58,64 @@ def test_run_records_every_round_and_resumes_exactly(make_clf, images):
         assert without_timings(resumed) == without_timings(history)
 
 
+def pseudo_labeling(seen):
+    """A strategy double using the pseudo-label hook: random oracle picks, the next two pool
+    positions pseudo-labeled 0; it notes each call's pool size and labeled set."""
+    def strategy(learner, X_pool, n_instances, random_state=None):
+        seen.append((len(X_pool), [] if learner.y_training is None else learner.y_training.tolist()))
+        order = np.random.RandomState(random_state).permutation(len(X_pool))
+        return order[:n_instances], {"pseudo_labeled": order[n_instances:n_instances + 2],
+                                     "pseudo_labels": np.zeros(2, dtype=int)}
+    return strategy
+
+
+def test_pseudo_labels_train_outside_the_budget_and_resume_exactly(make_clf):
+    rng = np.random.default_rng(1)
+    X, y = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8), np.arange(30) % 3
+    seen = []
+    run = dict(rounds=3, budget=2, first_round="strategy", random_state=5)
+    args = (make_clf(max_epochs=2), pseudo_labeling(seen), X[:24], y[:24], X[24:], y[24:])
+    history = run_active_learning(*args, **run)
+    # The budget counts the oracle's labels; the pseudo-labels come on top and leave the pool.
+    assert [r["n_labeled"] for r in history] == [0, 2, 4, 6]
+    assert [r["n_pseudo_labeled"] for r in history] == [0, 2, 4, 6]
+    assert [n for n, _ in seen] == [24, 20, 16]
+    taken = [i for r in history for i in r["queried"] + r["pseudo_labeled"]]
+    assert len(set(taken)) == 12
+    for r in history[1:]:
+        assert r["pseudo_labels"] == [0, 0] and sum(r["class_counts"]) == r["n_labeled"]
+        assert r["pseudo_correct"] == int(np.sum(y[r["pseudo_labeled"]] == 0))
+        assert r["queried_labels"] == y[r["queried"]].tolist()
+    # They train as labels: the next round's labeled set is the oracle's labels, then the pseudo-labels.
+    assert seen[1][1] == history[1]["queried_labels"] + [0, 0]
+    assert seen[2][1] == seen[1][1] + history[2]["queried_labels"] + [0, 0]
+    # Resuming rebuilds that training set from the records, in the same order.
+    uninterrupted = list(seen)
+    for done in (1, 2, 3):
+        seen.clear()
+        resumed = run_active_learning(*args, **run, history=history[:done])
+        assert without_timings(resumed) == without_timings(history)
+        assert seen == uninterrupted[done - 1:]
+
+
+def test_pseudo_labels_that_use_up_the_pool_stop_the_run(make_clf, images):
+    X, y = images
+    with pytest.raises(ValueError, match="round 3: 1 unlabeled images left for a budget of 2; 4 pseudo-labels"):
+        run_active_learning(make_clf(max_epochs=1), pseudo_labeling([]), X[:9], y[:9], X[9:], y[9:], rounds=3,
+                            budget=2, first_round="strategy", random_state=0)
+
+
+def test_cbsq_pseudo_labels_in_a_run_that_resumes_exactly(make_clf, images):
+    X, y = images
+    run = dict(rounds=3, budget=2, first_round="strategy", random_state=3)
+    history = run_active_learning(make_clf(max_epochs=2), "cbsq", X[:9], y[:9], X[9:], y[9:], **run)
+    assert history[-1]["n_labeled"] == 6 and history[2]["n_pseudo_labeled"] > 0
+    for done in (1, 2, 3):
+        resumed = run_active_learning(make_clf(max_epochs=2), "cbsq", X[:9], y[:9], X[9:], y[9:], **run,
+                                      history=history[:done])
+        assert without_timings(resumed) == without_timings(history)
+
+
 def test_cold_start_with_a_modal_strategy(make_clf, images):
     # modAL's own strategies take no random_state; "strategy" queries round 1 from zero-shot.
     X, y = images
@@ -76,6 +136,16 @@ def test_round_seeds_differ_by_run_and_round():
     ({"query_strategy": lambda learner, X, n_instances: np.zeros(n_instances, dtype=int)},
      "expected 2 distinct positions"),
     ({"query_strategy": "nope"}, r"Unknown strategy 'nope'; use one of \['random'"),
+    ({"query_strategy": lambda learner, X, n_instances: (np.arange(n_instances),
+                                                        {"pseudo_labeled": [1], "pseudo_labels": [0]})},
+     r"pseudo-labeled positions \[1\] as \[0\]; expected .* none of them queried"),
+    ({"query_strategy": lambda learner, X, n_instances: (np.arange(n_instances),
+                                                        {"pseudo_labeled": [5], "pseudo_labels": [7]})},
+     r"pseudo-labeled positions \[5\] as \[7\]; .*labeled with classes_"),
+    ({"query_strategy": lambda learner, X, n_instances: (np.arange(n_instances), {"pseudo_labeled": [5]})},
+     "must hold both 'pseudo_labeled' and 'pseudo_labels'"),
+    ({"history": [{"round": 0, "queried": [], "pseudo_labeled": [3], "pseudo_labels": []}]},
+     "1 pseudo_labeled indices but 0 pseudo_labels"),
 ])
 def test_run_rejects_bad_arguments(make_clf, images, kwargs, message):
     X, y = images
@@ -229,6 +299,25 @@ def test_experiment_writes_checkpoints_and_resumes(tmp_path, folder):
     resumed = run_experiment(config, tmp_path / "run", progress=False)
     assert without_timings(resumed.records) == without_timings(result.records)
     assert resumed.summary == result.summary
+
+
+def test_experiment_records_pseudo_labels_and_resumes_from_them(tmp_path, folder):
+    config = RunConfig(data=str(folder), strategies=("cbsq",), seeds=(0,), rounds=3, classifier=TINY)
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    second = result.records[2]   # round 1 is random (the protocol); CB+SQ pseudo-labels from round 2
+    assert second["n_labeled"] == 6 and second["n_pseudo_labeled"] == len(second["pseudo_labeled"]) > 0
+    assert second["pseudo_labeled_files"] == load_run_data(config).X_pool[second["pseudo_labeled"]].tolist()
+    rows = list(csv.DictReader(io.StringIO((result.path / ROUNDS_CSV).read_text())))
+    assert rows[2]["pseudo_labeled"] == " ".join(map(str, second["pseudo_labeled"]))
+    assert rows[2]["pseudo_labels"] == " ".join(map(str, second["pseudo_labels"]))
+    assert int(rows[2]["n_pseudo_labeled"]) == second["n_pseudo_labeled"]
+    assert int(rows[2]["pseudo_correct"]) == second["pseudo_correct"] and rows[1]["pseudo_labeled"] == ""
+    # A crash after round 2: round 3 trains on the pseudo-labels read back from rounds.json.
+    stored = json.loads((result.path / ROUNDS_JSON).read_text())
+    (result.path / ROUNDS_JSON).write_text(json.dumps(stored[:3]))
+    (result.path / "summary.json").unlink()
+    resumed = run_experiment(config, tmp_path / "run", progress=False)
+    assert without_timings(resumed.records) == without_timings(result.records)
 
 
 def test_experiment_rejects_bad_setups_before_writing(tmp_path, folder):

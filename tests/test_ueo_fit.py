@@ -137,3 +137,19 @@ def test_norm_adapted_copy_for_batchnorm():
     adapted = norm_adapted_copy(net)
     assert [n for n, p in adapted.named_parameters() if p.requires_grad] == ["1.weight", "1.bias"]
     assert all(p.requires_grad for p in net.parameters())  # the original is untouched
+
+
+def test_augmented_training_is_seeded_by_random_state_alone(make_clf, images):
+    """Images trained through the encoder are augmented: with random_state the fit must not
+    depend on torch's global generator (what ran before), nor change it."""
+    import torch
+
+    X, y = images
+    fits = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        clf = make_clf(**UEO, train_visual_norm=True, max_epochs=2).fit(X, y)
+        assert torch.equal(torch.get_rng_state(), state)
+        fits.append(clf.predict_proba(X))
+    np.testing.assert_array_equal(fits[0], fits[1])

@@ -46,8 +46,8 @@ class ExperimentResult:
     records : list of dict
         Every round record of every run, each with its ``strategy`` and ``seed`` (the
         record fields of :func:`modal_vlm.experiment.run_active_learning`, plus
-        ``queried_files`` when the pool is a list of image files); also in ``rounds.json``
-        and ``rounds.csv``.
+        ``queried_files`` and ``pseudo_labeled_files`` when the pool is a list of image
+        files); also in ``rounds.json`` and ``rounds.csv``.
     summary : list of dict
         One entry per strategy: final accuracy and area under the learning curve, mean and
         std over seeds; also in ``summary.json``.
@@ -197,6 +197,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
                 record = {"strategy": strategy, "seed": seed, **record}
                 if paths is not None:
                     record["queried_files"] = paths[record["queried"]].tolist()
+                    record["pseudo_labeled_files"] = paths[record["pseudo_labeled"]].tolist()
                 run_dir.add_round(record)
                 _crash_if_asked(record)
                 bar.update(1)

@@ -80,18 +80,25 @@ def records_csv(records, class_names) -> str:
     """The round records as CSV: one row per round, one column per class for the class
     counts (``labels[NAME]``) and accuracies (``accuracy[NAME]``).
 
+    ``n_labeled`` and ``labels[NAME]`` count oracle labels; ``n_pseudo_labeled``,
+    ``pseudo_labeled``, ``pseudo_labels`` and ``pseudo_correct`` describe the samples a
+    strategy labeled itself (0 and empty for strategies that do not, and for records written
+    before these fields existed).
+
     Examples
     --------
-    >>> record = {"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 2, "accuracy": 0.5,
-    ...           "mean_per_class_accuracy": 0.5, "per_class_accuracy": [1.0, None],
-    ...           "class_counts": [1, 1], "queried": [4, 7], "queried_labels": [0, 1],
+    >>> record = {"strategy": "cbsq", "seed": 0, "round": 2, "n_labeled": 4, "n_pseudo_labeled": 1,
+    ...           "accuracy": 0.5, "mean_per_class_accuracy": 0.5, "per_class_accuracy": [1.0, None],
+    ...           "class_counts": [2, 2], "queried": [4, 7], "queried_labels": [0, 1],
+    ...           "pseudo_labeled": [3], "pseudo_labels": [1], "pseudo_correct": 1,
     ...           "seconds": {"encode": 0.0, "query": 0.1, "train": 2.0, "evaluate": 0.2}}
     >>> print(records_csv([record], ["cat", "dog"]).splitlines()[1])
-    cec,0,1,2,0.5,0.5,1.0,,1,1,4 7,0 1,0.0,0.1,2.0,0.2
+    cbsq,0,2,4,0.5,0.5,1.0,,2,2,4 7,0 1,1,3,1,1,0.0,0.1,2.0,0.2
     """
     header = (["strategy", "seed", "round", "n_labeled", "accuracy", "mean_per_class_accuracy"]
               + [f"accuracy[{name}]" for name in class_names] + [f"labels[{name}]" for name in class_names]
-              + ["queried", "queried_labels", "encode_s", "query_s", "train_s", "evaluate_s"])
+              + ["queried", "queried_labels", "n_pseudo_labeled", "pseudo_labeled", "pseudo_labels",
+                 "pseudo_correct", "encode_s", "query_s", "train_s", "evaluate_s"])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -100,6 +107,8 @@ def records_csv(records, class_names) -> str:
         writer.writerow([r["strategy"], r["seed"], r["round"], r["n_labeled"], r["accuracy"],
                          r["mean_per_class_accuracy"], *r["per_class_accuracy"], *r["class_counts"],
                          " ".join(map(str, r["queried"])), " ".join(map(str, r["queried_labels"])),
+                         r.get("n_pseudo_labeled", 0), " ".join(map(str, r.get("pseudo_labeled", []))),
+                         " ".join(map(str, r.get("pseudo_labels", []))), r.get("pseudo_correct", 0),
                          seconds["encode"], seconds["query"], seconds["train"], seconds["evaluate"]])
     return out.getvalue()
 

@@ -9,7 +9,8 @@ per call.
 Return value (see :ref:`strategies-return`): with modAL 0.4.1 (what a fresh install
 resolves) the pool indices; with modAL 0.4.2+, which unpacks ``(indices, metrics)``, that tuple.
 ``return_metrics=True`` always returns the tuple; ``metrics`` holds per-sample scores (CEC:
-``U``, ``H``, ``H_nb``).
+``U``, ``H``, ``H_nb``). A strategy that pseudo-labels some of its picks (CB+SQ) returns them
+in ``metrics`` (``"pseudo_labeled"``, ``"pseudo_labels"``; see :ref:`strategies-pseudo-labels`).
 
 >>> from modal_vlm.strategies import get_strategy, list_strategies
 >>> list_strategies()[:3]
@@ -20,6 +21,7 @@ pcb(entropy_query, gamma=0.1)
 from __future__ import annotations
 
 from .badge import badge_query
+from .cb import cb_query, cbsq_query
 from .cec import cec_query
 from .coreset import coreset_query
 from .pcb import pcb
@@ -34,7 +36,13 @@ _STRATEGIES = {
     "coreset": coreset_query,
     "badge": badge_query,
     "cec": cec_query,
+    "cb": cb_query,
+    "cbsq": cbsq_query,
 }
+#: Strategies that balance by themselves (left out of the listed ``+pcb`` variants).
+_SELF_BALANCING = ("cec", "cb", "cbsq")
+#: Strategies whose pseudo-labels PCB's re-selection would orphan (no ``+pcb``).
+_PSEUDO_LABELING = ("cbsq",)
 
 
 def list_strategies(pcb_variants: bool = False) -> list[str]:
@@ -44,24 +52,24 @@ def list_strategies(pcb_variants: bool = False) -> list[str]:
     ----------
     pcb_variants : bool, default=False
         Also list the ``NAME+pcb`` names (PCB class balancing around each base strategy;
-        CEC, which balances through its clustering, is left out of these but
-        ``"cec+pcb"`` is accepted too).
+        CEC and CB, which balance through their clustering, are left out of these but
+        ``"cec+pcb"`` and ``"cb+pcb"`` are accepted too).
 
     Returns
     -------
     list of str
-        The base names (``"random"``, ``"entropy"``, ..., ``"cec"``), then, with
-        ``pcb_variants``, the ``+pcb`` ones.
+        The base names (``"random"``, ``"entropy"``, ..., ``"cec"``, ``"cb"``, ``"cbsq"``),
+        then, with ``pcb_variants``, the ``+pcb`` ones.
 
     Examples
     --------
     >>> list_strategies()
-    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec']
+    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec', 'cb', 'cbsq']
     >>> list_strategies(pcb_variants=True)[-1]
     'badge+pcb'
     """
     names = list(_STRATEGIES)
-    return names + [f"{n}+pcb" for n in names if n != "cec"] if pcb_variants else names
+    return names + [f"{n}+pcb" for n in names if n not in _SELF_BALANCING] if pcb_variants else names
 
 
 def get_strategy(name: str):
@@ -71,7 +79,8 @@ def get_strategy(name: str):
     ----------
     name : str
         A name of :func:`list_strategies`, optionally followed by ``"+pcb"`` for PCB class
-        balancing around it (:class:`~modal_vlm.pcb` with its default ``gamma``).
+        balancing around it (:class:`~modal_vlm.pcb` with its default ``gamma``). CB+SQ is
+        ``"cbsq"`` (the authors' name for it): ``+`` is PCB's separator here.
 
     Returns
     -------
@@ -82,7 +91,7 @@ def get_strategy(name: str):
     Raises
     ------
     ValueError
-        Unknown name; the message lists the valid ones.
+        Unknown name (the message lists the valid ones), or ``"cbsq+pcb"``.
 
     Examples
     --------
@@ -97,10 +106,14 @@ def get_strategy(name: str):
     """
     base, _, wrapper = name.partition("+")
     if base not in _STRATEGIES or wrapper not in ("", "pcb"):
+        hint = " CB+SQ is 'cbsq'." if name.replace(" ", "").lower() == "cb+sq" else ""
         raise ValueError(f"Unknown strategy {name!r}; use one of {list_strategies()} "
-                         "(append '+pcb' for PCB class balancing).")
+                         f"(append '+pcb' for PCB class balancing).{hint}")
+    if wrapper and base in _PSEUDO_LABELING:
+        raise ValueError(f"{name!r}: PCB re-selects among {base}'s picks, so its pseudo-labels would "
+                         f"no longer belong to the batch; use {base!r} alone.")
     return pcb(_STRATEGIES[base]) if wrapper else _STRATEGIES[base]
 
 
-__all__ = ["badge_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
+__all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
            "least_confidence_query", "list_strategies", "margin_query", "pcb", "random_query"]

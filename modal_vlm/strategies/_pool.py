@@ -67,41 +67,78 @@ class QueryPool:
         """Embeddings of the pool, ``torch.Tensor (n, d)`` float32."""
         return self._embed(self.X_pool)
 
+    def _probabilities(self, X, features) -> np.ndarray:
+        # From the embeddings when the model can: no second pass over the images.
+        if hasattr(self._model, "predict_proba_from_features"):
+            proba = self._model.predict_proba_from_features(features().numpy())
+        else:
+            proba = self.estimator.predict_proba(X)
+        proba = np.asarray(proba)
+        if proba.ndim != 2 or len(proba) != len(X):
+            raise ValueError(f"predict_proba returned shape {proba.shape} for {len(X)} samples.")
+        return proba
+
     @cached_property
     def proba(self) -> np.ndarray:
         """Class probabilities of the pool, ``(n, C)``; from :attr:`features` when the model can."""
-        if hasattr(self._model, "predict_proba_from_features"):
-            proba = self._model.predict_proba_from_features(self.features.numpy())
-        else:
-            proba = self.estimator.predict_proba(self.X_pool)
-        proba = np.asarray(proba)
-        if proba.ndim != 2 or len(proba) != self.n:
-            raise ValueError(f"predict_proba returned shape {proba.shape} for {self.n} samples.")
-        return proba
+        return self._probabilities(self.X_pool, lambda: self.features)
 
     @cached_property
     def labeled_features(self):
         """Embeddings of the labeled set, or ``None`` when nothing is labeled yet."""
-        if self.X_training is None or len(self.X_training) == 0:
+        if self.n_labeled == 0:
             return None
         return self._embed(self.X_training)
+
+    @cached_property
+    def labeled_proba(self):
+        """Current class probabilities of the labeled set, ``(L, C)``, or ``None`` without labels."""
+        if self.n_labeled == 0:
+            return None
+        return self._probabilities(self.X_training, lambda: self.labeled_features)
+
+    @property
+    def n_labeled(self) -> int:
+        """Size ``L`` of the labeled set (0 before any label)."""
+        return 0 if self.X_training is None else len(self.X_training)
+
+    @cached_property
+    def text_features(self):
+        """The classifier's class text features ``(C, d)``, ``torch.Tensor`` (see
+        :meth:`~modal_vlm.ClipPromptClassifier.class_text_features`)."""
+        if not hasattr(self._model, "class_text_features"):
+            raise TypeError(f"{type(self._model).__name__} has no class_text_features(): this strategy "
+                            "needs the class text features, e.g. from ClipPromptClassifier.")
+        text = as_tensor(self._model.class_text_features())
+        if text.ndim != 2 or len(text) != self.proba.shape[1]:
+            raise ValueError(f"class_text_features() returned shape {tuple(text.shape)}; expected "
+                             f"({self.proba.shape[1]}, n_features), one row per class.")
+        return text
 
     def predict_proba(self, X):
         """The cached :attr:`proba` for the pool itself, the estimator's otherwise."""
         return self.proba if X is self.X_pool else self.estimator.predict_proba(X)
 
-    def class_counts(self) -> np.ndarray:
-        """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label)."""
-        n_classes = self.proba.shape[1]
+    @property
+    def classes(self) -> np.ndarray:
+        """The classifier's ``classes_`` (``arange(C)`` for a model without them)."""
+        return np.asarray(getattr(self._model, "classes_", np.arange(self.proba.shape[1])))
+
+    def labeled_positions(self) -> np.ndarray:
+        """Column of :attr:`proba` of each label of the labeled set (empty before any label)."""
         if self.y_training is None or len(self.y_training) == 0:
-            return np.zeros(n_classes, dtype=np.int64)
-        classes = np.asarray(getattr(self._model, "classes_", np.arange(n_classes)))
+            return np.zeros(0, dtype=np.intp)
+        n_classes, classes = self.proba.shape[1], self.classes
         y = np.asarray(self.y_training).reshape(-1)
         position = np.searchsorted(classes, y).clip(0, len(classes) - 1)
         if len(classes) != n_classes or not np.array_equal(classes[position], y):
             raise ValueError(f"labels {sorted(set(y.tolist()) - set(classes.tolist()))} of the labeled "
                              f"set are not among the classifier's {n_classes} classes_.")
-        return np.bincount(position, minlength=n_classes)
+        return position
+
+    def class_counts(self) -> np.ndarray:
+        """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label)."""
+        return np.bincount(self.labeled_positions(), minlength=self.proba.shape[1])
 
 
 def check_n_instances(n_instances, n_pool: int) -> int:

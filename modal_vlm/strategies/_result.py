@@ -5,6 +5,11 @@ DeprecationWarning) and otherwise pairs the indices with the selected rows. modA
 ``query_result, query_metrics = strategy(...)`` inside a bare ``try`` and, on any failure,
 calls the strategy again; a strategy must therefore return exactly a 2-tuple there, or its
 whole computation runs twice.
+
+The metrics also carry the pseudo-label hook: a strategy that labels some of its picks itself
+instead of sending them to the oracle (CB+SQ's selective querying) returns their pool
+positions under :data:`PSEUDO_LABELED` and their labels under :data:`PSEUDO_LABELS`;
+:func:`modal_vlm.experiment.run_active_learning` trains on them without spending budget.
 """
 from __future__ import annotations
 
@@ -14,6 +19,11 @@ import inspect
 import re
 
 import numpy as np
+
+#: Metrics key of the pool positions a strategy pseudo-labels (disjoint from its indices).
+PSEUDO_LABELED = "pseudo_labeled"
+#: Metrics key of their labels (values of the classifier's ``classes_``), in the same order.
+PSEUDO_LABELS = "pseudo_labels"
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,3 +56,20 @@ def split_result(result):
         indices, extra = result[0], result[1] if len(result) > 1 else None
         return np.asarray(indices, dtype=np.intp).reshape(-1), extra if isinstance(extra, dict) else {}
     return np.asarray(result, dtype=np.intp).reshape(-1), {}
+
+
+def pseudo_labels(metrics: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, labels)`` that ``metrics`` proposes for pseudo-labeling; empty without.
+
+    Raises ``ValueError`` when only one of the two keys is present or their lengths differ.
+    """
+    if PSEUDO_LABELED not in metrics and PSEUDO_LABELS not in metrics:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
+    if PSEUDO_LABELED not in metrics or PSEUDO_LABELS not in metrics:
+        raise ValueError(f"a strategy's metrics must hold both {PSEUDO_LABELED!r} and {PSEUDO_LABELS!r}, "
+                         f"or neither; got only one.")
+    positions = np.asarray(metrics[PSEUDO_LABELED], dtype=np.intp).reshape(-1)
+    labels = np.asarray(metrics[PSEUDO_LABELS]).reshape(-1)
+    if len(positions) != len(labels):
+        raise ValueError(f"{len(positions)} {PSEUDO_LABELED!r} positions but {len(labels)} {PSEUDO_LABELS!r}.")
+    return positions, labels

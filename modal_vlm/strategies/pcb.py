@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ._pool import prepare
-from ._result import query_result, split_result
+from ._result import PSEUDO_LABELED, query_result, split_result
 
 
 def balance_by_pseudo_labels(candidates, pseudo_labels, class_counts, n_instances, rng) -> np.ndarray:
@@ -78,7 +78,7 @@ class pcb:  # noqa: N801 -- used like a function: pcb(entropy_query)
     ``y_training`` for the class counts, ``base_params`` go to the base strategy, and the
     metrics are the base strategy's plus ``"candidates"`` (its proposals). It raises the
     base strategy's errors, and ``ValueError`` for labels outside the classifier's
-    ``classes_``.
+    ``classes_`` or a base strategy that returns pseudo-labels (:func:`~modal_vlm.cbsq_query`).
 
     Examples
     --------
@@ -115,6 +115,9 @@ class pcb:  # noqa: N801 -- used like a function: pcb(entropy_query)
             if _accepts_return_metrics(self.base)
             else self.base(pool, X_pool, n_instances=n_candidates, **base_params)
         )
+        if len(base_metrics.get(PSEUDO_LABELED, ())):
+            raise ValueError(f"pcb cannot wrap {getattr(self.base, '__name__', self.base)}: it pseudo-labels "
+                             "samples for its own batch, which PCB re-selects.")
         pseudo = pool.proba[candidates].argmax(1)
         picks = balance_by_pseudo_labels(candidates, pseudo, pool.class_counts(), n_instances, rng)
         return query_result(picks, {**base_metrics, "candidates": candidates}, return_metrics)

@@ -5,8 +5,9 @@ import pytest
 class FakeClassifier:
     """Stands in for ClipPromptClassifier: X is an index array into fixed features/probas."""
 
-    def __init__(self, features, proba):
+    def __init__(self, features, proba, text_features=None):
         self.features, self.proba = np.asarray(features, np.float32), np.asarray(proba, np.float32)
+        self.text_features = text_features
         self.classes_ = np.arange(self.proba.shape[1])
         self.calls = {"transform": 0, "predict_proba": 0}
 
@@ -19,9 +20,18 @@ class FakeClassifier:
         rows = [int(np.flatnonzero((self.features == f).all(1))[0]) for f in F]
         return self.proba[rows]
 
+    def class_text_features(self):
+        return np.asarray(self.text_features, np.float32)
+
     def predict_proba(self, X):
         self.calls["predict_proba"] += 1
         return self.proba[np.asarray(X)]
+
+
+@pytest.fixture
+def fake_classifier():
+    """The FakeClassifier class itself, for fakes with hand-made features and probabilities."""
+    return FakeClassifier
 
 
 @pytest.fixture
@@ -31,4 +41,5 @@ def fake():
     F /= np.linalg.norm(F, axis=1, keepdims=True)
     logits = rng.normal(size=(40, 4)) * 2
     P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return FakeClassifier(F, P), np.arange(40)
+    T = rng.normal(size=(4, 5))
+    return FakeClassifier(F, P, T / np.linalg.norm(T, axis=1, keepdims=True)), np.arange(40)

@@ -6,11 +6,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modal_vlm.strategies import _result, get_strategy, list_strategies, pcb
-from modal_vlm.strategies import (badge_query, cec_query, coreset_query, entropy_query,
+from modal_vlm.strategies import (badge_query, cb_query, cbsq_query, cec_query, coreset_query, entropy_query,
                                   least_confidence_query, margin_query, random_query)
 
 ALL = [random_query, entropy_query, margin_query, least_confidence_query, coreset_query, badge_query,
-       cec_query, pcb(entropy_query), pcb(cec_query), pcb(coreset_query)]
+       cec_query, cb_query, cbsq_query, pcb(entropy_query), pcb(cec_query), pcb(coreset_query), pcb(cb_query)]
 NAMES = [getattr(s, "__name__", repr(s)) for s in ALL]
 
 
@@ -47,19 +47,25 @@ def test_empty_pool(strategy, fake):
         strategy(fake[0], np.arange(0), 1)
 
 
-@pytest.mark.parametrize("strategy", [cec_query, pcb(cec_query), badge_query], ids=["cec", "pcb_cec", "badge"])
+@pytest.mark.parametrize("strategy", [cec_query, pcb(cec_query), badge_query, cb_query, cbsq_query],
+                         ids=["cec", "pcb_cec", "badge", "cb", "cbsq"])
 def test_one_pass_over_the_pool(strategy, fake):
     clf, X = fake
     strategy(clf, X, 5, random_state=0)
     assert clf.calls == {"transform": 1, "predict_proba": 1}
 
 
-def test_modal_0_4_1_and_0_4_2_conventions(modal_version, fake):
+@pytest.mark.parametrize("strategy, keys, per_sample", [
+    (cec_query, {"U", "H", "H_nb"}, "U"),
+    (cb_query, {"cluster"}, "cluster"),
+    (cbsq_query, {"pseudo_labeled", "pseudo_labels", "confidence", "cluster", "threshold"}, "confidence"),
+], ids=["cec", "cb", "cbsq"])
+def test_modal_0_4_1_and_0_4_2_conventions(modal_version, fake, strategy, keys, per_sample):
     clf, X = fake
-    result = cec_query(clf, X, 3, random_state=0)
+    result = strategy(clf, X, 3, random_state=0)
     if modal_version:
         indices, metrics = result
-        assert set(metrics) >= {"U", "H", "H_nb"} and metrics["U"].shape == (40,)
+        assert set(metrics) >= keys and metrics[per_sample].shape == (40,)
     else:
         indices = result
         assert isinstance(result, np.ndarray)
@@ -84,7 +90,7 @@ def test_modal_0_4_2_style_call_never_runs_the_strategy_twice(monkeypatch, fake)
     assert len(calls) == 1 and len(query_result) == 4 and "U" in query_metrics
 
 
-@pytest.mark.parametrize("name", ["cec", "entropy", "margin", "entropy+pcb"])
+@pytest.mark.parametrize("name", ["cec", "entropy", "margin", "entropy+pcb", "cb", "cbsq"])
 def test_cold_start_in_a_real_modal_learner(make_clf, images, name):
     X, _ = images
     learner = ActiveLearner(estimator=make_clf(), query_strategy=get_strategy(name))
@@ -127,9 +133,15 @@ def test_pcb_wraps_modals_own_strategy(make_clf, images):
 
 
 def test_strategy_registry():
-    assert list_strategies() == ["random", "entropy", "margin", "least_confidence", "coreset", "badge", "cec"]
-    assert "badge+pcb" in list_strategies(pcb_variants=True)
-    assert get_strategy("cec") is cec_query
+    assert list_strategies() == ["random", "entropy", "margin", "least_confidence", "coreset", "badge", "cec",
+                                 "cb", "cbsq"]
+    assert "badge+pcb" in list_strategies(pcb_variants=True) and "cb+pcb" not in list_strategies(pcb_variants=True)
+    assert get_strategy("cec") is cec_query and get_strategy("cbsq") is cbsq_query
+    assert get_strategy("cb+pcb").base is cb_query
+    with pytest.raises(ValueError, match="CB\\+SQ is 'cbsq'"):
+        get_strategy("cb+sq")
+    with pytest.raises(ValueError, match="'cbsq\\+pcb': PCB re-selects"):
+        get_strategy("cbsq+pcb")
     with pytest.raises(ValueError, match="Unknown strategy 'bald'.*cec"):
         get_strategy("bald")
     with pytest.raises(ValueError, match="gamma"):
