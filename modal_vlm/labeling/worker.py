@@ -241,7 +241,11 @@ class LabelingWorker:
                 if not prepared:
                     self.prepare()
                     prepared = True
-                self._step()
+                try:
+                    self._step()
+                except (FileNotFoundError, ValueError):   # a file changed under us: rescan, retry
+                    self.prepare()
+                    self._step()
             except Exception as exc:  # reported on the page; labeling goes on
                 self._set("error", f"{type(exc).__name__}: {exc}", error=traceback.format_exc())
             with self._lock:
@@ -252,7 +256,9 @@ class LabelingWorker:
     def prepare(self) -> None:
         """Scan the folder, load the saved model and encode every image (steps 1 and 2).
 
-        The thread does this first; an export without a server calls it directly.
+        The thread does this first, and again when a file vanished or changed under it; an
+        export without a server calls it directly. Embeddings come from the disk cache after
+        the first time, so a repeat costs little more than reading the files.
         """
         settings = self.project.settings
         self._set("scanning", f"scanning {settings.images_dir}")

@@ -110,7 +110,6 @@ function buildCards() {
       element("button", {class: "skip", onclick: () => { focus = index; decide(item, {kind: "skip", label: null}); }},
               element("kbd", {}, "S"), " skip"),
       element("p", {class: "decision"}));
-    card.addEventListener("mouseenter", () => { focus = index; render(); });
     cards.set(item.image_id, card);
     return card;
   }));
