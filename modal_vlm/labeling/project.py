@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -291,14 +292,13 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
         if images_dir is not None and images_dir != old.images_dir:
             raise ValueError(f"the project in {str(root)!r} labels {old.images_dir}, not {images_dir}; "
                              "use another --project for another folder")
-        fixed = {"seed"} & set(changes)
-        if fixed and changes["seed"] != old.seed:
+        if changes.get("seed", old.seed) != old.seed:   # it made every batch so far
             raise ValueError(f"the project's seed is {old.seed}; it cannot change")
         new = replace(old, **changes, **({"classes": tuple(classes)} if classes else {}))
         if new.classes != old.classes:
-            with_labels = [name for name, n in LabelStore(project.database).counts(old.classes)
-                           ["per_class"].items() if n]
-            dropped = [name for name in with_labels if name not in new.classes]
+            with contextlib.closing(LabelStore(project.database)) as store:
+                labeled = store.counts(old.classes)["per_class"]
+            dropped = [name for name, n in labeled.items() if n and name not in new.classes]
             if dropped:
                 raise ValueError(f"classes {dropped} have labels in this project; keep them in --classes")
         notes = [f"{field.name}: {getattr(old, field.name)!r} -> {getattr(new, field.name)!r}"
