@@ -264,3 +264,6 @@ def add_label_parser(sub) -> None:
                          + [parser.format_help() for parser in others.values()])
 
     p.parse_known_args, p.format_help = parse_known_args, format_help
+
+
+__all__ = ["add_label_parser", "export_command", "import_command", "serve_command"]

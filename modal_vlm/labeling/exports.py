@@ -125,3 +125,6 @@ def predictions_csv(store, settings, images, proba, model_info=None) -> str:
                          kind, label, round_] + [f"{v:.6f}" for v in p])
     return _csv(["path", "status", "prediction", "confidence", "label_kind", "label", "model_round"]
                 + [f"p_{name}" for name in classes], rows)
+
+
+__all__ = ["EXPORTS", "labels_csv", "labels_json", "predictions_csv"]

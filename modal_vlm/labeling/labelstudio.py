@@ -226,3 +226,7 @@ def import_label_studio(store, class_names, tasks, skip_unknown=False) -> dict:
     store.record_many(new, class_names, source="import")
     return {"imported": len(new), "unchanged": len(parsed["decisions"]) - len(new),
             "unannotated": parsed["unannotated"], "unknown": len(parsed["unknown"])}
+
+
+__all__ = ["OOD_CHOICE", "import_label_studio", "label_studio_config", "label_studio_tasks",
+           "parse_label_studio_export"]

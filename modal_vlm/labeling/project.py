@@ -319,3 +319,6 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     project.save_settings()
     LabelStore(project.database).close()
     return project, notes
+
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Project", "Settings", "open_project", "write_atomically"]

@@ -131,3 +131,6 @@ def scan_images(root, exclude=()) -> Scan:
                 continue
             scan.found[relative] = _readable(target)
     return scan
+
+
+__all__ = ["Scan", "resolve_inside", "scan_images"]

@@ -424,6 +424,7 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
+        sock.listen(128)   # from here on connections wait in the backlog until uvicorn runs
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
@@ -441,3 +442,6 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     finally:
         worker.stop(timeout=1.0)
         store.close()
+
+
+__all__ = ["Guard", "create_app", "is_loopback", "serve"]

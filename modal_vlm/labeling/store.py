@@ -19,7 +19,6 @@ An image's state is the kind of its latest event: ``"class"`` (labeled with a cl
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -570,7 +569,8 @@ class LabelStore:
                 per_class[row["label"]] = per_class.get(row["label"], 0) + row["n"]
             elif row["kind"] in counts:
                 counts[row["kind"]] = row["n"]
-        status = dict(self._rows_pairs("SELECT status, COUNT(*) FROM images GROUP BY status"))
+        status = {row["status"]: row["n"] for row in
+                  self._rows("SELECT status, COUNT(*) AS n FROM images GROUP BY status")}
         unlabeled = self._scalar(
             f"SELECT COUNT(*) FROM images i LEFT JOIN ({LATEST}) e ON e.image_id = i.id "
             f"WHERE i.status = 'ok' AND (e.kind IS NULL OR e.kind = 'unlabel')")
@@ -578,24 +578,5 @@ class LabelStore:
                 "unreadable": status.get("unreadable", 0), "missing": status.get("missing", 0),
                 "images": sum(status.values())}
 
-    def _rows_pairs(self, sql, params=()):
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
 
-    def meta(self, key, default=None):
-        """A value of the store's key-value table (JSON).
-
-        Parameters
-        ----------
-        key : str
-            The key.
-        default : object, optional
-            Returned when the key is absent.
-
-        Returns
-        -------
-        object
-            The stored value, decoded from JSON.
-        """
-        value = self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
-        return default if value is None else json.loads(value)
+__all__ = ["Decision", "LabelConflict", "LabelStore", "UnknownImage"]

@@ -451,3 +451,6 @@ class LabelingWorker:
                 return images, np.zeros((0, len(self.project.settings.classes)), np.float32)
             return images, clf.predict_proba_from_features(
                 clf.transform([self._path(image) for image in images]))
+
+
+__all__ = ["LabelingWorker", "TrainingProgress", "epochs_for", "make_classifier", "model_key"]
