@@ -80,6 +80,11 @@ def wait_for_batch(client, batch_id, started):
         time.sleep(POLL)
 
 
+def wait_idle(client) -> None:
+    while client.get("api/state").json()["worker"]["phase"] not in ("ready", "done", "error"):
+        time.sleep(POLL)
+
+
 def fetch_images(client, batch) -> None:
     for item in batch["items"]:
         response = client.get(f"images/{item['image_id']}", params={"size": 512})
@@ -121,6 +126,7 @@ def main(argv=None) -> int:
                                  "train": state["model"]["seconds"], "server": server_side,
                                  "state": in_state, "screen": on_screen, "phases": phases})
                     print(f"batch {number}: {on_screen:.2f} s to the next batch on screen", flush=True)
+                wait_idle(client)   # the model saved: the restart below loads it
         finally:
             server.terminate()
             server.wait(60)
@@ -128,8 +134,7 @@ def main(argv=None) -> int:
         try:
             with httpx.Client(base_url=url, timeout=120) as client:
                 restart, _, _ = wait_for_batch(client, args.batches + 1, started)
-                while client.get("api/state").json()["worker"]["phase"] not in ("ready", "done"):
-                    time.sleep(POLL)
+                wait_idle(client)
                 restart_idle = time.perf_counter() - started
         finally:
             server.terminate()
@@ -146,7 +151,8 @@ def main(argv=None) -> int:
         f"`modal-vlm label` on {n_images} CIFAR-10 test images ({args.per_class} per class, 10 classes), "
         f"{DEFAULT_MODEL}, {DEFAULT_STRATEGY}, the app's defaults (batches of 10, 100 training steps); a "
         "simulated person labels each batch with the true class through the HTTP API. Load average "
-        f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores.",
+        f"(1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (torch's threads).",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/bench_label_latency.py', *(argv or sys.argv[1:])])}`"
         " (run it alone).",

@@ -111,25 +111,24 @@ def serve_command(args) -> int:
     int
         The exit status.
     """
-    project, notes = open_project(
-        args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
-        strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-        fit_mode=args.fit_mode, seed=args.seed, device=args.device)
-    from .server import serve   # the web stack: the 'app' extra
-
-    s = project.settings
-    counts = _counts(project)
-    print(f"modal-vlm label: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
-          f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"
-          f"  model: {s.model}, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
-          f"  labels so far: {counts}", flush=True)
     try:
+        project, notes = open_project(
+            args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
+            strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
+            fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+        from .server import serve   # the web stack: the 'app' extra
+
+        s = project.settings
+        print(f"modal-vlm label: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
+              f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"
+              f"  model: {s.model}, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
+              f"  labels so far: {_counts(project)}", flush=True)
         serve(project, args.host, args.port,
               announce=lambda url: print(f"Open {url} in a browser (Ctrl-C stops; every label is "
                                          f"saved as you go).", flush=True))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # uvicorn re-raises the Ctrl-C it handled
         pass
-    print(f"modal-vlm label: stopped; run the same command to resume {project.root}", flush=True)
+    print(f"modal-vlm label: stopped; run the same command to resume {args.project}", flush=True)
     return 0
 
 

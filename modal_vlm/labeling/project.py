@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+from ..runner.rundir import write_atomic
+from .labelstudio import OOD_CHOICE
 
 #: The backbone of a new project (the offline reference model: no download, no GPU).
 DEFAULT_MODEL = "conse-efficientnet-lite0-minilm"
@@ -95,6 +96,9 @@ class Settings:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"repeated class names: {repeated}")
+        if OOD_CHOICE in names:
+            raise ValueError(f"{OOD_CHOICE!r} is the app's answer for images of no class; "
+                             "it cannot be a class name")
         get_strategy(self.strategy)
         if self.model not in list_backbones(include_open_clip=True):
             raise ValueError(f"unknown model {self.model!r}; see modal_vlm.list_backbones()")
@@ -145,31 +149,6 @@ class Settings:
         return cls(**data)
 
 
-def write_atomically(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
-
-    A reader, or a process killed halfway, sees the old file or the new one, never half of it.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file to (re)place.
-    data : bytes
-        Its new contents.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Project:
     """Paths and settings of a project directory (see the module docstring).
 
@@ -194,7 +173,7 @@ class Project:
     def save_settings(self) -> None:
         """Write ``settings.json`` (atomically)."""
         text = json.dumps(self.settings.to_json(), indent=2) + "\n"
-        write_atomically(self.settings_file, text.encode())
+        write_atomic(self.settings_file, text.encode())
 
     def model_info(self) -> dict | None:
         """``model.json``: ``round``, ``trained_through`` (last event id), label counts...
@@ -321,4 +300,4 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     return project, notes
 
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Project", "Settings", "open_project", "write_atomically"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Project", "Settings", "open_project"]

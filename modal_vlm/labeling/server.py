@@ -417,6 +417,7 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     from .store import LabelStore
     from .worker import LabelingWorker
 
+    lock = _lock_project(project)
     local = is_loopback(host)
     token = None if local else secrets.token_urlsafe(24)
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -427,6 +428,7 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
         sock.listen(128)   # from here on connections wait in the backlog until uvicorn runs
     except OSError as exc:
         sock.close()
+        lock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
     port = sock.getsockname()[1]
     store = LabelStore(project.database)
@@ -442,6 +444,23 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     finally:
         worker.stop(timeout=1.0)
         store.close()
+        lock.close()
+
+
+def _lock_project(project):
+    """Hold the project's ``server.lock`` while serving: two servers on one project would each
+    choose batches. Released by the system when the process ends, however it ends."""
+    file = open(project.root / "server.lock", "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return file
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        file.close()
+        raise OSError(f"another modal-vlm label server is running on {project.root}") from None
+    return file
 
 
 __all__ = ["Guard", "create_app", "is_loopback", "serve"]

@@ -31,7 +31,7 @@ import numpy as np
 from skorch.callbacks import Callback
 
 from ..experiment import round_seed
-from .project import write_atomically
+from ..runner.rundir import write_atomic
 from .scan import scan_images
 
 #: Images per ``transform`` call while encoding the folder (one progress step each).
@@ -269,16 +269,23 @@ class LabelingWorker:
         self._encode_all()
 
     def _load_model(self):
-        """``model.pkl`` if it was trained with the current settings (else: retrain later)."""
+        """``model.pkl`` if it was trained with the current settings; else it is retrained.
+
+        The labels are the source of truth: a saved model that cannot be loaded (a file from
+        another library version) is retrained from them, never fatal.
+        """
         self._set("loading", f"loading {self.project.settings.model}")
         info = self.project.model_info()
-        if info is not None and info.get("key") == model_key(self.project.settings) \
-                and self.project.model_file.is_file():
+        if info is None or info.get("key") != model_key(self.project.settings):
+            return
+        try:
             with open(self.project.model_file, "rb") as f:
                 classifier = pickle.load(f)
             classifier.set_params(cache_dir=str(self.project.cache_dir), device=self.project.settings.device)
-            with self._model_lock:
-                self.classifier, self.model_info = classifier, info
+        except Exception:  # noqa: BLE001 - any unreadable model means: train again
+            return
+        with self._model_lock:
+            self.classifier, self.model_info = classifier, info
 
     def _zero_shot(self):
         return make_classifier(self.project)
@@ -427,8 +434,8 @@ class LabelingWorker:
         with self._model_lock:
             data = pickle.dumps(self.classifier, protocol=pickle.HIGHEST_PROTOCOL)
             info = {**self.model_info, "saved": True}
-        write_atomically(self.project.model_file, data)
-        write_atomically(self.project.model_info_file, (json.dumps(info, indent=2) + "\n").encode())
+        write_atomic(self.project.model_file, data)
+        write_atomic(self.project.model_info_file, (json.dumps(info, indent=2) + "\n").encode())
         with self._model_lock:
             self.model_info = info
 

@@ -110,6 +110,20 @@ def test_port_in_use_is_an_error(shapes, tmp_path, capsys):
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_one_server_per_project(shapes, tmp_path, capsys):
+    from modal_vlm.labeling import open_project
+    from modal_vlm.labeling.server import _lock_project
+
+    folder, _ = shapes
+    project, _ = open_project(tmp_path / "p", folder, SHAPES, model="tiny-vit")
+    lock = _lock_project(project)        # as a running server holds it
+    try:
+        assert cli.main(["label", "--project", str(tmp_path / "p"), "--port", "0"]) == 2
+        assert "another modal-vlm label server is running on" in capsys.readouterr().err
+    finally:
+        lock.close()
+
+
 def test_a_non_local_host_requires_the_printed_token_and_ctrl_c_stops(shapes, tmp_path):
     folder, _ = shapes
     command = [sys.executable, "-m", "modal_vlm.cli", "label", str(folder), "--classes", *SHAPES,

@@ -197,3 +197,19 @@ def test_model_from_another_setting_is_retrained(shapes, make_session, tmp_path)
     project, store, worker = make_session(folder, train_steps=7)      # the step budget changed
     assert project.model_info()["trained_at"] > trained_at and project.model_info()["epochs"] == 7
     assert os.path.getsize(project.model_file) > 0
+
+
+def test_an_unloadable_saved_model_is_retrained(shapes, make_session):
+    folder, truth = shapes
+    project, store, worker = make_session(folder)
+    batch = store.batch()
+    for item in batch["items"]:
+        store.record(item["image_id"], Decision("class", truth[item["path"]]), SHAPES, batch_id=batch["id"])
+    worker.wake()
+    worker.wait_idle(120)
+    worker.stop(timeout=30)
+    store.close()
+    project.model_file.write_bytes(b"not a pickle")
+    project, store, worker = make_session(folder)
+    assert worker.status()["phase"] == "ready" and worker.model_info["round"] == 1
+    assert project.model_file.read_bytes()[:1] == b"\x80"        # saved again, a pickle

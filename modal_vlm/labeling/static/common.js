@@ -50,10 +50,14 @@ function decisionText(kind, label) {
   return "";
 }
 
-// Small images (CIFAR's 32 px) are scaled up with sharp pixels rather than blurred.
+// Small images (CIFAR's 32 px) are scaled up with sharp pixels rather than blurred; an
+// image the server cannot deliver (unreadable, gone) says so instead of a broken icon.
 function sharpenSmall(img) {
   img.addEventListener("load", () => {
     if (img.naturalWidth < 128) img.classList.add("pixelated");
+  });
+  img.addEventListener("error", () => {
+    if (img.getAttribute("src")) img.replaceWith(element("div", {class: "unreadable"}, `${img.alt}: cannot be shown`));
   });
   return img;
 }

@@ -79,6 +79,8 @@ function showError(error) {
 }
 
 function decide(item, answer) {
+  // Once every image has a decision the batch is finished on the server: nothing to change.
+  if (!state.batch || items().every((other) => other.kind)) return;
   const batchId = state.batch.id;
   item.kind = answer.kind;
   item.label = answer.label;
@@ -144,6 +146,8 @@ function renderNotice() {
       `Chosen by ${state.batch.strategy} from ${state.counts.unlabeled + left} unlabeled images.`));
   } else if (state.worker.phase === "done") {
     notice.replaceChildren(element("p", {}, "Every readable image is labeled or skipped. Export the results on the right."));
+  } else if (state.worker.phase === "ready") {  // the worker has not picked up the finished batch yet
+    notice.replaceChildren(element("p", {class: "busy"}, "Batch done: retraining… the next batch appears here."));
   } else if (state.worker.phase !== "error") {
     notice.replaceChildren(element("p", {class: "busy"}, `${state.worker.message}… the next batch appears here.`));
   }
