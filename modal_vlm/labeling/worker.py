@@ -276,16 +276,17 @@ class LabelingWorker:
         """
         self._set("loading", f"loading {self.project.settings.model}")
         info = self.project.model_info()
-        if info is None or info.get("key") != model_key(self.project.settings):
-            return
-        try:
-            with open(self.project.model_file, "rb") as f:
-                classifier = pickle.load(f)
-            classifier.set_params(cache_dir=str(self.project.cache_dir), device=self.project.settings.device)
-        except Exception:  # noqa: BLE001 - any unreadable model means: train again
-            return
-        with self._model_lock:
-            self.classifier, self.model_info = classifier, info
+        if self.classifier is None and info is not None and info.get("key") == model_key(self.project.settings):
+            try:
+                with open(self.project.model_file, "rb") as f:
+                    classifier = pickle.load(f)
+                classifier.set_params(cache_dir=str(self.project.cache_dir),
+                                      device=self.project.settings.device)
+                with self._model_lock:
+                    self.classifier, self.model_info = classifier, info
+            except Exception:  # noqa: BLE001 - any unreadable model means: train again
+                pass
+        self._current().backbone_   # load the frozen encoders now, before encoding starts
 
     def _zero_shot(self):
         return make_classifier(self.project)
@@ -307,16 +308,11 @@ class LabelingWorker:
                 clf.transform([self._path(image) for image in chunk])
             except (ValueError, OSError):
                 for image in chunk:   # find the culprits; the others are encoded
-                    self._encode_or_set_aside(clf, image)
+                    try:
+                        clf.transform([self._path(image)])
+                    except (ValueError, OSError) as exc:   # the library names the file
+                        self.store.mark_unreadable(image["id"], str(exc))
             self._set("encoding", f"encoding {total} images", min(start + ENCODE_CHUNK, total), total)
-
-    def _encode_or_set_aside(self, clf, image) -> bool:
-        try:
-            clf.transform([self._path(image)])
-        except (ValueError, OSError) as exc:
-            self.store.mark_unreadable(image["id"], str(exc))
-            return False
-        return True
 
     def _step(self):
         open_batch = self.store.batch()
