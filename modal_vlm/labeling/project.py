@@ -164,11 +164,30 @@ class Project:
         self.root = Path(root).resolve()
         self.settings = settings
 
-    settings_file = property(lambda self: self.root / "settings.json", doc="settings.json")
-    database = property(lambda self: self.root / "labels.sqlite", doc="labels.sqlite")
-    cache_dir = property(lambda self: self.root / "cache", doc="The embedding cache.")
-    model_file = property(lambda self: self.root / "model.pkl", doc="The trained classifier.")
-    model_info_file = property(lambda self: self.root / "model.json", doc="What model.pkl holds.")
+    @property
+    def settings_file(self) -> Path:
+        """``settings.json``."""
+        return self.root / "settings.json"
+
+    @property
+    def database(self) -> Path:
+        """``labels.sqlite``, the :class:`~modal_vlm.labeling.LabelStore`."""
+        return self.root / "labels.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        """``cache/``, the image embeddings."""
+        return self.root / "cache"
+
+    @property
+    def model_file(self) -> Path:
+        """``model.pkl``, the trained classifier."""
+        return self.root / "model.pkl"
+
+    @property
+    def model_info_file(self) -> Path:
+        """``model.json``, what ``model.pkl`` was trained on."""
+        return self.root / "model.json"
 
     def save_settings(self) -> None:
         """Write ``settings.json`` (atomically)."""
