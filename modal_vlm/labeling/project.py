@@ -8,6 +8,7 @@
         cache/             image embeddings (ClipPromptClassifier's cache_dir)
         model.pkl          the classifier trained on the labels (pickle of the estimator)
         model.json         what model.pkl was trained on
+        server.lock        held while a server runs (one server per project)
 
 :func:`open_project` creates the directory or resumes the project it holds.
 """
