@@ -191,11 +191,18 @@ def _add_run_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_label_parser(sub) -> None:
+    from .labeling.commands import add_label_parser   # the app's command line; no web stack yet
+
+    add_label_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modal-vlm", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_parser(sub)
     _add_run_parser(sub)
+    _add_label_parser(sub)
     return parser
 
 

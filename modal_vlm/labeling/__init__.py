@@ -1,0 +1,28 @@
+"""The labeling app behind ``modal-vlm label``: a person labels what the strategy picks.
+
+The library's core (classifier, strategies, runner) knows nothing of this package; it uses
+them like any user would. One module per part, in the order a request meets them:
+
+* :mod:`~modal_vlm.labeling.commands`: the ``modal-vlm label`` / ``label export`` /
+  ``label import`` command line;
+* :mod:`~modal_vlm.labeling.project`: the project directory and its settings;
+* :mod:`~modal_vlm.labeling.server`: the FastAPI app on uvicorn (the ``app`` extra), with
+  the pages and assets of ``static/``;
+* :mod:`~modal_vlm.labeling.store`: labels, batches and images in SQLite, append-only;
+* :mod:`~modal_vlm.labeling.worker`: the background thread that encodes, trains and queries;
+* :mod:`~modal_vlm.labeling.scan`: which files of the image folder exist (and may be served);
+* :mod:`~modal_vlm.labeling.exports` and :mod:`~modal_vlm.labeling.labelstudio`: files out
+  and in.
+
+Nothing here imports the web stack until a server starts.
+
+>>> from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY
+>>> DEFAULT_MODEL, DEFAULT_STRATEGY
+('conse-efficientnet-lite0-minilm', 'cec')
+"""
+from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, Project, Settings, open_project
+from .store import Decision, LabelStore
+from .worker import LabelingWorker
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Decision", "LabelStore", "LabelingWorker",
+           "Project", "Settings", "open_project"]

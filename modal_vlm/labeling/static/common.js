@@ -1,0 +1,97 @@
+// Shared by the label and review pages: the API client (the access token, when the
+// server requires one, rides on every URL), the status line and the export links.
+"use strict";
+
+const TOKEN = new URLSearchParams(location.search).get("token");
+
+function withToken(path, params = {}) {
+  const query = new URLSearchParams(params);
+  if (TOKEN) query.set("token", TOKEN);
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+async function api(path, body, params = {}) {
+  const options = body === undefined ? {} : {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  };
+  const response = await fetch(withToken(path, params), options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+    throw new Error(`${response.status}: ${detail || response.statusText}`);
+  }
+  return data;
+}
+
+function imageUrl(imageId, size) {
+  return withToken(`images/${imageId}`, size ? {size} : {});
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function decisionText(kind, label) {
+  if (kind === "class") return label;
+  if (kind === "ood") return "none of these classes";
+  if (kind === "skip") return "skipped";
+  if (kind === "unlabel") return "unlabeled";
+  return "";
+}
+
+// Small images (CIFAR's 32 px) are scaled up with sharp pixels rather than blurred; an
+// image the server cannot deliver (unreadable, gone) says so instead of a broken icon.
+function sharpenSmall(img) {
+  img.addEventListener("load", () => {
+    if (img.naturalWidth < 128) img.classList.add("pixelated");
+  });
+  img.addEventListener("error", () => {
+    if (img.getAttribute("src")) img.replaceWith(element("div", {class: "unreadable"}, `${img.alt}: cannot be shown`));
+  });
+  return img;
+}
+
+function renderStatus(worker, model) {
+  const status = document.getElementById("status");
+  const parts = [];
+  const busy = !["ready", "done", "error"].includes(worker.phase);
+  if (worker.phase === "error") {
+    parts.push(element("span", {class: "error"}, `Stopped: ${worker.message}`),
+               element("button", {onclick: () => api("api/retry", {}).then(refresh)}, "Retry"));
+  } else {
+    parts.push(element("span", {class: busy ? "busy" : ""}, worker.message));
+  }
+  if (busy && worker.total) {
+    parts.push(element("progress", {max: worker.total, value: worker.done}),
+               element("span", {class: "count"}, `${worker.done} / ${worker.total}`));
+  }
+  if (model) {
+    parts.push(element("span", {class: "model"},
+      `model: trained after ${model.round} batch${model.round === 1 ? "" : "es"}, ${model.n_labels} labels`));
+  }
+  status.replaceChildren(...parts);
+  return busy;
+}
+
+function renderExports() {
+  const links = [
+    ["export/labels.csv", "labels (CSV)"], ["export/labels.json", "labels + history (JSON)"],
+    ["export/predictions.csv", "predictions for every image (CSV)"],
+    ["export/model.pkl", "trained classifier (pickle)"],
+    ["export/label-studio.json", "this batch as Label Studio tasks"],
+    ["export/label-studio-config.xml", "Label Studio labeling config"],
+  ];
+  document.getElementById("exports").replaceChildren(
+    ...links.map(([path, text]) => element("li", {}, element("a", {href: withToken(path)}, text))));
+}
