@@ -18,7 +18,7 @@ Nothing here imports the web stack until a server starts.
 
 >>> from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY
 >>> DEFAULT_MODEL, DEFAULT_STRATEGY
-('conse-efficientnet-lite0-minilm', 'cec')
+('linear-conse-efficientnet-lite0-minilm', 'cec')
 """
 from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, Project, Settings, open_project
 from .store import Decision, LabelStore

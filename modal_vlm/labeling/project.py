@@ -24,7 +24,7 @@ from ..runner.rundir import write_atomic
 from .labelstudio import OOD_CHOICE
 
 #: The backbone of a new project (the offline reference model: no download, no GPU).
-DEFAULT_MODEL = "conse-efficientnet-lite0-minilm"
+DEFAULT_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The query strategy of a new project (a name for :func:`modal_vlm.get_strategy`).
 DEFAULT_STRATEGY = "cec"
 FIT_MODES = ("supervised", "ueo")

@@ -13,7 +13,7 @@ from modal_vlm.labeling.worker import epochs_for
 
 
 def test_defaults_are_the_offline_model_and_cec():
-    assert DEFAULT_MODEL == "conse-efficientnet-lite0-minilm" and DEFAULT_STRATEGY == "cec"
+    assert DEFAULT_MODEL == "linear-conse-efficientnet-lite0-minilm" and DEFAULT_STRATEGY == "cec"
 
 
 def test_new_project_and_resume(shapes, tmp_path):
