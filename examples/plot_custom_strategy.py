@@ -23,7 +23,7 @@ from modAL.models import ActiveLearner
 from sklearn.base import clone
 
 from modal_vlm import ClipPromptClassifier, pcb
-from modal_vlm.datasets import load_digits_split
+from modal_vlm.datasets import load_cifar10_sample
 
 
 def density_weighted_entropy(classifier, X_pool, n_instances=1, beta=1.0, **kwargs):
@@ -45,17 +45,12 @@ def density_weighted_entropy(classifier, X_pool, n_instances=1, beta=1.0, **kwar
 #
 # Data and classifier
 # -------------------
-X_pool, y_pool, X_test, y_test, class_names = load_digits_split(
-    pool_size=300, test_size=300, random_state=0)
+X_pool, y_pool, X_test, y_test, class_names = load_cifar10_sample()
 
 clf = ClipPromptClassifier(
     class_names,
-    model_name="conse-efficientnet-lite0-minilm",   # offline stand-in, not CLIP
-    image_size=64,
-    template="a photo of the number {}.",
-    ctx_init="a photo of the number",
-    max_epochs=10,
-    lr=0.05,
+    model_name="linear-conse-efficientnet-lite0-minilm",   # offline stand-in, not CLIP
+    image_size=96,
     random_state=0,
     verbose=0,
 )

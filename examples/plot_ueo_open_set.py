@@ -7,10 +7,10 @@ In practice an unlabeled pool holds images of classes nobody named: out-of-distr
 the predictions of confident (likely known) images and flattens those of uncertain (likely
 unknown) ones, so the maximum softmax probability separates the two better.
 
-Here six digits are *known* (named to the model) and four are *unknown*. A few images of the
-known digits are labeled; the rest of the pool, unknown digits included, is unlabeled
+Here six CIFAR-10 classes are *known* (named to the model) and four are *unknown*. A few
+images of the known classes are labeled; the rest of the pool, unknown classes included, is unlabeled
 (``y == -1``). We compare plain prompt tuning on the labels with ``fit_mode="ueo"`` on
-labels plus pool, on the test accuracy over known digits and on the OOD detection of the
+labels plus pool, on the test accuracy over known classes and on the OOD detection of the
 unknown ones (:meth:`~modal_vlm.ClipPromptClassifier.predict_ood_score`).
 """
 
@@ -23,11 +23,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from modal_vlm import ClipPromptClassifier
-from modal_vlm.datasets import load_digits_split, make_open_set
+from modal_vlm.datasets import load_cifar10_sample, make_open_set
 from modal_vlm.metrics import evaluate_open_set
 
-X_train, y_train, X_test, y_test, class_names = load_digits_split(
-    pool_size=300, test_size=300, random_state=0)
+X_train, y_train, X_test, y_test, class_names = load_cifar10_sample()
 split = make_open_set((X_train, y_train), (X_test, y_test), class_names,
                       known=6, setting="open")
 print("known:", split.known_classes, " unknown:", split.unknown_classes)
@@ -36,7 +35,7 @@ print(f"pool: {len(split.y_pool)} images, {np.mean(split.y_pool == -1):.0%} of t
 # %%
 # A few labels, the rest unlabeled
 # --------------------------------
-# Five labeled images per known digit; every other pool image gets ``y = -1``
+# Five labeled images per known class; every other pool image gets ``y = -1``
 # (scikit-learn's semi-supervised convention). With modAL the same is
 # ``learner.teach(X_new, y_new, X_unlabeled=X_pool)``.
 rng = np.random.RandomState(0)
@@ -54,12 +53,8 @@ y_semi[labeled] = y_labeled
 # path on a CPU. ``train_visual_norm=False`` tunes the prompt only, from cached embeddings,
 # which keeps this example fast.
 common = dict(
-    model_name="conse-efficientnet-lite0-minilm",     # offline stand-in, not CLIP
-    image_size=64,
-    template="a photo of the number {}.",
-    ctx_init="a photo of the number",
-    max_epochs=10,
-    lr=0.05,
+    model_name="linear-conse-efficientnet-lite0-minilm",     # offline stand-in, not CLIP
+    image_size=96,
     random_state=0,
     verbose=0,
 )
@@ -68,7 +63,7 @@ ueo = ClipPromptClassifier(split.known_classes, fit_mode="ueo", train_visual_nor
                            **common).fit(split.X_pool, y_semi)
 
 # %%
-# Accuracy on the known digits, AUROC and FPR at 95 % TPR on the unknown ones
+# Accuracy on the known classes, AUROC and FPR at 95 % TPR on the unknown ones
 # ---------------------------------------------------------------------------
 # :func:`~modal_vlm.metrics.evaluate_open_set` scores the predictions of the known test
 # images and the separation of known from unknown ones by the OOD score (higher = more
@@ -86,8 +81,8 @@ is_known = split.y_test != -1
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
 for ax, (name, score) in zip(axes, scores.items()):
     bins = np.linspace(score.min(), score.max(), 25)
-    ax.hist(score[is_known], bins=bins, alpha=0.6, label="known digits (ID)")
-    ax.hist(score[~is_known], bins=bins, alpha=0.6, label="unknown digits (OOD)")
+    ax.hist(score[is_known], bins=bins, alpha=0.6, label="known classes (ID)")
+    ax.hist(score[~is_known], bins=bins, alpha=0.6, label="unknown classes (OOD)")
     ax.set_title(name)
     ax.set_xlabel("OOD score: max softmax probability")
 axes[0].set_ylabel("test images")
