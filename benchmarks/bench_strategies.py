@@ -1,21 +1,27 @@
-"""Strategy comparison on the shared CIFAR-10 data with the offline reference model.
+"""Strategy comparison on the shared CIFAR-10 data with the default offline model.
 
 The protocol of ``shared/specs/protocol.md``: 8 rounds x C = 10 labels, round 1 random for
-every method, a fresh CoOp prompt (16 class-specific context vectors, N(0, 0.02)) every round,
-SGD lr 0.002 / momentum 0.9 / weight decay 5e-4, batch 32, 1 warm-up epoch then cosine; on a
-CPU the epochs are lowered (``--epochs``, default 20 instead of 200). Pool: the first
+every method, a fresh prompt every round. Each run is
+:func:`modal_vlm.experiment.run_active_learning` (each round's query seeded by
+``round_seed(seed, round)``), with ``ClipPromptClassifier``'s **defaults** unless an arm says
+otherwise; the "CoOp protocol learner" arms use ``modal_vlm.COOP_PROTOCOL`` (16 class-specific
+contexts from N(0, 0.02), SGD 0.002, batch 32, 200 epochs). Pool: the first
 ``--pool-per-class`` training images per class; test: the first ``--test-per-class`` test
-images per class; ConSE at ``--image-size`` px. Accuracy after every round; the area under
-the learning curve is the mean accuracy over rounds 1..8 (trapezoids over equal steps).
+images per class; the default offline model at ``--image-size`` px. Accuracy after every
+round; the area under the learning curve is the mean accuracy over rounds 1..8 (trapezoids
+over equal steps). CB+SQ's pseudo-labels come on top of the oracle budget (see
+docs/strategies.rst).
 
-    python benchmarks/bench_strategies.py [--seeds 0 1 2] [--strategies cec entropy ...]
+    python benchmarks/bench_strategies.py [--seeds 0 1 2 3 4] [--strategies cec random ...]
         [--out benchmarks/results/strategies.md] [--resume]
 
-Writes a markdown table (mean ± std over seeds) and a JSON file of every run beside it.
+Writes a markdown table (mean ± std over seeds, and the per-seed paired difference against
+random) and a JSON file of every run beside it.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -24,90 +30,103 @@ import time
 from pathlib import Path
 
 import numpy as np
-from modAL.models import ActiveLearner
 
-from _protocol import CIFAR10, ROOT, add_protocol_arguments, curve_area
-from modal_vlm import ClipPromptClassifier, get_strategy
+from _protocol import CIFAR10, OFFLINE_MODEL, ROOT, curve_area
+from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier, get_strategy
 from modal_vlm.datasets import load_image_folder
+from modal_vlm.experiment import run_active_learning
 
-STRATEGIES = {  # in the order they run: the main comparison first
-    "random": ("random", {}),
-    "entropy": ("entropy", {}),
-    "cec": ("cec", {}),
-    "margin": ("margin", {}),
-    "coreset": ("coreset", {}),
-    "badge": ("badge", {}),
-    "entropy+pcb": ("entropy+pcb", {}),
+ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters); in run order
+    "random": ("random", {}, {}),
+    "cec": ("cec", {}, {}),
+    "entropy": ("entropy", {}, {}),
+    "margin": ("margin", {}, {}),
+    "coreset": ("coreset", {}, {}),
+    "badge": ("badge", {}, {}),
+    "cb": ("cb", {}, {}),
+    "cbsq": ("cbsq", {}, {}),
+    "entropy+pcb": ("entropy+pcb", {}, {}),
+    "margin+pcb": ("margin+pcb", {}, {}),
+    "coreset+pcb": ("coreset+pcb", {}, {}),
+    "badge+pcb": ("badge+pcb", {}, {}),
+    "random+pcb": ("random+pcb", {}, {}),
     # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering (= cec).
-    "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}),
-    "cec: + neighbours": ("cec", {"clustering": False}),
-    "random+pcb": ("random+pcb", {}),
-    "margin+pcb": ("margin+pcb", {}),
-    "coreset+pcb": ("coreset+pcb", {}),
-    "badge+pcb": ("badge+pcb", {}),
-    # CoOp's random context vs. one initialised from "a photo of a" (the zero-shot prompt):
-    # does a prompt that starts at zero-shot keep the early rounds above it?
-    "cec, ctx 'a photo of a'": ("cec", {}, {"ctx_init": "a photo of a"}),
-    "random, ctx 'a photo of a'": ("random", {}, {"ctx_init": "a photo of a"}),
+    "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}, {}),
+    "cec: + neighbours": ("cec", {"clustering": False}, {}),
+    # CEC's within-cluster rule and candidate set, which the spec leaves open.
+    "cec, most uncertain member": ("cec", {"selection": "most_uncertain"}, {}),
+    "cec, candidates 10 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 10}, {}),
+    "cec, candidates 3 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 3}, {}),
+    # The field's reference learner in the same loop.
+    "cec, CoOp protocol learner": ("cec", {}, COOP_PROTOCOL),
+    "random, CoOp protocol learner": ("random", {}, COOP_PROTOCOL),
 }
+
+
+def strategy_of(name):
+    strategy_name, params, _ = ARMS[name]
+    strategy = get_strategy(strategy_name)
+    return functools.partial(strategy, **params) if params else strategy
 
 
 def run(name, seed, data, args):
     X_pool, y_pool, X_test, y_test, names = data
-    strategy_name, params, classifier_params = (*STRATEGIES[name], {})[:3]
-    strategy = get_strategy(strategy_name)
-    clf = ClipPromptClassifier(names, model_name="conse-efficientnet-lite0-minilm", image_size=args.image_size,
-                               max_epochs=args.epochs, random_state=seed, verbose=0, cache_dir=args.cache_dir,
-                               **classifier_params)
-    learner = ActiveLearner(estimator=clf, query_strategy=strategy)
-    rng = np.random.RandomState(seed)
-    pool = np.arange(len(y_pool))
-    accuracies = [float(np.mean(learner.predict(X_test) == y_test))]  # round 0: zero-shot
-    seconds = {"query": 0.0, "train": 0.0}
-    for round_ in range(1, args.rounds + 1):
-        start = time.perf_counter()
-        if round_ == 1:
-            idx = rng.choice(len(pool), len(names), replace=False)
-        else:
-            idx = strategy(learner, X_pool[pool], len(names), random_state=rng, return_metrics=True, **params)[0]
-        seconds["query"] += time.perf_counter() - start
-        start = time.perf_counter()
-        learner.teach(X_pool[pool[idx]], y_pool[pool[idx]])
-        seconds["train"] += time.perf_counter() - start
-        pool = np.delete(pool, idx)
-        accuracies.append(float(np.mean(learner.predict(X_test) == y_test)))
-    labeled = np.bincount(learner.y_training, minlength=len(names))
-    return {"strategy": name, "seed": seed, "accuracy": accuracies, "class_counts": labeled.tolist(),
-            "seconds": seconds}
+    clf = ClipPromptClassifier(names, **{"model_name": args.model, "image_size": args.image_size,
+                                         "verbose": 0, "cache_dir": args.cache_dir, **ARMS[name][2]})
+    records = run_active_learning(clf, strategy_of(name), X_pool, y_pool, X_test, y_test,
+                                  rounds=args.rounds, budget=len(names), random_state=seed)
+    return {"strategy": name, "seed": seed, "accuracy": [r["accuracy"] for r in records],
+            "class_counts": records[-1]["class_counts"],
+            "pseudo_labeled": sum(len(r.get("pseudo_labeled", [])) for r in records),
+            "pseudo_correct": sum(r.get("pseudo_correct", 0) for r in records),
+            "seconds": {phase: sum(r["seconds"][phase] for r in records)
+                        for phase in ("encode", "query", "train", "evaluate")}}
+
+
+def _mean_std(values):
+    values = np.asarray(values)
+    return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
 def table(results, args):
+    names = list(dict.fromkeys(r["strategy"] for r in results))
+    by_seed = {(r["strategy"], r["seed"]): r for r in results}
     lines = [
-        f"Offline reference model (ConSE, {args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
+        f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
         f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels (round 1 random), "
-        f"CoOp 16 class-specific contexts, {args.epochs} epochs per round, seeds {args.seeds}.",
+        f"`ClipPromptClassifier` defaults unless the arm says otherwise, seeds {args.seeds}.",
         "",
         "Command: `python benchmarks/bench_strategies.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
-        "Area under curve: mean accuracy over rounds 1..8 (trapezoids). \"min over rounds - zero-shot\": "
-        "the lowest accuracy of rounds 1..8 minus zero-shot, averaged over seeds (negative: the run "
-        "falls below zero-shot at some budget).",
+        "Area under curve: mean accuracy over rounds 1..8 (trapezoids). \"min - zero-shot\": the lowest "
+        "accuracy of rounds 1..8 minus zero-shot, averaged over seeds (negative: the run falls below "
+        "zero-shot at some budget). \"vs random\": per-seed paired difference of the final accuracy "
+        "(mean, and the seeds where it is > 0). \"train s\": training seconds per run (8 rounds).",
         "",
-        "| strategy | zero-shot | final accuracy | area under curve | min over rounds - zero-shot | classes labeled |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| strategy | zero-shot | final accuracy | area under curve | min - zero-shot | final vs random "
+        "| seeds > random | classes labeled | pseudo-labels (correct) | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in dict.fromkeys(r["strategy"] for r in results):
+    for name in names:
         runs = [r for r in results if r["strategy"] == name]
         acc = np.array([r["accuracy"] for r in runs])
-        final, area = acc[:, -1], np.array([curve_area(a) for a in acc])
-        dip = (acc[:, 1:].min(1) - acc[:, 0])
+        area = [curve_area(a) for a in acc]
+        dip = acc[:, 1:].min(1) - acc[:, 0]
+        paired = [r["accuracy"][-1] - by_seed[("random", r["seed"])]["accuracy"][-1]
+                  for r in runs if ("random", r["seed"]) in by_seed]
+        vs_random = f"{np.mean(paired):+.3f} | {sum(d > 0 for d in paired)}/{len(paired)}" \
+            if paired and name != "random" else "| "
         classes = np.mean([np.count_nonzero(r["class_counts"]) for r in runs])
-        lines.append(f"| {name} | {acc[:, 0].mean():.3f} | {final.mean():.3f} ± {final.std():.3f} | "
-                     f"{area.mean():.3f} ± {area.std():.3f} | {dip.mean():+.3f} | {classes:.1f} |")
+        pseudo = sum(r["pseudo_labeled"] for r in runs)
+        pseudo_text = f"{pseudo / len(runs):.0f} ({sum(r['pseudo_correct'] for r in runs) / max(pseudo, 1):.0%})" \
+            if pseudo else ""
+        train = np.mean([r["seconds"]["train"] for r in runs])
+        lines.append(f"| {name} | {acc[:, 0].mean():.3f} | {_mean_std(acc[:, -1])} | {_mean_std(area)} | "
+                     f"{dip.mean():+.3f} | {vs_random} | {classes:.1f} | {pseudo_text} | {train:.0f} |")
     rounds = range(args.rounds + 1)
-    lines += ["", "Mean accuracy per round (round 0: zero-shot; labels = 10 x round):", "",
+    lines += ["", "Mean accuracy per round (round 0: zero-shot; oracle labels = 10 x round):", "",
               "| strategy | " + " | ".join(str(r) for r in rounds) + " |",
               "|---|" + "---:|" * len(rounds)]
-    for name in dict.fromkeys(r["strategy"] for r in results):
+    for name in names:
         acc = np.array([r["accuracy"] for r in results if r["strategy"] == name]).mean(0)
         lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc) + " |")
     return "\n".join(lines) + "\n"
@@ -115,8 +134,15 @@ def table(results, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    add_protocol_arguments(parser, cache_dir=".cache")
+    parser.add_argument("--strategies", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--model", default=OFFLINE_MODEL)
+    parser.add_argument("--pool-per-class", type=int, default=150)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"),
+                        help="image embeddings kept on disk between runs")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in the JSON file beside --out and run only the others")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "strategies.md"))
@@ -127,7 +153,8 @@ def main():
     data = (X_pool, y_pool, X_test, y_test, names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.with_suffix(".json").read_text()) if args.resume and out.with_suffix(".json").exists() else []
+    store = out.with_suffix(".json")
+    results = json.loads(store.read_text()) if args.resume and store.exists() else []
     done = {(r["strategy"], r["seed"]) for r in results}
     for name in args.strategies:
         for seed in args.seeds:
@@ -137,7 +164,7 @@ def main():
             results.append(run(name, seed, data, args))
             print(f"{name} seed {seed}: final {results[-1]['accuracy'][-1]:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-            out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+            store.write_text(json.dumps(results, indent=1))
             out.write_text(table(results, args))
     out.write_text(table(results, args))
     print(table(results, args))
