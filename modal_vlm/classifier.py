@@ -13,10 +13,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.callbacks import BatchScoring, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from skorch.dataset import Dataset
+from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score
-from sklearn.utils import check_random_state
+from sklearn.utils import TransformerTags, check_random_state
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Subset
 
@@ -127,7 +128,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         over the labeled samples.
     lr : float, default=0.002
         Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 by default,
-        set through ``optimizer__momentum`` and ``optimizer__weight_decay``) after the
+        set through ``optimizer__momentum`` and ``optimizer__weight_decay``; another
+        ``optimizer`` starts from its own defaults) after the
         warm-up, annealed by CoOp's cosine schedule: ``lr * (1 + cos(pi * t / max_epochs)) / 2``
         in the ``t``-th epoch after the warm-up (0 is valid: only the warm-up trains). Every
         ``fit`` and ``partial_fit`` runs the whole schedule from the current prompt (see
@@ -225,7 +227,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
                  unlabeled_batch_size=64, **kwargs):
-        super().__init__(**{**SKORCH_DEFAULTS, **kwargs}, max_epochs=max_epochs, lr=lr,
+        defaults = SKORCH_DEFAULTS
+        if kwargs.get("optimizer", torch.optim.SGD) is not torch.optim.SGD:  # SGD's settings stay SGD's
+            defaults = {k: v for k, v in SKORCH_DEFAULTS.items() if not k.startswith("optimizer__")}
+        super().__init__(**{**defaults, **kwargs}, max_epochs=max_epochs, lr=lr,
                          batch_size=batch_size, device=device, warm_start=warm_start, verbose=verbose)
         self.class_names = class_names
         self.model_name = model_name
@@ -430,10 +435,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ``ValueError`` for unknown names, mixed kinds and non-integer numbers."""
         # A list keeps its elements' types (np.asarray would turn [name, 1] into strings).
         y = np.array(y, dtype=object) if isinstance(y, (list, tuple)) else np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column vector (check_data warns)
+            y = y.ravel()
         if y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
             return y.astype(np.int64)
         if y.dtype.kind not in "USO":
-            raise ValueError(f"y must hold entries of class_names or integer indices into it, got dtype {y.dtype}.")
+            kind = "continuous values" if y.dtype.kind == "f" else f"dtype {y.dtype}"
+            raise ValueError(f"Unknown label type: y must hold entries of class_names or integer indices into it, "
+                             f"got {kind}.")
         lookup = {name: i for i, name in enumerate(self.class_names)}
         is_name = np.array([isinstance(v, str) for v in y.ravel()], dtype=bool).reshape(y.shape)
         numbers = y[~is_name]
@@ -448,7 +457,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if not is_name.any():  # an object array (or a list) of numbers
             numbers = np.asarray(y.tolist())
             if numbers.dtype.kind in "OUS":
-                raise ValueError("y must hold entries of class_names or integer indices into it.")
+                raise ValueError("Unknown label type: y must hold entries of class_names or integer indices into it.")
             return self._label_indices(numbers)
         return np.array([lookup[v] if isinstance(v, str) else UNLABELED for v in y.ravel()],
                         dtype=np.int64).reshape(y.shape)
@@ -482,10 +491,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
         tags.input_tags.two_d_array = False
         tags.input_tags.one_d_array = tags.input_tags.three_d_array = tags.input_tags.string = True
         tags.classifier_tags.poor_score = True  # a frozen image encoder: no promise on toy data
-        if tags.transformer_tags is None:  # transform() gives float32 embeddings
-            from sklearn.utils import TransformerTags
-
-            tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        # transform() gives the embeddings, float32 whatever the input: a classifier with a
+        # transform, not a scikit-learn transformer (no fit_transform, no set_output).
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     @classmethod
@@ -499,7 +507,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         # not ending in "_", bookkeeping included (_params_to_validate); here: the
         # constructor's parameters and the nested ones that are set (optimizer__momentum...).
         nested = [k for k in vars(self) if "__" in k and not k.startswith("_") and not k.endswith("_")]
-        return sorted({*self._constructor_defaults(), *nested})
+        return sorted({*_signature_defaults(NeuralNet.__init__, NeuralNetClassifier.__init__, type(self).__init__),
+                       *nested})
 
     def _get_params_callbacks(self, deep=True):
         # The built-in callbacks (timer, schedule, scores, progress bar, log) are set through
@@ -540,6 +549,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         learning rate, batch size or epoch count out of range, or a ``classes`` that is not
         ``class_names`` or its indices."""
         self.check_training_params()
+        self.check_skorch_params()
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"Unknown fit_mode {self.fit_mode!r}; use one of {FIT_MODES}.")
         if self.train_visual_norm not in ("auto", True, False):
@@ -548,7 +558,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
 
     def check_training_params(self):
-        """Raise ``ValueError`` for rates, batch sizes, epoch counts or ``classes`` out of range."""
+        """Raise ``ValueError`` for learning rates, batch sizes or epoch counts out of range."""
         for name in ("lr", "warmup_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
@@ -561,6 +571,18 @@ class ClipPromptClassifier(NeuralNetClassifier):
                     not (value >= low or (allow_all and value == -1)):
                 rule = {None: ">= 0", True: ">= 1, or -1 for all samples in one batch", False: ">= 1"}[allow_all]
                 raise ValueError(f"{name} must be an integer {rule}, got {value!r}.")
+
+    def check_skorch_params(self):
+        """Raise ``ValueError`` for a ``classes`` other than ``class_names`` or its indices, or
+        scoring callbacks without skorch's prediction cache."""
+        # Scoring callbacks score the predictions cached during the epoch (skorch's default);
+        # without the cache they would need the targets of a skorch Dataset, which the
+        # training samples (embeddings with UEO's weights) are not.
+        scoring = [cb for cb in self._user_callbacks() if isinstance(cb, (EpochScoring, BatchScoring))]
+        if any(not (cb.use_caching if self.use_caching == "auto" else self.use_caching) for cb in scoring) or (
+                self.use_caching is False and self.train_split is not None):
+            raise ValueError("Scoring callbacks need use_caching=True (skorch's default) here: they score the "
+                             "predictions cached during training.")
         if self.classes is not None:
             given = list(np.asarray(self.classes).tolist())
             if given not in (list(self.class_names), list(range(len(self.class_names)))):
@@ -621,12 +643,16 @@ class ClipPromptClassifier(NeuralNetClassifier):
             ("progress_bar", EpochProgressBar()),
             ("print_log", PrintLog(sink=self._print_log)),
         ]
-        user = self.callbacks if isinstance(self.callbacks, (list, tuple)) else []
         if any(isinstance(cb, LRScheduler) or (isinstance(cb, type) and issubclass(cb, LRScheduler))
-               for cb in (c[1] if isinstance(c, tuple) else c for c in user)):
+               for cb in self._user_callbacks()):
             # a user's schedule replaces CoOp's rather than stacking on it
             callbacks = [item for item in callbacks if item[0] != "lr_scheduler"]
         return callbacks
+
+    def _user_callbacks(self) -> list:
+        """The callbacks (instances or classes) given in ``callbacks``, without their names."""
+        user = self.callbacks if isinstance(self.callbacks, (list, tuple)) else []
+        return [item[1] if isinstance(item, (tuple, list)) else item for item in user]
 
     def _print_log(self, text):
         if self.verbose >= 2:
@@ -643,8 +669,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if n == 0:
             raise ValueError("X is empty: fit needs at least one labeled image.")
         if y is None:
-            raise ValueError("y is required: entries of class_names or indices into it.")
+            raise ValueError("ClipPromptClassifier requires y to be passed, but the target y is None "
+                             "(entries of class_names or indices into it).")
         given, y = y, np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column vector, as scikit-learn accepts it
+            warnings.warn("A column-vector y was passed when a 1d array was expected; it is used as "
+                          "y.ravel().", DataConversionWarning, stacklevel=3)
+            given = y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be 1-d, got shape {y.shape}.")
         if len(y) != n:
@@ -677,6 +708,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
 
     def get_iterator(self, dataset, training=False):
+        self.check_training_params()  # batch sizes may have changed since fit (set_params)
         if not training:
             return super().get_iterator(dataset, training=training)
         # One batching rule for every fit mode (labeled batches, joined by unlabeled ones in
@@ -770,8 +802,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         y : array-like of shape (n_samples,)
             Entries of ``class_names`` or indices into it (-1: unlabeled, UEO modes).
         classes : array-like, optional
-            scikit-learn's list of all classes; if given it must be ``class_names`` or
-            ``range(len(class_names))`` in any order.
+            scikit-learn's list of the classes ``y`` may hold; if given, entries of
+            ``class_names`` or indices into it (predictions still cover every class).
         **fit_params
             Passed on to skorch's ``partial_fit``.
 
@@ -783,12 +815,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Raises
         ------
         ValueError
-            ``classes`` naming other classes, or invalid ``X`` / ``y`` (as in ``fit``).
+            ``classes`` naming classes outside ``class_names``, or invalid ``X`` / ``y`` (as
+            in ``fit``).
         """
-        if classes is not None and sorted(map(str, np.asarray(classes).tolist())) not in (
-                sorted(self.class_names), sorted(map(str, range(len(self.class_names))))):
-            raise ValueError(f"classes={list(classes)!r} does not match class_names {list(self.class_names)!r} "
-                             "(or their indices).")
+        if classes is not None:
+            given = set(np.asarray(classes).tolist())
+            if not (given <= set(self.class_names) or given <= set(range(len(self.class_names)))):
+                raise ValueError(f"classes={sorted(map(str, given))} are not all in class_names "
+                                 f"{list(self.class_names)!r} (or their indices).")
         with self._labels_of(y):
             if y is not None and not isinstance(X, TorchDataset):
                 self.check_data(X, y)

@@ -25,8 +25,6 @@ class TrainingSet(Dataset):
     The target is the plain label, as skorch's scoring callbacks and splits expect it
     (``EpochScoring``, ``ValidSplit``); UEO's weight travels with the input, and
     :meth:`~modal_vlm.ClipPromptClassifier.infer` hands only ``"x"`` to the module.
-    ``X`` and ``y`` are the inputs and the labels, which skorch reads from a dataset
-    (and from a ``Subset`` of one).
 
     Parameters
     ----------
@@ -53,14 +51,6 @@ class TrainingSet(Dataset):
         if self.transform is not None:
             x = x.to_tensor(self.transform)
         return {"x": x, "weight": self.weights[i]}, self.labels[i]
-
-    @property
-    def X(self):
-        return self.inputs
-
-    @property
-    def y(self):
-        return self.labels
 
 
 class SemiSupervisedBatchSampler(Sampler):

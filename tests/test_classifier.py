@@ -121,7 +121,7 @@ def test_pickle_round_trip_predicts_the_same(make_clf, images):
     (["cat", "dog", "cow"] * 4, r"Unknown labels \['cow'\]"),
     (["cat", 1, "car"] * 4, "mixes class names with numbers"),
     ([0.5, 1, 2] * 4, "integer indices"),
-    ([[0]] * 12, "1-d"),
+    ([[0, 1]] * 12, "1-d"),
 ])
 def test_bad_labels_are_rejected(make_clf, images, y, match):
     X, _ = images
