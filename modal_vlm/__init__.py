@@ -9,8 +9,10 @@ from .backbones import create_backbone, get_backbone, list_backbones, register_b
 from .cache import clear_memory_cache
 from .classifier import ClipPromptClassifier
 from .compat import patch_modal
+from .committee import prompt_committee
 from .strategies import (badge_query, cec_query, coreset_query, entropy_query, get_strategy,
-                         least_confidence_query, list_strategies, margin_query, pcb, random_query)
+                         least_confidence_query, list_strategies, margin_query, on_embeddings, pcb, random_query,
+                         ranked_batch_query)
 
 patch_modal()
 
@@ -30,8 +32,11 @@ __all__ = [
     "list_backbones",
     "list_strategies",
     "margin_query",
+    "on_embeddings",
     "patch_modal",
     "pcb",
+    "prompt_committee",
     "random_query",
+    "ranked_batch_query",
     "register_backbone",
 ]

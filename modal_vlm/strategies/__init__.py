@@ -22,6 +22,7 @@ from __future__ import annotations
 from .badge import badge_query
 from .cec import cec_query
 from .coreset import coreset_query
+from .on_embeddings import on_embeddings, ranked_batch_query
 from .pcb import pcb
 from .random import random_query
 from .uncertainty import entropy_query, least_confidence_query, margin_query
@@ -34,6 +35,7 @@ _STRATEGIES = {
     "coreset": coreset_query,
     "badge": badge_query,
     "cec": cec_query,
+    "ranked_batch": ranked_batch_query,
 }
 
 
@@ -56,9 +58,9 @@ def list_strategies(pcb_variants: bool = False) -> list[str]:
     Examples
     --------
     >>> list_strategies()
-    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec']
+    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec', 'ranked_batch']
     >>> list_strategies(pcb_variants=True)[-1]
-    'badge+pcb'
+    'ranked_batch+pcb'
     """
     names = list(_STRATEGIES)
     return names + [f"{n}+pcb" for n in names if n != "cec"] if pcb_variants else names
@@ -103,4 +105,5 @@ def get_strategy(name: str):
 
 
 __all__ = ["badge_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
-           "least_confidence_query", "list_strategies", "margin_query", "pcb", "random_query"]
+           "least_confidence_query", "list_strategies", "margin_query", "on_embeddings", "pcb", "random_query",
+           "ranked_batch_query"]
