@@ -227,7 +227,6 @@ def main(argv=None) -> int:
                              ("modAL-python", "scikit-learn", "pandas", "numpy", "scipy", "skorch"))
         command = "python tools/run_modal_suite.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         header = [
-            "# modAL's own test suite on the resolved stack", "",
             f"modAL's `tests/{SUITE}.py` ({len(tests)} tests, from modAL {checkout_version(repo)}'s "
             f"repository) run against the installed modAL package. "
             f"Python {platform.python_version()}, {versions}. Columns: nothing of modal-vlm, then the "
