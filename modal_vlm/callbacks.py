@@ -15,6 +15,17 @@ class WarmupCosine:
     warm-up, as in CoOp's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR``. Rates
     are absolute, so ``lr=0`` is valid (no training after the warm-up).
 
+    Parameters
+    ----------
+    lr : float
+        Rate at the start of the cosine.
+    max_epochs : int
+        Length of the cosine period, ``T`` in ``cos(pi * t / T)``.
+    warmup_epochs : int, default=1
+        Epochs at ``warmup_lr`` first.
+    warmup_lr : float, default=1e-5
+        Rate during the warm-up.
+
     Examples
     --------
     >>> f = WarmupCosine(lr=0.002, max_epochs=4, warmup_epochs=1, warmup_lr=1e-5)
