@@ -90,7 +90,7 @@ def table(results, args):
         f"{args.pool_per_class}/class (class order), test {args.test_per_class}/class, {args.rounds} rounds x 10 "
         f"labels, CoOp 16 class-specific contexts, {args.epochs} epochs per round, seeds {args.seeds}.",
         "",
-        "Command: `python benchmarks/bench_committee.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
+        "Command: `" + shlex.join(["python", "benchmarks/bench_committee.py", *sys.argv[1:]]) + "` (2-core CPU). "
         "Zero-shot disagreement: fraction of the pool on which the members' zero-shot votes differ. "
         "Accuracy: modAL's consensus prediction (`Committee.predict`).",
         "",

@@ -10,8 +10,6 @@ batch-mode sampling so adapted.
 """
 from __future__ import annotations
 
-import functools
-
 from ._pool import prepare
 from ._result import query_result, split_result
 
@@ -76,15 +74,14 @@ def on_embeddings(modal_strategy):
     >>> len(set(picks.tolist()))
     3
     """
-    @functools.wraps(modal_strategy)
     def strategy(classifier, X_pool, n_instances=1, *, random_state=None, return_metrics=False, **params):
         pool, n_instances, _ = prepare(classifier, X_pool, n_instances, random_state)
         learner = EmbeddingLearner(pool)
         indices, _ = split_result(modal_strategy(learner, learner.features, n_instances=n_instances, **params))
         return query_result(indices, {}, return_metrics)
 
-    strategy.__name__ = f"{modal_strategy.__name__}_on_embeddings"
-    strategy.__qualname__ = strategy.__name__
+    strategy.__name__ = strategy.__qualname__ = f"{modal_strategy.__name__}_on_embeddings"
+    strategy.__doc__ = f"modAL's ``{modal_strategy.__name__}`` on the image embeddings (see ``on_embeddings``)."
     return strategy
 
 
