@@ -39,7 +39,7 @@ Settings:
   (its model stays as in the previous round). The UEO arm's unlabeled data is the whole
   remaining pool (known + unknown images). Test: 600 known + 400 unknown test images; accuracy
   over the known-class test images, AUROC (and FPR at 95 % TPR) of known (positive) vs unknown
-  test images from ``predict_ood_score`` (max softmax probability, higher = known).
+  test images from ``score_samples`` (max softmax probability, higher = known).
 
 Reported per round (0 = zero-shot, 1..8): accuracy mean ± std over seeds (open: AUROC too,
 and wasted labels); final accuracy, area under the curve (mean accuracy over rounds 1..8,
@@ -202,7 +202,7 @@ def table(results, header):
         lines.append("")
         lines += _per_round(by_arm, "accuracy", f"Accuracy per round ({'known-class test images' if setting == 'open' else 'test set'}; r0 = zero-shot), mean ± std over seeds:")
         if setting == "open":
-            lines += _per_round(by_arm, "auroc", "AUROC known vs unknown test images per round (predict_ood_score = max softmax probability), mean ± std over seeds:")
+            lines += _per_round(by_arm, "auroc", "AUROC known vs unknown test images per round (score_samples = max softmax probability), mean ± std over seeds:")
             lines += _per_round(by_arm, "fpr_at_95_tpr", "FPR at 95 % TPR per round, mean ± std over seeds:")
             lines += _per_round(by_arm, "wasted", "Labels spent on unknown-class images per round (of 6), mean ± std over seeds:", digits=1)
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ Here six CIFAR-10 classes are *known* (named to the model) and four are *unknown
 images of the known classes are labeled; the rest of the pool, unknown classes included, is unlabeled
 (``y == -1``). We compare plain prompt tuning on the labels with ``fit_mode="ueo"`` on
 labels plus pool, on the test accuracy over known classes and on the OOD detection of the
-unknown ones (:meth:`~modal_vlm.ClipPromptClassifier.predict_ood_score`).
+unknown ones (:meth:`~modal_vlm.ClipPromptClassifier.score_samples`, higher = more likely known).
 """
 
 # %%
@@ -70,7 +70,7 @@ ueo = ClipPromptClassifier(split.known_classes, fit_mode="ueo", train_visual_nor
 # likely known).
 scores = {}
 for name, clf in [("labels only", supervised), ("UEO", ueo)]:
-    scores[name] = clf.predict_ood_score(split.X_test)
+    scores[name] = clf.score_samples(split.X_test)
     metrics = evaluate_open_set(split.y_test, clf.predict(split.X_test), scores[name])
     print(f"{name:>11}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 

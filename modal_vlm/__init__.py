@@ -31,9 +31,12 @@ _EXPORTS = {
     "list_backbones": "backbones",
     "list_strategies": "strategies",
     "margin_query": "strategies",
+    "on_embeddings": "strategies",
     "patch_modal": "compat",
     "pcb": "strategies",
+    "prompt_committee": "committee",
     "random_query": "strategies",
+    "ranked_batch_query": "strategies",
     "register_backbone": "backbones",
 }
 

@@ -8,17 +8,28 @@ from tqdm.auto import tqdm
 
 
 class WarmupCosine:
-    """Learning-rate factor per epoch: constant warm-up, then cosine annealing (CoOp).
+    """Learning rate per epoch: constant warm-up, then cosine annealing (CoOp).
 
     The first ``warmup_epochs`` epochs run at ``warmup_lr``; then the rate follows
     ``lr * 0.5 * (1 + cos(pi * t / max_epochs))`` with ``t`` counted from the end of the
-    warm-up, as in CoOp's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR``.
-    Used as ``lr_lambda`` of ``torch.optim.lr_scheduler.LambdaLR``.
+    warm-up, as in CoOp's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR``. Rates
+    are absolute, so ``lr=0`` is valid (no training after the warm-up).
+
+    Parameters
+    ----------
+    lr : float
+        Rate at the start of the cosine.
+    max_epochs : int
+        Length of the cosine period, ``T`` in ``cos(pi * t / T)``.
+    warmup_epochs : int, default=1
+        Epochs at ``warmup_lr`` first.
+    warmup_lr : float, default=1e-5
+        Rate during the warm-up.
 
     Examples
     --------
     >>> f = WarmupCosine(lr=0.002, max_epochs=4, warmup_epochs=1, warmup_lr=1e-5)
-    >>> [round(f(e) * 0.002, 6) for e in range(4)]
+    >>> [round(f(e), 6) for e in range(4)]
     [1e-05, 0.002, 0.001707, 0.001]
     """
 
@@ -28,9 +39,53 @@ class WarmupCosine:
 
     def __call__(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
-            return self.warmup_lr / self.lr
+            return self.warmup_lr
         t = epoch - self.warmup_epochs
-        return 0.5 * (1.0 + math.cos(math.pi * t / self.max_epochs))
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * t / self.max_epochs))
+
+
+class WarmupCosineLR(Callback):
+    """:class:`WarmupCosine` as the learning-rate schedule of a skorch net, restarted by every
+    training run.
+
+    Each ``fit`` and each ``partial_fit`` (or ``warm_start`` fit) runs the whole schedule,
+    warm-up included, from the net's current ``lr``, ``max_epochs``, ``warmup_epochs`` and
+    ``warmup_lr``: continuing training is a warm restart, never the cosine continued past
+    its end. At the start of every epoch each parameter group gets the scheduled rate times
+    its own ratio to ``lr`` (1 unless set through ``optimizer__param_groups``); the rate is
+    recorded in the history as ``"lr"``.
+
+    Examples
+    --------
+    >>> from modal_vlm import ClipPromptClassifier
+    >>> import numpy as np
+    >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", max_epochs=3,
+    ...                            lr=0.01, verbose=0, random_state=0)
+    >>> X = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    >>> [round(lr, 5) for lr in clf.fit(X, [0, 1]).history[:, "lr"]]
+    [1e-05, 0.01, 0.0075]
+    >>> [round(lr, 5) for lr in clf.partial_fit(X, [0, 1]).history[-3:, "lr"]]
+    [1e-05, 0.01, 0.0075]
+    """
+
+    #: Key of a parameter group that holds its ratio to the net's ``lr``.
+    SCALE_KEY = "lr_scale"
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.schedule_ = WarmupCosine(net.lr, net.max_epochs, net.warmup_epochs, net.warmup_lr)
+        self.epoch_ = 0
+        for group in net.optimizer_.param_groups:
+            # Read once from a new optimizer, whose groups still hold their initial rates.
+            group.setdefault(self.SCALE_KEY, group["lr"] / net.lr if net.lr else 1.0)
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        rate = self.schedule_(self.epoch_)
+        for group in net.optimizer_.param_groups:
+            group["lr"] = rate * group[self.SCALE_KEY]
+        net.history.record("lr", rate)
+
+    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.epoch_ += 1
 
 
 class EpochProgressBar(Callback):

@@ -6,21 +6,27 @@ import contextlib
 import copy
 import hashlib
 import inspect
+import reprlib
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
-from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch import NeuralNet, NeuralNetClassifier
+from skorch.callbacks import BatchScoring, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from skorch.dataset import Dataset
 from skorch.utils import get_map_location
-from sklearn.utils import check_random_state
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import accuracy_score
+from sklearn.utils import TransformerTags, check_random_state
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Subset
 
 from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .compat import patch_modal
-from .callbacks import EpochProgressBar, WarmupCosine
+from .callbacks import EpochProgressBar, WarmupCosineLR
 from .encoding import encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
@@ -50,6 +56,64 @@ COOP_PROTOCOL = {
     "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4,
 }
 
+#: skorch parameters whose default here differs from skorch's (CoOp's recipe).
+SKORCH_DEFAULTS = {
+    "module": PromptedCLIP,
+    "criterion": torch.nn.CrossEntropyLoss,
+    "optimizer": torch.optim.SGD,
+    "optimizer__momentum": 0.9,
+    "optimizer__weight_decay": 5e-4,
+    "train_split": None,
+}
+
+
+def _signature_defaults(*functions) -> dict:
+    """Named parameters of ``functions`` with their defaults (later functions win)."""
+    defaults = {}
+    for function in functions:
+        for name, param in inspect.signature(function).parameters.items():
+            if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                defaults[name] = param.default
+    return defaults
+
+
+class _ParamRepr(reprlib.Repr):
+    """Short reprs of parameter values: long lists cut, classes and functions by name,
+    skorch callbacks as ``Name(changed parameters)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlist = self.maxtuple = 6
+        self.maxstring, self.maxother = 60, 120
+
+    def repr_type(self, obj, level):
+        return f"{obj.__module__}.{obj.__qualname__}"
+
+    repr_function = repr_type
+
+    def repr_instance(self, obj, level):
+        if type(obj).__repr__ is object.__repr__ and hasattr(obj, "get_params"):
+            defaults = _signature_defaults(type(obj).__init__)
+            changed = {k: v for k, v in obj.get_params(deep=False).items()
+                       if k not in defaults or repr(v) != repr(defaults[k])}
+            args = ", ".join(f"{k}={self.repr1(v, level - 1)}" for k, v in changed.items())
+            return f"{type(obj).__name__}({args})"
+        return super().repr_instance(obj, level)
+
+
+def _dataset_labels(dataset) -> torch.Tensor:
+    """Labels of a :class:`TrainingSet`, or of a ``Subset`` of one (a ``train_split`` part)."""
+    if isinstance(dataset, Subset):
+        return _dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    return dataset.labels
+
+
+def _labeled_accuracy(net, X, y):
+    """Accuracy over the labeled samples (``y != -1``): the default ``valid_acc``."""
+    y = np.asarray(y)
+    labeled = y != UNLABELED
+    return float(np.mean(net._predict_indices(X)[labeled] == y[labeled])) if labeled.any() else float("nan")
+
 
 class ClipPromptClassifier(NeuralNetClassifier):
     """Prompt-tuned CLIP-like classifier (CoOp) with scikit-learn's and modAL's interface.
@@ -63,8 +127,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
     Parameters
     ----------
     class_names : list of str
-        The classes; ``y`` holds indices into this list and ``classes_`` is
-        ``arange(len(class_names))`` from the start.
+        The classes. ``y`` holds entries of this list or indices into it; predictions are
+        what ``fit`` was given (see ``classes_``).
     model_name : str, default="ViT-B-32"
         A backbone from :func:`modal_vlm.backbones.list_backbones`: any open_clip
         architecture, the offline reference model ``"conse-efficientnet-lite0-minilm"``, or
@@ -95,11 +159,17 @@ class ClipPromptClassifier(NeuralNetClassifier):
         over the labeled samples.
     lr : float, default=0.002
         Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 by default,
-        set through ``optimizer__momentum`` and ``optimizer__weight_decay``) after the
+        set through ``optimizer__momentum`` and ``optimizer__weight_decay``; another
+        ``optimizer`` starts from its own defaults) after the
         warm-up, annealed by CoOp's cosine schedule: ``lr * (1 + cos(pi * t / max_epochs)) / 2``
-        in the ``t``-th epoch after the warm-up.
+        in the ``t``-th epoch after the warm-up (0 is valid: only the warm-up trains). Every
+        ``fit`` and ``partial_fit`` runs the whole schedule from the current prompt (see
+        :class:`~modal_vlm.callbacks.WarmupCosineLR`); a ``skorch.callbacks.LRScheduler`` in
+        ``callbacks`` replaces it (the rate then starts at ``lr``), and
+        ``callbacks__lr_scheduler=None`` keeps ``lr`` constant.
     batch_size : int, default=32
-        Labeled samples per training step.
+        Labeled samples per training step (and images per prediction batch); -1 puts
+        them all in one batch, as in skorch.
     warmup_epochs : int, default=1
         Epochs at the constant ``warmup_lr`` before the cosine schedule starts (CoOp's
         recipe); 0 disables the warm-up.
@@ -141,13 +211,18 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Unlabeled samples per step in the UEO modes.
     **kwargs
         Any other skorch parameter (``optimizer``, ``optimizer__momentum``, ``callbacks``,
-        ``iterator_train__num_workers``...).
+        ``train_split``, ``iterator_train__num_workers``...). ``train_split=ValidSplit(...)``
+        holds out labeled samples and records ``valid_loss`` and ``valid_acc`` per epoch.
+        skorch's ``classes`` must be None, ``class_names`` (predictions are then names from
+        the start) or ``range(len(class_names))`` (always indices).
 
     Attributes
     ----------
-    classes_ : ndarray of int of shape (n_classes,)
-        ``arange(len(class_names))``, available before ``fit``: labels are indices into
-        ``class_names``.
+    classes_ : ndarray of shape (n_classes,)
+        The labels of ``predict``, in the order of ``predict_proba``'s columns: ``class_names``
+        after a ``fit`` whose ``y`` held names, else ``arange(len(class_names))`` (also
+        before any ``fit``); fixed by ``classes`` where given. ``score`` accepts either kind
+        of ``y``.
     module_ : PromptedCLIP
         The prompt learner with the frozen text tower (and, when ``train_visual_norm`` is
         in effect, the image encoder with its trainable normalisation layers). Created by
@@ -208,14 +283,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
                  unlabeled_batch_size=64, **kwargs):
-        defaults = {
-            "module": PromptedCLIP,
-            "criterion": torch.nn.CrossEntropyLoss,
-            "optimizer": torch.optim.SGD,
-            "optimizer__momentum": 0.9,
-            "optimizer__weight_decay": 5e-4,
-            "train_split": None,
-        }
+        defaults = SKORCH_DEFAULTS
+        if kwargs.get("optimizer", torch.optim.SGD) is not torch.optim.SGD:  # SGD's settings stay SGD's
+            defaults = {k: v for k, v in SKORCH_DEFAULTS.items() if not k.startswith("optimizer__")}
         super().__init__(**{**defaults, **kwargs}, max_epochs=max_epochs, lr=lr,
                          batch_size=batch_size, device=device, warm_start=warm_start, verbose=verbose)
         self.class_names = class_names
@@ -246,6 +316,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     @property
     def classes_(self):
+        if self.classes is not None:
+            return np.asarray(self.classes)
+        if getattr(self, "_labels_by_name", False):
+            return np.asarray(self.class_names)
         return np.arange(len(self.class_names))
 
     def transform(self, X) -> np.ndarray:
@@ -303,11 +377,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return encode_images(backbone, X, cache=EmbeddingCache(backbone.key, self.cache_dir),
                              batch_size=self.encode_batch_size, verbose=self.verbose)
 
-    def predict_ood_score(self, X) -> np.ndarray:
-        """In-distribution score: the maximum softmax probability over the known classes.
+    def score_samples(self, X) -> np.ndarray:
+        """In-distribution score, scikit-learn's outlier-detector convention: higher = more normal.
 
-        Higher means more likely one of ``class_names``; see
-        :func:`modal_vlm.metrics.ood_metrics` for AUROC and FPR at 95 % TPR.
+        The maximum softmax probability over the known classes: high for an image of one
+        of ``class_names``, low for an out-of-distribution one. ``-score_samples(X)`` is an
+        OOD score (higher = more likely unknown). :func:`modal_vlm.metrics.ood_metrics`
+        takes these scores as they are (AUROC and FPR at 95 % TPR).
 
         Parameters
         ----------
@@ -318,8 +394,38 @@ class ClipPromptClassifier(NeuralNetClassifier):
         -------
         ndarray of float32 of shape (n_samples,)
             Scores in ``[1 / n_classes, 1]``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", verbose=0)
+        >>> X = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+        >>> bool(np.all(clf.score_samples(X) == clf.predict_proba(X).max(axis=1)))
+        True
         """
         return self.predict_proba(X).max(axis=1)
+
+    def predict_ood_score(self, X) -> np.ndarray:
+        """Deprecated: use :meth:`score_samples` (the same values; higher = in-distribution).
+
+        The name suggested "higher = more out-of-distribution", the opposite of what it
+        returns. Removed in 0.3.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_samples,)
+            :meth:`score_samples`'s in-distribution scores.
+        """
+        warnings.warn("predict_ood_score is deprecated and will be removed in 0.3: it returns an "
+                      "in-distribution score (higher = more likely a known class). Use score_samples "
+                      "(the same values), or -score_samples for an out-of-distribution score.",
+                      FutureWarning, stacklevel=2)
+        return self.score_samples(X)
 
     def predict_proba_from_features(self, features) -> np.ndarray:
         """Class probabilities from embeddings returned by :meth:`transform`.
@@ -370,6 +476,141 @@ class ClipPromptClassifier(NeuralNetClassifier):
         with torch.no_grad():
             return self.module_.text_features().detach().cpu().numpy().astype(np.float32)
 
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels: entries of ``classes_`` (names after a fit on names).
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            ``classes_[predict_proba(X).argmax(axis=1)]``.
+        """
+        return self.classes_[self._predict_indices(X)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on ``(X, y)``; ``y`` may hold class names or indices, whatever ``fit`` had.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+        y : array-like of shape (n_samples,)
+            True labels: entries of ``class_names`` or indices into it.
+        sample_weight : array-like of shape (n_samples,), optional
+            Sample weights.
+
+        Returns
+        -------
+        float
+            The (weighted) fraction of correct predictions.
+        """
+        return float(accuracy_score(self._label_indices(y), self._predict_indices(X), sample_weight=sample_weight))
+
+    def _predict_indices(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def _label_indices(self, y) -> np.ndarray:
+        """``y`` as int64 indices into ``class_names`` (names looked up, -1 kept); raises
+        ``ValueError`` for unknown names, mixed kinds and non-integer numbers."""
+        # A list keeps its elements' types (np.asarray would turn [name, 1] into strings).
+        y = np.array(y, dtype=object) if isinstance(y, (list, tuple)) else np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column vector (check_data warns)
+            y = y.ravel()
+        if y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+            return y.astype(np.int64)
+        if y.dtype.kind not in "USO":
+            kind = "continuous values" if y.dtype.kind == "f" else f"dtype {y.dtype}"
+            raise ValueError(f"Unknown label type: y must hold entries of class_names or integer indices into it, "
+                             f"got {kind}.")
+        lookup = {name: i for i, name in enumerate(self.class_names)}
+        is_name = np.array([isinstance(v, str) for v in y.ravel()], dtype=bool).reshape(y.shape)
+        numbers = y[~is_name]
+        if is_name.any() and numbers.size and not all(
+                isinstance(v, (int, np.integer)) and v == UNLABELED for v in numbers):
+            raise ValueError("y mixes class names with numbers; use names (and -1 for unlabeled samples) "
+                             "or indices throughout.")
+        unknown = sorted({str(v) for v in y[is_name] if v not in lookup})
+        if unknown:
+            raise ValueError(f"Unknown labels {unknown[:10]}: y must hold entries of class_names "
+                             f"({len(self.class_names)} names) or indices into it.")
+        if not is_name.any():  # an object array (or a list) of numbers
+            numbers = np.asarray(y.tolist())
+            if numbers.dtype.kind in "OUS":
+                raise ValueError("Unknown label type: y must hold entries of class_names or integer indices into it.")
+            return self._label_indices(numbers)
+        return np.array([lookup[v] if isinstance(v, str) else UNLABELED for v in y.ravel()],
+                        dtype=np.int64).reshape(y.shape)
+
+    @contextlib.contextmanager
+    def _labels_of(self, y):
+        """Run a training call on ``y``: inside it, predictions (of scoring callbacks) are
+        indices, like the training targets; after a successful call ``classes_`` is
+        ``class_names`` if ``y`` held names; a failed call restores the previous state."""
+        y = np.asarray(y) if y is not None else None
+        by_name = y is not None and y.dtype.kind in "USO" and any(isinstance(v, str) for v in y.ravel())
+        had, previous = hasattr(self, "_labels_by_name"), getattr(self, "_labels_by_name", False)
+        self._labels_by_name = False
+        try:
+            yield
+        except BaseException:
+            if had:
+                self._labels_by_name = previous
+            else:
+                del self._labels_by_name
+            raise
+        self._labels_by_name = by_name
+
+    # -- scikit-learn conventions -----------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # zero-shot predictions before any label
+        # Images in: paths (1-d, strings), grey (n, H, W) and RGB (n, H, W, 3) pixel arrays,
+        # (n, 3, H, W) tensors; never a 2-d feature matrix.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = tags.input_tags.three_d_array = tags.input_tags.string = True
+        tags.classifier_tags.poor_score = True  # a frozen image encoder: no promise on toy data
+        # transform() gives the embeddings, float32 whatever the input: a classifier with a
+        # transform, not a scikit-learn transformer (no fit_transform, no set_output).
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        return tags
+
+    @classmethod
+    def _constructor_defaults(cls) -> dict:
+        """Every constructor parameter, this class's and skorch's, with its default here."""
+        skorch_params = _signature_defaults(NeuralNet.__init__, NeuralNetClassifier.__init__)
+        return {**skorch_params, **SKORCH_DEFAULTS, **_signature_defaults(cls.__init__)}
+
+    def _get_param_names(self):
+        # scikit-learn's get_params lists these. skorch's own version lists every attribute
+        # not ending in "_", bookkeeping included (_params_to_validate); here: the
+        # constructor's parameters and the nested ones that are set (optimizer__momentum...).
+        nested = [k for k in vars(self) if "__" in k and not k.startswith("_") and not k.endswith("_")]
+        return sorted({*_signature_defaults(NeuralNet.__init__, NeuralNetClassifier.__init__, type(self).__init__),
+                       *nested})
+
+    def _get_params_callbacks(self, deep=True):
+        # The built-in callbacks (timer, schedule, scores, progress bar, log) are set through
+        # this estimator's own parameters: get_params(deep=True) lists only a user's
+        # callbacks. set_params still reaches every one (callbacks__print_log=None).
+        builtin = {f"callbacks__{name}" for name, _ in self._default_callbacks}
+        return {key: value for key, value in super()._get_params_callbacks(deep=deep).items()
+                if "__".join(key.split("__")[:2]) not in builtin}
+
+    def __repr__(self):
+        defaults = self._constructor_defaults()
+        params = self.get_params(deep=False)
+        changed = {k: v for k, v in params.items()
+                   if k not in defaults or defaults[k] is inspect.Parameter.empty or repr(v) != repr(defaults[k])}
+        order = list(_signature_defaults(type(self).__init__))  # this class's own first, as in its signature
+        keys = sorted(changed, key=lambda k: (order.index(k) if k in order else len(order), k))
+        formatter = _ParamRepr()
+        return f"{type(self).__name__}({', '.join(f'{k}={formatter.repr(changed[k])}' for k in keys)})"
+
     # -- skorch hooks -----------------------------------------------------------------------
 
     def _seed(self):
@@ -388,7 +629,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def check_params(self):
         """Raise ``ValueError`` for an unknown parameter, an invalid ``template`` or
-        ``n_ctx``, an unknown ``fit_mode`` or an invalid UEO setting.
+        ``n_ctx``, an unknown ``fit_mode``, an invalid UEO setting, a learning rate, batch
+        size or epoch count out of range, or a ``classes`` that is not ``class_names`` or its
+        indices.
 
         Cheap: it loads nothing, so callers (the experiment runner) can validate settings
         before the backbone loads.
@@ -405,6 +648,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if self.ctx_init is None and (isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer))
                                       or self.n_ctx < 1):
             raise ValueError(f"n_ctx must be an integer >= 1, got {self.n_ctx!r}.")
+        self.check_training_params()
+        self.check_skorch_params()
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"Unknown fit_mode {self.fit_mode!r}; use one of {FIT_MODES}.")
         if self.train_visual_norm not in ("auto", True, False):
@@ -413,6 +658,40 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
         if not self.lambda_kg >= 0:
             raise ValueError(f"lambda_kg must be >= 0, got {self.lambda_kg!r}.")
+
+    def check_training_params(self):
+        """Raise ``ValueError`` for learning rates, batch sizes or epoch counts out of range."""
+        for name in ("lr", "warmup_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+        for name, allow_all in (("batch_size", True), ("unlabeled_batch_size", True), ("encode_batch_size", False),
+                                ("max_epochs", None), ("warmup_epochs", None)):
+            value = getattr(self, name)
+            low = 0 if allow_all is None else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+                    not (value >= low or (allow_all and value == -1)):
+                rule = {None: ">= 0", True: ">= 1, or -1 for all samples in one batch", False: ">= 1"}[allow_all]
+                raise ValueError(f"{name} must be an integer {rule}, got {value!r}.")
+
+    def check_skorch_params(self):
+        """Raise ``ValueError`` for a ``classes`` other than ``class_names`` or its indices, or
+        scoring callbacks without skorch's prediction cache."""
+        # Scoring callbacks score the predictions cached during the epoch (skorch's default);
+        # without the cache they would need the targets of a skorch Dataset, which the
+        # training samples (embeddings with UEO's weights) are not.
+        scoring = [cb for cb in self._user_callbacks() if isinstance(cb, (EpochScoring, BatchScoring))]
+        if any(not (cb.use_caching if self.use_caching == "auto" else self.use_caching) for cb in scoring) or (
+                self.use_caching is False and self.train_split is not None):
+            raise ValueError("Scoring callbacks need use_caching=True (skorch's default) here: they score the "
+                             "predictions cached during training.")
+        if self.classes is not None:
+            given = list(np.asarray(self.classes).tolist())
+            if given not in (list(self.class_names), list(range(len(self.class_names)))):
+                raise ValueError(
+                    f"classes={self.classes!r} does not match class_names: the classes are class_names. "
+                    "Leave classes=None (predictions follow y), or pass class_names (predict names) "
+                    "or range(len(class_names)) (predict indices).")
 
     def check_class_names(self):
         """Raise ``ValueError`` for empty, non-string or duplicate class names."""
@@ -549,14 +828,26 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     @property
     def _default_callbacks(self):
-        schedule = WarmupCosine(self.lr, self.max_epochs, self.warmup_epochs, self.warmup_lr)
-        return [
+        callbacks = [
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            ("lr_scheduler", LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule)),
+            # with a train_split (ValidSplit...); skipped without one
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_acc", EpochScoring(_labeled_accuracy, name="valid_acc", lower_is_better=False)),
+            ("lr_scheduler", WarmupCosineLR()),
             ("progress_bar", EpochProgressBar()),
             ("print_log", PrintLog(sink=self._print_log)),
         ]
+        if any(isinstance(cb, LRScheduler) or (isinstance(cb, type) and issubclass(cb, LRScheduler))
+               for cb in self._user_callbacks()):
+            # a user's schedule replaces CoOp's rather than stacking on it
+            callbacks = [item for item in callbacks if item[0] != "lr_scheduler"]
+        return callbacks
+
+    def _user_callbacks(self) -> list:
+        """The callbacks (instances or classes) given in ``callbacks``, without their names."""
+        user = self.callbacks if isinstance(self.callbacks, (list, tuple)) else []
+        return [item[1] if isinstance(item, (tuple, list)) else item for item in user]
 
     def _print_log(self, text):
         if self.verbose >= 2:
@@ -574,14 +865,18 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if n == 0:
             raise ValueError("X is empty: fit needs at least one labeled image.")
         if y is None:
-            raise ValueError("y is required: class indices into class_names.")
-        y = np.asarray(y)
+            raise ValueError("ClipPromptClassifier requires y to be passed, but the target y is None "
+                             "(entries of class_names or indices into it).")
+        given, y = y, np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column vector, as scikit-learn accepts it
+            warnings.warn("A column-vector y was passed when a 1d array was expected; it is used as "
+                          "y.ravel().", DataConversionWarning, stacklevel=3)
+            given = y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be 1-d, got shape {y.shape}.")
         if len(y) != n:
             raise ValueError(f"X and y have different lengths: {n} images, {len(y)} labels.")
-        if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
-            raise ValueError(f"y must hold integer class indices into class_names, got dtype {y.dtype}.")
+        y = self._label_indices(given)
         if self.fit_mode == "supervised" and np.any(y == UNLABELED):
             raise ValueError("y == -1 marks unlabeled samples; use fit_mode='ueo' or 'infomax' to learn from them.")
         known = y[y != UNLABELED] if self.fit_mode != "supervised" else y
@@ -593,14 +888,14 @@ class ClipPromptClassifier(NeuralNetClassifier):
             )
 
     def get_dataset(self, X, y=None):
-        if isinstance(X, (Dataset, TrainingSet)):
+        if isinstance(X, TorchDataset):  # ours (TrainingSet, embeddings) or a split of one
             return X
         if y is None:
             self.check_is_fitted()
             return Dataset(self.transform(X), None)
         # Training data depend on the parameters only, not on module_: fit builds them (and
         # so reads and encodes every image) before it re-initialises anything.
-        labels = np.asarray(y).astype(np.int64)
+        labels = self._label_indices(y)
         frozen = self.frozen_transform(X)
         weights = np.ones(len(labels), dtype=np.float32)
         if self.fit_mode == "ueo":  # fixed once, from the zero-shot model (spec)
@@ -612,15 +907,24 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
 
     def get_iterator(self, dataset, training=False):
+        self.check_training_params()  # batch sizes may have changed since fit (set_params)
         if not training:
             return super().get_iterator(dataset, training=training)
         # One batching rule for every fit mode (labeled batches, joined by unlabeled ones in
         # the UEO modes), seeded: same random_state, same mini-batches, same fit.
         kwargs = {k: v for k, v in self.get_params_for("iterator_train").items()
                   if k not in ("batch_size", "shuffle", "generator", "sampler")}
-        sampler = SemiSupervisedBatchSampler(dataset.labels, self.batch_size, self.unlabeled_batch_size,
+        labels = _dataset_labels(dataset)
+        n = max(1, len(labels))
+        sampler = SemiSupervisedBatchSampler(labels, n if self.batch_size == -1 else self.batch_size,
+                                             n if self.unlabeled_batch_size == -1 else self.unlabeled_batch_size,
                                              self._seed())
         return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
+
+    def infer(self, x, **fit_params):
+        if isinstance(x, Mapping):  # a TrainingSet batch: the input and UEO's sample weights
+            x = x["x"]
+        return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """Cross-entropy on labeled samples, plus ``lambda_ueo`` times UEO's (or InfoMax's)
@@ -632,16 +936,16 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return loss
 
     def _data_loss(self, y_pred, y_true, X, training):
-        if not isinstance(y_true, dict):
+        if self.fit_mode == "supervised" or not isinstance(X, Mapping):
             return super().get_loss(y_pred, y_true, X=X, training=training)
-        labels = y_true["label"].to(y_pred.device)
+        labels = torch.as_tensor(y_true).to(y_pred.device)
         labeled = labels != UNLABELED
         loss = y_pred.new_zeros(())
         if labeled.any():
             loss = self.criterion_(y_pred[labeled], labels[labeled])
-        if self.fit_mode != "supervised" and not labeled.all():
+        if not labeled.all():
             logits = y_pred[~labeled] * (UEO_LOGIT_SCALE / self.module_.logit_scale)
-            loss = loss + self.lambda_ueo * ueo_loss(logits, y_true["weight"].to(y_pred.device)[~labeled])
+            loss = loss + self.lambda_ueo * ueo_loss(logits, X["weight"].to(y_pred.device)[~labeled])
         return loss
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
@@ -658,7 +962,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         X : images
             Paths, PIL images, uint8 arrays or preprocessed tensors.
         y : array-like of shape (n_samples,)
-            Class indices into ``class_names``; -1 marks unlabeled samples (UEO modes).
+            Entries of ``class_names`` or indices into it; -1 marks unlabeled samples (UEO
+            modes). With names, ``predict`` returns names.
         X_unlabeled : images, optional
             More unlabeled images (UEO modes), e.g. the remaining active-learning pool.
         **fit_params
@@ -688,31 +993,37 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.check_class_names()
         self.check_params()
         self.check_data(X, y)
-        if X_unlabeled is not None and n_images(X_unlabeled):
-            if self.fit_mode == "supervised":
-                raise ValueError("X_unlabeled is used by fit_mode='ueo' or 'infomax' only.")
-            X = as_image_items(X) + as_image_items(X_unlabeled)
-            y = np.concatenate([np.asarray(y, dtype=np.int64),
-                                np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
-        with self._all_or_nothing():
-            dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
-            if self.warm_start:
-                self._sync_module(keys=None)  # continuing needs a module of the current parameters
-            else:
-                vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
-            return super().fit(dataset, dataset.labels.numpy(), **fit_params)
+        with self._labels_of(y):
+            y = self._label_indices(y)
+            if X_unlabeled is not None and n_images(X_unlabeled):
+                if self.fit_mode == "supervised":
+                    raise ValueError("X_unlabeled is used by fit_mode='ueo' or 'infomax' only.")
+                X = as_image_items(X) + as_image_items(X_unlabeled)
+                y = np.concatenate([y, np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
+            with self._all_or_nothing():
+                dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
+                if self.warm_start:
+                    self._sync_module(keys=None)  # continuing needs a module of the current parameters
+                else:
+                    vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
+                return super().fit(dataset, dataset.labels.numpy(), **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Train the prompt further, without re-initialising it (skorch's ``partial_fit``).
+        """Continue training the current prompt (initialised first if needed).
+
+        Runs ``max_epochs`` more epochs with the whole learning-rate schedule (warm-up,
+        then cosine from ``lr``): a warm restart, never the previous schedule continued
+        past its end. ``fit`` with ``warm_start=True`` does the same.
 
         Parameters
         ----------
         X : images or Dataset
             Paths, PIL images, uint8 arrays or preprocessed tensors.
         y : array-like of shape (n_samples,)
-            Class indices into ``class_names``.
-        classes : None
-            Unused (scikit-learn's signature).
+            Entries of ``class_names`` or indices into it (-1: unlabeled, UEO modes).
+        classes : array-like, optional
+            scikit-learn's list of the classes ``y`` may hold; if given, entries of
+            ``class_names`` or indices into it (predictions still cover every class).
         **fit_params
             Passed on to skorch's ``partial_fit``.
 
@@ -723,11 +1034,22 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
         Raises
         ------
+        ValueError
+            ``classes`` naming classes outside ``class_names``, or invalid ``X`` / ``y`` (as
+            in ``fit``).
         KeyboardInterrupt
             Training was interrupted (Ctrl-C); the estimator is as it was before the call.
         """
-        with self._all_or_nothing():
-            super().partial_fit(X, y, classes=classes, **fit_params)
+        if classes is not None:
+            given = set(np.asarray(classes).tolist())
+            if not (given <= set(self.class_names) or given <= set(range(len(self.class_names)))):
+                raise ValueError(f"classes={sorted(map(str, given))} are not all in class_names "
+                                 f"{list(self.class_names)!r} (or their indices).")
+        with self._labels_of(y), self._all_or_nothing():
+            if y is not None and not isinstance(X, TorchDataset):
+                self.check_data(X, y)
+                y = self._label_indices(y)
+            super().partial_fit(X, y, **fit_params)
             interrupted = vars(self).pop("_interrupted_", None)
             if interrupted is not None:
                 raise interrupted  # skorch's partial_fit swallows Ctrl-C and returns

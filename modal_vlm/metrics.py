@@ -2,8 +2,9 @@
 
 Conventions shared with :mod:`modal_vlm.datasets`: labels ``0 .. n_known - 1`` are known
 (in-distribution, ID) classes and :data:`OOD_LABEL` (-1) marks out-of-distribution (OOD)
-samples. The OOD score is "higher = more in-distribution", e.g. UEO's maximum softmax
-probability over the known classes, ``proba.max(axis=1)``.
+samples. Scores are in-distribution scores, "higher = more in-distribution" (scikit-learn's
+outlier convention), e.g. the maximum softmax probability over the known classes that
+:meth:`~modal_vlm.ClipPromptClassifier.score_samples` returns.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ TPR_LEVEL = 0.95
 
 
 def ood_metrics(scores, is_id) -> dict[str, float]:
-    """AUROC and FPR at 95 % TPR of an OOD score, in-distribution being the positive class.
+    """AUROC and FPR at 95 % TPR of an in-distribution score, in-distribution being the positive class.
 
     ``fpr_at_95_tpr`` is the smallest false positive rate (fraction of OOD samples
     accepted) over all thresholds ``t`` of the rule "ID if score >= t" whose true positive
@@ -29,7 +30,8 @@ def ood_metrics(scores, is_id) -> dict[str, float]:
     Parameters
     ----------
     scores : array-like of shape (n_samples,)
-        OOD scores, higher meaning more in-distribution.
+        In-distribution scores, higher meaning more in-distribution (as
+        :meth:`~modal_vlm.ClipPromptClassifier.score_samples` returns them).
     is_id : array-like of bool of shape (n_samples,)
         True for in-distribution samples.
 
@@ -126,7 +128,7 @@ def evaluate_open_set(y_true, y_pred, scores, ood_label: int = OOD_LABEL) -> dic
     y_pred : array-like of shape (n_samples,)
         Predicted known classes (those of OOD samples are ignored).
     scores : array-like of shape (n_samples,)
-        OOD scores, higher meaning more in-distribution.
+        In-distribution scores, higher meaning more in-distribution (``score_samples``).
     ood_label : int, default=-1
         Label of the OOD samples in ``y_true``.
 

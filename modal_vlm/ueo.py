@@ -1,6 +1,6 @@
 """The pieces of UEO training (``fit_mode="ueo"`` / ``"infomax"``) besides the loss.
 
-* :class:`TrainingSet`: inputs with a label (-1 = unlabeled) and UEO's fixed sample weight;
+* :class:`TrainingSet`: inputs with UEO's fixed sample weight, and a label (-1 = unlabeled);
 * :class:`SemiSupervisedBatchSampler`: one labeled and one unlabeled batch per step;
 * :func:`norm_adapted_copy`: an image encoder whose normalisation affine parameters train.
 
@@ -20,7 +20,11 @@ NORM_LAYERS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
 
 class TrainingSet(Dataset):
-    """Training samples: ``(input, {"label": int, "weight": float})``.
+    """Training samples: ``({"x": input, "weight": float}, label)``.
+
+    The target is the plain label, as skorch's scoring callbacks and splits expect it
+    (``EpochScoring``, ``ValidSplit``); UEO's weight travels with the input, and
+    :meth:`~modal_vlm.ClipPromptClassifier.infer` hands only ``"x"`` to the module.
 
     Parameters
     ----------
@@ -46,7 +50,7 @@ class TrainingSet(Dataset):
         x = self.inputs[i]
         if self.transform is not None:
             x = x.to_tensor(self.transform)
-        return x, {"label": self.labels[i], "weight": self.weights[i]}
+        return {"x": x, "weight": self.weights[i]}, self.labels[i]
 
 
 class SemiSupervisedBatchSampler(Sampler):

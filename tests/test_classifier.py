@@ -74,8 +74,9 @@ def test_protocol_defaults_and_schedule(make_clf, images, class_names):
         (torch.optim.SGD, 0.9, 5e-4)
     X, y = images
     fitted = make_clf(max_epochs=4, lr=0.01).fit(X, y)
-    lrs = [g["lr"] for g in [fitted.optimizer_.param_groups[0]]]
-    assert lrs[0] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 3 / 4)))  # after 4 scheduler steps
+    expected = [1e-5] + [0.01 * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(3)]  # warm-up, cosine
+    assert fitted.history[:, "lr"] == pytest.approx(expected)
+    assert fitted.optimizer_.param_groups[0]["lr"] == pytest.approx(expected[-1])
 
 
 def test_transform_is_the_normalised_embedding(make_clf, images):
@@ -118,8 +119,10 @@ def test_pickle_round_trip_predicts_the_same(make_clf, images):
     ([0, 1, 5] * 4, r"Unknown labels \[5\]"),
     ([-1, 0, 1] * 4, "y == -1 marks unlabeled samples"),
     ([0, 1], "different lengths: 12 images, 2 labels"),
-    (["cat", "dog", "car"] * 4, "integer class indices"),
-    ([[0]] * 12, "1-d"),
+    (["cat", "dog", "cow"] * 4, r"Unknown labels \['cow'\]"),
+    (["cat", 1, "car"] * 4, "mixes class names with numbers"),
+    ([0.5, 1, 2] * 4, "integer indices"),
+    ([[0, 1]] * 12, "1-d"),
 ])
 def test_bad_labels_are_rejected(make_clf, images, y, match):
     X, _ = images

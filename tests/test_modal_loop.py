@@ -78,3 +78,33 @@ def test_failed_teach_leaves_the_learner_as_it_was(make_clf, images, image_files
     np.testing.assert_array_equal(learner.predict_proba(paths), before)
     learner.teach(paths[3:5], y[3:5])   # the next teach works: the bad file did not stay behind
     np.testing.assert_array_equal(learner.X_training, paths[:5])
+
+
+def test_compat_data_vstack_stacks_data_frames_like_pandas_1():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]}, index=pd.Index([10, 11], name="id"))
+    stacked = compat.data_vstack([frame, frame.iloc[[1]]])
+    assert stacked["a"].tolist() == [1, 2, 2] and stacked.index.tolist() == [10, 11, 11]
+    rows = compat.data_vstack([frame, frame.iloc[0]])  # a Series is one row, as DataFrame.append had it
+    assert rows.shape == (3, 2) and rows.index.name == "id" and rows["b"].tolist() == [3.0, 4.0, 3.0]
+    np.testing.assert_array_equal(compat.data_vstack([np.ones((1, 2)), np.zeros((1, 2))]), [[1, 1], [0, 0]])
+
+
+def test_compat_lets_modal_teach_on_data_frames():
+    pd = pytest.importorskip("pandas")
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    learner = ActiveLearner(estimator=KNeighborsClassifier(1), X_training=X.iloc[:2], y_training=np.array([0, 1]))
+    learner.teach(X.iloc[2:], np.array([1, 1]))
+    assert isinstance(learner.X_training, pd.DataFrame) and len(learner.X_training) == 4
+
+
+def test_compat_imports_modal_expected_error_without_leaving_np_float():
+    import importlib
+
+    expected_error = importlib.import_module("modAL.expected_error")
+    assert callable(expected_error.expected_error_reduction)
+    assert compat.needed_patches() == [name for name, needed, _ in compat.PATCHES if needed()]
+    if "np.float" in compat.needed_patches():
+        assert "float" not in vars(np)  # the alias was there for modAL's import only

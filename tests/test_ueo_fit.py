@@ -52,13 +52,13 @@ def test_get_loss_is_ce_plus_lambda_ueo_with_zero_shot_weights(make_clf, images)
     expected_w = ueo_sample_weights(frozen @ clf.module_.zero_shot_features.T, 0.5)
     torch.testing.assert_close(dataset.weights, expected_w)
     logits = torch.randn(12, 3)
-    targets = {"label": torch.as_tensor(labels), "weight": dataset.weights}
+    batch = {"x": frozen, "weight": dataset.weights}
     expected = (torch.nn.functional.cross_entropy(logits[:6], torch.as_tensor(y[:6]))
                 + 0.5 * ueo_loss(logits[6:] * 100 / clf.module_.logit_scale, expected_w[6:]))
-    torch.testing.assert_close(clf.get_loss(logits, targets), expected)
+    torch.testing.assert_close(clf.get_loss(logits, torch.as_tensor(labels), X=batch), expected)
     infomax = make_clf(fit_mode="infomax", train_visual_norm=False).initialize()
-    targets = {"label": torch.full((12,), -1), "weight": infomax.get_dataset(X, np.full(12, -1)).weights}
-    torch.testing.assert_close(infomax.get_loss(logits, targets),
+    batch = {"x": frozen, "weight": infomax.get_dataset(X, np.full(12, -1)).weights}
+    torch.testing.assert_close(infomax.get_loss(logits, torch.full((12,), -1), X=batch),
                                infomax_loss(logits * 100 / infomax.module_.logit_scale))
 
 
@@ -101,7 +101,7 @@ def test_modal_teach_passes_the_pool(make_clf, images):
 def test_ood_score_is_max_probability(make_clf, images):
     X, _ = images
     clf = make_clf()
-    np.testing.assert_allclose(clf.predict_ood_score(X), clf.predict_proba(X).max(1))
+    np.testing.assert_allclose(clf.score_samples(X), clf.predict_proba(X).max(1))
 
 
 @pytest.mark.parametrize("params, fit_args, match", [

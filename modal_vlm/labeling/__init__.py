@@ -20,9 +20,24 @@ Nothing here imports the web stack until a server starts.
 >>> DEFAULT_MODEL, DEFAULT_STRATEGY
 ('linear-conse-efficientnet-lite0-minilm', 'cec')
 """
-from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, Project, Settings, open_project
-from .store import Decision, LabelStore
-from .worker import LabelingWorker
+import importlib
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Decision", "LabelStore", "LabelingWorker",
-           "Project", "Settings", "open_project"]
+#: Every public name and the submodule that defines it: imported on first use, so that
+#: ``modal-vlm --help`` (which registers ``label``) loads neither torch nor the web stack.
+_EXPORTS = {"DEFAULT_MODEL": "project", "DEFAULT_STRATEGY": "project", "Decision": "store",
+            "LabelStore": "store", "LabelingWorker": "worker", "Project": "project",
+            "Settings": "project", "open_project": "project"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from ..runner.rundir import write_atomic
 from .labelstudio import OOD_CHOICE
 
 #: The backbone of a new project (the offline reference model: no download, no GPU).
@@ -193,6 +192,9 @@ class Project:
     def save_settings(self) -> None:
         """Write ``settings.json`` (atomically)."""
         text = json.dumps(self.settings.to_json(), indent=2) + "\n"
+        # Imported here: the runner package loads torch, and `modal-vlm --help` reads this module.
+        from ..runner.rundir import write_atomic
+
         write_atomic(self.settings_file, text.encode())
 
     def model_info(self) -> dict | None:

@@ -24,6 +24,7 @@ from .badge import badge_query
 from .cb import cb_query, cbsq_query
 from .cec import cec_query
 from .coreset import coreset_query
+from .on_embeddings import on_embeddings, ranked_batch_query
 from .pcb import pcb
 from .random import random_query
 from .uncertainty import entropy_query, least_confidence_query, margin_query
@@ -38,6 +39,7 @@ _STRATEGIES = {
     "cec": cec_query,
     "cb": cb_query,
     "cbsq": cbsq_query,
+    "ranked_batch": ranked_batch_query,
 }
 #: Strategies that balance by themselves (left out of the listed ``+pcb`` variants).
 _SELF_BALANCING = ("cec", "cb", "cbsq")
@@ -64,9 +66,9 @@ def list_strategies(pcb_variants: bool = False) -> list[str]:
     Examples
     --------
     >>> list_strategies()
-    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec', 'cb', 'cbsq']
+    ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec', 'cb', 'cbsq', 'ranked_batch']
     >>> list_strategies(pcb_variants=True)[-1]
-    'badge+pcb'
+    'ranked_batch+pcb'
     """
     names = list(_STRATEGIES)
     return names + [f"{n}+pcb" for n in names if n not in _SELF_BALANCING] if pcb_variants else names
@@ -116,4 +118,5 @@ def get_strategy(name: str):
 
 
 __all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
-           "least_confidence_query", "list_strategies", "margin_query", "pcb", "random_query"]
+           "least_confidence_query", "list_strategies", "margin_query", "on_embeddings", "pcb", "random_query",
+           "ranked_batch_query"]

@@ -7,10 +7,11 @@ from sklearn.preprocessing import FunctionTransformer
 
 from modal_vlm.strategies import _result, get_strategy, list_strategies, pcb
 from modal_vlm.strategies import (badge_query, cb_query, cbsq_query, cec_query, coreset_query, entropy_query,
-                                  least_confidence_query, margin_query, random_query)
+                                  least_confidence_query, margin_query, random_query, ranked_batch_query)
 
 ALL = [random_query, entropy_query, margin_query, least_confidence_query, coreset_query, badge_query,
-       cec_query, cb_query, cbsq_query, pcb(entropy_query), pcb(cec_query), pcb(coreset_query), pcb(cb_query)]
+       cec_query, cb_query, cbsq_query, ranked_batch_query, pcb(entropy_query), pcb(cec_query),
+       pcb(coreset_query), pcb(cb_query), pcb(ranked_batch_query)]
 NAMES = [getattr(s, "__name__", repr(s)) for s in ALL]
 
 
@@ -47,8 +48,9 @@ def test_empty_pool(strategy, fake):
         strategy(fake[0], np.arange(0), 1)
 
 
-@pytest.mark.parametrize("strategy", [cec_query, pcb(cec_query), badge_query, cb_query, cbsq_query],
-                         ids=["cec", "pcb_cec", "badge", "cb", "cbsq"])
+@pytest.mark.parametrize("strategy", [cec_query, pcb(cec_query), badge_query, cb_query, cbsq_query,
+                                      ranked_batch_query],
+                         ids=["cec", "pcb_cec", "badge", "cb", "cbsq", "ranked_batch"])
 def test_one_pass_over_the_pool(strategy, fake):
     clf, X = fake
     strategy(clf, X, 5, random_state=0)
@@ -134,7 +136,7 @@ def test_pcb_wraps_modals_own_strategy(make_clf, images):
 
 def test_strategy_registry():
     assert list_strategies() == ["random", "entropy", "margin", "least_confidence", "coreset", "badge", "cec",
-                                 "cb", "cbsq"]
+                                 "cb", "cbsq", "ranked_batch"]
     assert "badge+pcb" in list_strategies(pcb_variants=True) and "cb+pcb" not in list_strategies(pcb_variants=True)
     assert get_strategy("cec") is cec_query and get_strategy("cbsq") is cbsq_query
     assert get_strategy("cb+pcb").base is cb_query
