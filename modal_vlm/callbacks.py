@@ -7,6 +7,38 @@ from skorch.callbacks import Callback
 from tqdm.auto import tqdm
 
 
+#: ``max_epochs="auto"``: the CoOp authors' few-shot schedule, epochs by labels per class.
+AUTO_EPOCHS = "auto"
+
+
+def shot_schedule_epochs(n_labeled: int, n_classes: int) -> int:
+    """Epochs of ``max_epochs="auto"``: the CoOp authors' schedule by labels per class.
+
+    CoOp's few-shot configurations train 50 epochs at 1 shot, 100 at 2 and 4 shots and 200
+    at 8 and 16. With ``k = n_labeled / n_classes`` labels per class: 50 epochs for
+    ``k <= 1`` (UEO's 50 too, when nothing is labeled), 100 for ``k <= 4``, 200 above.
+
+    Parameters
+    ----------
+    n_labeled : int
+        Labeled training samples.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    int
+        50, 100 or 200.
+
+    Examples
+    --------
+    >>> [shot_schedule_epochs(n, 10) for n in (10, 20, 40, 50, 80)]
+    [50, 100, 100, 200, 200]
+    """
+    shots = n_labeled / n_classes
+    return 50 if shots <= 1 else 100 if shots <= 4 else 200
+
+
 class WarmupCosine:
     """Learning rate per epoch: constant warm-up, then cosine annealing (CoOp).
 
@@ -49,8 +81,9 @@ class WarmupCosineLR(Callback):
     training run.
 
     Each ``fit`` and each ``partial_fit`` (or ``warm_start`` fit) runs the whole schedule,
-    warm-up included, from the net's current ``lr``, ``max_epochs``, ``warmup_epochs`` and
-    ``warmup_lr``: continuing training is a warm restart, never the cosine continued past
+    warm-up included, from the net's current ``lr``, ``warmup_epochs`` and ``warmup_lr`` over
+    the epochs of that run (``net.fit_epochs_``: ``max_epochs``, or what ``"auto"`` resolved
+    to): continuing training is a warm restart, never the cosine continued past
     its end. At the start of every epoch each parameter group gets the scheduled rate times
     its own ratio to ``lr`` (1 unless set through ``optimizer__param_groups``); the rate is
     recorded in the history as ``"lr"``.
@@ -72,7 +105,7 @@ class WarmupCosineLR(Callback):
     SCALE_KEY = "lr_scale"
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.schedule_ = WarmupCosine(net.lr, net.max_epochs, net.warmup_epochs, net.warmup_lr)
+        self.schedule_ = WarmupCosine(net.lr, net.fit_epochs_, net.warmup_epochs, net.warmup_lr)
         self.epoch_ = 0
         for group in net.optimizer_.param_groups:
             # Read once from a new optimizer, whose groups still hold their initial rates.
@@ -93,7 +126,7 @@ class EpochProgressBar(Callback):
     (``verbose=1``); skorch's per-epoch table is printed instead with ``verbose>=2``."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.bar_ = tqdm(total=net.max_epochs, desc="training prompt", unit="epoch", delay=2.0,
+        self.bar_ = tqdm(total=net.fit_epochs_, desc="training prompt", unit="epoch", delay=2.0,
                          leave=False, disable=(net.verbose != 1) or None)
 
     def on_epoch_end(self, net, **kwargs):

@@ -26,7 +26,7 @@ from torch.utils.data import Subset
 from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .compat import patch_modal
-from .callbacks import EpochProgressBar, WarmupCosineLR
+from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
 from .encoding import encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
@@ -131,33 +131,39 @@ class ClipPromptClassifier(NeuralNetClassifier):
         what ``fit`` was given (see ``classes_``).
     model_name : str, default="ViT-B-32"
         A backbone from :func:`modal_vlm.backbones.list_backbones`: any open_clip
-        architecture, the offline reference model ``"conse-efficientnet-lite0-minilm"``, or
-        the tiny test models. Loaded on first use, once per process.
+        architecture, the offline reference models (``"linear-conse-efficientnet-lite0-minilm"``,
+        ``"conse-efficientnet-lite0-minilm"``), or the tiny test models. Loaded on first use,
+        once per process.
     pretrained : str, optional
         open_clip tag (``"openai"``), local weights file, or ``"random"``; None takes the
         model's default (``"openai"`` for ViT-B-32).
     n_ctx : int, default=16
-        Number of learned context vectors.
+        Number of learned context vectors when they start from N(0, 0.02) (``ctx_init=None``,
+        or a template without words before ``{}``); otherwise the initial text's token count.
     class_specific_ctx : bool, default=True
         One context per class (CoOp's CSC).
-    ctx_init : str, optional
-        Initialise the context from this text (e.g. ``"a photo of a"``) instead of N(0, 0.02);
-        ``"template"`` takes the words of ``template`` before ``{}``, so training starts at
-        the zero-shot prompt. ``n_ctx`` is then the number of those tokens.
+    ctx_init : str or None, default="template"
+        Where the context starts: ``"template"`` takes the words of ``template`` before
+        ``{}`` ("a photo of a"), so training starts exactly at the zero-shot prompt; any
+        other text starts from that text's tokens; None is CoOp's N(0, 0.02) noise (see
+        :data:`COOP_PROTOCOL`), which with few labels falls well below zero-shot.
     template : str, default="a photo of a {}."
         Zero-shot prompt used before the first ``fit``: exactly one ``{}``, where the class
         name goes (literal braces as ``{{`` and ``}}``). Its text after ``{}`` also follows
         the class name in the learned prompts.
-    lambda_kg : float, default=0.0
-        Weight of KgCoOp's regulariser (Yao et al., CVPR 2023), which keeps the learned
-        class text features near the zero-shot ones: the loss is
-        ``CE + lambda_kg * mean_c (1 - cos(t_c, t_c^zero_shot))`` (the authors use 8).
+    lambda_kg : float, default=8.0
+        Weight of KgCoOp's regulariser (Yao et al., CVPR 2023; the authors' 8), which keeps
+        the learned class text features near the zero-shot ones: the loss is
+        ``CE + lambda_kg * mean_c (1 - cos(t_c, t_c^zero_shot))``; 0 is plain CoOp.
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
-    max_epochs : int, default=200
-        Training epochs of every ``fit`` (CoOp's 200; fewer on a CPU). An epoch passes once
-        over the labeled samples.
-    lr : float, default=0.002
+    max_epochs : int or "auto", default="auto"
+        Training epochs of every ``fit``; an epoch passes once over the labeled samples.
+        ``"auto"`` is the CoOp authors' few-shot schedule by labels per class ``k``: 50
+        epochs for ``k <= 1``, 100 for ``k <= 4``, 200 above
+        (:func:`~modal_vlm.callbacks.shot_schedule_epochs`; ``fit_epochs_`` holds the
+        number used).
+    lr : float, default=0.005
         Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 by default,
         set through ``optimizer__momentum`` and ``optimizer__weight_decay``; another
         ``optimizer`` starts from its own defaults) after the
@@ -167,9 +173,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         :class:`~modal_vlm.callbacks.WarmupCosineLR`); a ``skorch.callbacks.LRScheduler`` in
         ``callbacks`` replaces it (the rate then starts at ``lr``), and
         ``callbacks__lr_scheduler=None`` keeps ``lr`` constant.
-    batch_size : int, default=32
+    batch_size : int, default=128
         Labeled samples per training step (and images per prediction batch); -1 puts
-        them all in one batch, as in skorch.
+        them all in one batch, as in skorch. A step's cost is the text encoder's, whatever
+        the batch: 128 takes a third of CoOp's steps (32) at 80 labels for the same accuracy
+        (``benchmarks/bench_learners.py``).
     warmup_epochs : int, default=1
         Epochs at the constant ``warmup_lr`` before the cosine schedule starts (CoOp's
         recipe); 0 disables the warm-up.
@@ -233,6 +241,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ``image_size``.
     history_ : skorch.history.History
         skorch's per-epoch record of the last ``fit`` (``train_loss``, ``dur``...).
+    fit_epochs_ : int
+        Epochs of the last ``fit`` or ``partial_fit`` (``max_epochs``, or what ``"auto"``
+        resolved to).
 
     Notes
     -----
@@ -277,8 +288,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
     """
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
-                 class_specific_ctx=True, ctx_init=None, template="a photo of a {}.",
-                 lambda_kg=0.0, image_size=None, max_epochs=200, lr=0.002, batch_size=32, warmup_epochs=1,
+                 class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
+                 lambda_kg=8.0, image_size=None, max_epochs="auto", lr=0.005, batch_size=128, warmup_epochs=1,
                  warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
@@ -645,8 +656,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"Unknown parameter(s) {unknown} of ClipPromptClassifier; see its documentation "
                              "for the valid ones (any skorch parameter too, e.g. optimizer__momentum).")
         check_template(self.template)
-        if self.ctx_init is None and (isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer))
-                                      or self.n_ctx < 1):
+        if isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, (int, np.integer)) or self.n_ctx < 1:
             raise ValueError(f"n_ctx must be an integer >= 1, got {self.n_ctx!r}.")
         self.check_training_params()
         self.check_skorch_params()
@@ -668,10 +678,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
         for name, allow_all in (("batch_size", True), ("unlabeled_batch_size", True), ("encode_batch_size", False),
                                 ("max_epochs", None), ("warmup_epochs", None)):
             value = getattr(self, name)
+            if name == "max_epochs" and value == AUTO_EPOCHS:
+                continue
             low = 0 if allow_all is None else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
                     not (value >= low or (allow_all and value == -1)):
                 rule = {None: ">= 0", True: ">= 1, or -1 for all samples in one batch", False: ">= 1"}[allow_all]
+                rule += ', or "auto"' if name == "max_epochs" else ""
                 raise ValueError(f"{name} must be an integer {rule}, got {value!r}.")
 
     def check_skorch_params(self):
@@ -1049,13 +1062,25 @@ class ClipPromptClassifier(NeuralNetClassifier):
             if y is not None and not isinstance(X, TorchDataset):
                 self.check_data(X, y)
                 y = self._label_indices(y)
+            self._resolve_epochs(X, y)
             super().partial_fit(X, y, **fit_params)
             interrupted = vars(self).pop("_interrupted_", None)
             if interrupted is not None:
                 raise interrupted  # skorch's partial_fit swallows Ctrl-C and returns
         return self
 
+    def _resolve_epochs(self, X, y) -> None:
+        """Set ``fit_epochs_``, the epochs of this training run, before skorch's
+        ``on_train_begin`` (the schedule and the progress bar read it)."""
+        epochs = self.max_epochs
+        if epochs == AUTO_EPOCHS:
+            labels = np.asarray(y if y is not None else _dataset_labels(X))
+            epochs = shot_schedule_epochs(int(np.sum(labels != UNLABELED)), len(self.class_names))
+        self.fit_epochs_ = int(epochs)
+
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        if epochs is not None:
+            self.fit_epochs_ = int(epochs)
         seed = self._seed()
         try:
             # torch's global generator drives the augmentation of the images trained through
@@ -1064,7 +1089,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             with torch.random.fork_rng(devices=[]):
                 if seed is not None:
                     torch.manual_seed(seed)
-                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+                return super().fit_loop(X, y, epochs=self.fit_epochs_, **fit_params)
         except KeyboardInterrupt as exc:
             self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
             raise

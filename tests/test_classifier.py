@@ -65,14 +65,27 @@ def test_seed_controls_the_fit(make_clf, images):
 def test_protocol_defaults_and_schedule(make_clf, images, class_names):
     from modal_vlm import ClipPromptClassifier
 
-    clf = ClipPromptClassifier(class_names)
-    params = clf.get_params()
-    assert (params["model_name"], params["pretrained"], params["n_ctx"], params["class_specific_ctx"]) == \
-        ("ViT-B-32", None, 16, True)
-    assert (params["max_epochs"], params["lr"], params["batch_size"]) == (200, 0.002, 32)
+    from modal_vlm import COOP_PROTOCOL
+
+    params = ClipPromptClassifier(class_names).get_params()
+    # The defaults the learner benchmark chose: the zero-shot start, KgCoOp, the shot schedule.
+    assert (params["model_name"], params["pretrained"], params["ctx_init"], params["class_specific_ctx"]) == \
+        ("ViT-B-32", None, "template", True)
+    assert (params["lambda_kg"], params["max_epochs"], params["lr"], params["batch_size"]) == (8.0, "auto", 0.005, 128)
     assert (params["optimizer"], params["optimizer__momentum"], params["optimizer__weight_decay"]) == \
         (torch.optim.SGD, 0.9, 5e-4)
+    # CoOp's protocol is one parameter set away.
+    coop = ClipPromptClassifier(class_names, **COOP_PROTOCOL).get_params()
+    assert (coop["ctx_init"], coop["n_ctx"], coop["lambda_kg"], coop["max_epochs"], coop["lr"], coop["batch_size"]) \
+        == (None, 16, 0.0, 200, 0.002, 32)
     X, y = images
+    # "auto": 50 epochs up to one label per class, 100 up to four, 200 above.
+    for n, epochs in ((3, 50), (12, 100), (6, 100)):
+        fitted = make_clf(max_epochs="auto", warmup_epochs=0, lr=0.01).fit(X[:n], y[:n])
+        assert fitted.fit_epochs_ == epochs == len(fitted.history)
+        assert fitted.history[-1, "lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (epochs - 1) / epochs)))
+    with pytest.raises(ValueError, match='max_epochs must be an integer >= 0, or "auto"'):
+        make_clf(max_epochs="many").fit(X, y)
     fitted = make_clf(max_epochs=4, lr=0.01).fit(X, y)
     expected = [1e-5] + [0.01 * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(3)]  # warm-up, cosine
     assert fitted.history[:, "lr"] == pytest.approx(expected)
@@ -89,7 +102,7 @@ def test_transform_is_the_normalised_embedding(make_clf, images):
 
 def test_clone_get_set_params(make_clf, images):
     X, y = images
-    clf = make_clf(n_ctx=2, optimizer__momentum=0.5).fit(X, y)
+    clf = make_clf(n_ctx=2, ctx_init=None, optimizer__momentum=0.5).fit(X, y)
     twin = clone(clf)
     assert twin.get_params()["n_ctx"] == 2 and twin.get_params()["optimizer__momentum"] == 0.5
     assert not hasattr(twin, "module_")
@@ -266,7 +279,7 @@ def test_set_params_after_a_prediction_is_used_by_the_next_one(make_clf, images)
 
 def test_set_params_after_fit_keeps_or_drops_the_learned_prompt(make_clf, images):
     X, y = images
-    clf = make_clf().fit(X, y)
+    clf = make_clf(ctx_init=None).fit(X, y)
     fitted = clf.predict_proba(X)
     # The template is the zero-shot prompt: the learned prompt still applies; n_ctx shapes
     # the next fit.
@@ -274,7 +287,7 @@ def test_set_params_after_fit_keeps_or_drops_the_learned_prompt(make_clf, images
     np.testing.assert_array_equal(clf.set_params(n_ctx=2).predict_proba(X), fitted)
     with pytest.warns(UserWarning, match="class_names, n_ctx changed .* zero-shot until the next fit"):
         proba = clf.set_params(class_names=["cat", "dog"]).predict_proba(X)
-    np.testing.assert_allclose(proba, make_clf(class_names=["cat", "dog"], template="a sketch of a {}.")
+    np.testing.assert_allclose(proba, make_clf(class_names=["cat", "dog"], template="a sketch of a {}.", ctx_init=None)
                                .predict_proba(X), atol=1e-6)
     assert clf.fit(X, y % 2).predict_proba(X).shape == (12, 2)
     assert clf.module_.prompt_learner.ctx.shape == (2, 2, 32)

@@ -46,13 +46,13 @@ def test_warm_start_after_reload_continues_as_without_reload(make_clf, images):
 
 def test_save_params_writes_the_learned_state_and_load_params_checks_it(make_clf, images, tmp_path):
     X, y = images
-    clf = make_clf().fit(X, y)
+    clf = make_clf(ctx_init=None).fit(X, y)   # n_ctx=4 random context vectors
     clf.save_params(f_params=tmp_path / "prompt.pt", f_optimizer=tmp_path / "opt.pt",
                     f_history=tmp_path / "history.json")
     assert (tmp_path / "prompt.pt").stat().st_size < 20_000
     state = torch.load(tmp_path / "prompt.pt", weights_only=True)
     assert sorted(state) == ["_extra_state", "prompt_learner.ctx", "prompt_trained"]
-    fresh = make_clf(random_state=5).initialize()
+    fresh = make_clf(ctx_init=None, random_state=5).initialize()
     fresh.load_params(f_params=tmp_path / "prompt.pt", f_optimizer=tmp_path / "opt.pt",
                       f_history=tmp_path / "history.json")
     np.testing.assert_array_equal(fresh.predict_proba(X), clf.predict_proba(X))
@@ -67,7 +67,7 @@ def test_save_params_writes_the_learned_state_and_load_params_checks_it(make_clf
                                          r"\['cat', 'dog', 'bird'\]"):
         other.load_params(f_params=tmp_path / "prompt.pt")
     with pytest.raises(ValueError, match="n_ctx: 4 -> 2"):
-        make_clf(n_ctx=2).load_params(f_params=tmp_path / "prompt.pt")
+        make_clf(n_ctx=2, ctx_init=None).load_params(f_params=tmp_path / "prompt.pt")
     with pytest.raises(ValueError, match="backbone: 'tiny-vit|"):
         make_clf(pretrained=weights_file(tmp_path / "w.pt")).load_params(f_params=tmp_path / "prompt.pt")
 

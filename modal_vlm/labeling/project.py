@@ -51,9 +51,9 @@ class Settings:
     batch_size : int, optional
         Images per batch; None: the number of classes, at least 8 and at most 32.
     train_steps : int, default=100
-        Optimizer steps per training: ``max_epochs`` is set so that every training takes
-        about this many mini-batches, whatever the number of labels, which keeps the wait
-        between two batches bounded.
+        At most about this many optimizer steps per training: the classifier's own epoch
+        schedule (``max_epochs="auto"``), capped so that the wait between two batches stays
+        bounded whatever the number of labels.
     fit_mode : {"supervised", "ueo"}, default="supervised"
         ``"ueo"`` also learns from the unlabeled images and from those labeled "none of these
         classes", through UEO's unlabeled loss (prompt only).

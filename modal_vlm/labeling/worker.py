@@ -36,41 +36,40 @@ from .scan import scan_images
 
 #: Images per ``transform`` call while encoding the folder (one progress step each).
 ENCODE_CHUNK = 32
-#: The context vectors start at this text (the zero-shot prompt): CoOp's random start drops
-#: below zero-shot in the first rounds (see the strategy benchmark), which a person labeling
-#: would see as the model getting worse.
-CTX_INIT = "a photo of a"
-#: Labeled samples per training step (the classifier's ``batch_size``).
-TRAIN_BATCH = 32
 #: At most this many unlabeled images join the UEO fit (drawn with the project's seed).
 UEO_UNLABELED = 2000
 
 
 class TrainingProgress(Callback):
-    """skorch callback: report ``(epoch, max_epochs)`` after every epoch.
+    """skorch callback: report ``(epoch, epochs of this fit)`` after every epoch.
 
     Parameters
     ----------
     report : callable
-        Called as ``report(epochs_done, max_epochs)``.
+        Called as ``report(epochs_done, fit_epochs)``.
     """
 
     def __init__(self, report):
         self.report = report
 
     def on_epoch_end(self, net, **kwargs):
-        self.report(len(net.history), net.max_epochs)
+        self.report(len(net.history), net.fit_epochs_)
 
 
-def epochs_for(n_labeled: int, train_steps: int) -> int:
-    """``max_epochs`` that gives about ``train_steps`` optimizer steps on ``n_labeled`` labels.
+def epochs_for(n_labeled: int, n_classes: int, train_steps: int, batch_size: int) -> int:
+    """The classifier's own epoch schedule (``max_epochs="auto"``), capped at about
+    ``train_steps`` optimizer steps, so the wait between batches stays bounded as labels grow.
 
     Parameters
     ----------
     n_labeled : int
-        Labeled images (an epoch is one pass over them, in batches of 32).
+        Labeled images (an epoch is one pass over them, in batches of ``batch_size``).
+    n_classes : int
+        Number of classes.
     train_steps : int
         The step budget of one training.
+    batch_size : int
+        The classifier's ``batch_size``.
 
     Returns
     -------
@@ -79,10 +78,13 @@ def epochs_for(n_labeled: int, train_steps: int) -> int:
 
     Examples
     --------
-    >>> epochs_for(10, 100), epochs_for(100, 100), epochs_for(10_000, 100)
-    (100, 25, 1)
+    >>> epochs_for(10, 10, 100, 128), epochs_for(40, 10, 100, 128), epochs_for(1000, 10, 100, 128)
+    (50, 100, 12)
     """
-    return max(1, round(train_steps / math.ceil(n_labeled / TRAIN_BATCH)))
+    from ..callbacks import shot_schedule_epochs
+
+    budget = max(1, round(train_steps / math.ceil(n_labeled / batch_size)))
+    return min(shot_schedule_epochs(n_labeled, n_classes), budget)
 
 
 def model_key(settings) -> dict:
@@ -124,9 +126,10 @@ def make_classifier(project, max_epochs=1, callbacks=None):
 
     s = project.settings
     extra = {"fit_mode": "ueo", "train_visual_norm": False} if s.fit_mode == "ueo" else {}
+    # The library's learner (it starts at the zero-shot prompt, so the first labels do not
+    # make the model a person is labeling with worse), with the epochs the app allows.
     return ClipPromptClassifier(list(s.classes), model_name=s.model, pretrained=s.pretrained,
-                                ctx_init=CTX_INIT, max_epochs=max_epochs, batch_size=TRAIN_BATCH,
-                                cache_dir=str(project.cache_dir), device=s.device,
+                                max_epochs=max_epochs, cache_dir=str(project.cache_dir), device=s.device,
                                 random_state=s.seed, verbose=0, callbacks=callbacks, **extra)
 
 
@@ -359,11 +362,12 @@ class LabelingWorker:
         watermark = self.store.last_event_id()
         finished = self._finished_batches()
         labeled, y, ood = self._labeled()
-        epochs = epochs_for(len(labeled), settings.train_steps)
         message = f"training on {len(labeled)} labels"
-        self._set("training", message, 0, epochs)
         progress = TrainingProgress(lambda done, total: self._set("training", message, done, total))
-        clf = make_classifier(self.project, epochs, callbacks=[("label_app_progress", progress)])
+        clf = make_classifier(self.project, callbacks=[("label_app_progress", progress)])
+        epochs = epochs_for(len(labeled), len(settings.classes), settings.train_steps, clf.batch_size)
+        clf.set_params(max_epochs=epochs)
+        self._set("training", message, 0, epochs)
         fit_params = {}
         if settings.fit_mode == "ueo":
             fit_params["X_unlabeled"] = self._ueo_unlabeled(ood)
