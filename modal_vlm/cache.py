@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 KEY_BYTES = 16
+#: Dtypes the on-disk shards may hold.
+STORAGE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 class EmbeddingStore:
@@ -74,6 +76,9 @@ class EmbeddingCache:
         :attr:`Backbone.key <modal_vlm.backbones.Backbone>` of the encoder.
     cache_dir : str or Path, optional
         Folder for the on-disk copy; None keeps embeddings in memory only.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage dtype of the shards this cache writes (float16 halves the disk footprint of
+        large pools). Shards of either dtype are read back as float32.
 
     Examples
     --------
@@ -85,9 +90,12 @@ class EmbeddingCache:
     [True, False]
     """
 
-    def __init__(self, model_key: str, cache_dir=None):
+    def __init__(self, model_key: str, cache_dir=None, dtype="float32"):
         self.model_key = model_key
         self.cache_dir = cache_dir
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {[str(d) for d in STORAGE_DTYPES]}, got {dtype!r}.")
         self.store = _STORES.setdefault(model_key, EmbeddingStore())
         if cache_dir is not None:
             self._load_disk()
@@ -125,28 +133,73 @@ class EmbeddingCache:
         """
         self.store.add(keys, embeddings)
         if self.cache_dir is not None and len(keys):
-            self._write_shard(keys, np.asarray(embeddings, dtype=np.float32))
+            write_shard(self.cache_dir, self.model_key, keys, embeddings, self.dtype)
 
     def _load_disk(self):
         folder = _model_dir(self.cache_dir, self.model_key)
         if str(folder) in self.store.loaded_dirs:
             return
         self.store.loaded_dirs.add(str(folder))
-        for shard in sorted(folder.glob("shard-*.npz")):
-            with np.load(shard) as data:
-                keys = [row.tobytes() for row in data["keys"]]
-                self.store.add(keys, data["embeddings"])
+        for keys, embeddings in iter_disk_shards(self.cache_dir, self.model_key):
+            self.store.add([key.tobytes() for key in keys], embeddings)
 
-    def _write_shard(self, keys, embeddings):
-        folder = _model_dir(self.cache_dir, self.model_key)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.txt").write_text(self.model_key + "\n")
-        keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        # Write then rename: a reader never sees a half-written shard.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, keys=keys_array, embeddings=embeddings)
-        os.replace(tmp, folder / f"shard-{uuid.uuid4().hex}.npz")
+
+def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") -> Path:
+    """Write one shard of ``(keys, embeddings)`` into the on-disk cache of ``model_key``.
+
+    Atomic (written, then renamed): a reader never sees a half-written shard. This is how
+    every writer adds to a cache folder, in this process or in a distributed encoding job.
+
+    Parameters
+    ----------
+    cache_dir : str or Path
+        The cache folder.
+    model_key : str
+        The backbone's cache key.
+    keys : sequence of bytes
+        Image fingerprints (:data:`KEY_BYTES` each).
+    embeddings : array-like of shape (n_keys, D)
+        Their embeddings, stored as ``dtype``.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage dtype.
+
+    Returns
+    -------
+    Path
+        The shard file written.
+    """
+    folder = _model_dir(cache_dir, model_key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.txt").write_text(model_key + "\n")
+    keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, keys=keys_array, embeddings=np.asarray(embeddings, dtype=dtype))
+    shard = folder / f"shard-{uuid.uuid4().hex}.npz"
+    os.replace(tmp, shard)
+    return shard
+
+
+def iter_disk_shards(cache_dir, model_key: str):
+    """The on-disk shards of ``model_key``'s cache, one at a time, in a stable order.
+
+    Parameters
+    ----------
+    cache_dir : str or Path
+        The cache folder.
+    model_key : str
+        The backbone's cache key.
+
+    Yields
+    ------
+    keys : ndarray of dtype V16 of shape (m,)
+        The shard's image fingerprints (``key.tobytes()`` is the cache key).
+    embeddings : ndarray of shape (m, D)
+        Their embeddings, in the shard's storage dtype (float32 or float16).
+    """
+    for shard in sorted(_model_dir(cache_dir, model_key).glob("shard-*.npz")):
+        with np.load(shard) as data:
+            yield np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1), data["embeddings"]
 
 
 def clear_memory_cache() -> None:

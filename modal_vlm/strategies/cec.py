@@ -25,7 +25,7 @@ import torch
 
 from ._kmeans import weighted_kmeans
 from ._knn import knn as nearest_neighbours
-from ._linalg import as_tensor, nearest_centers
+from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows
 from ._pool import prepare
 from ._result import query_result
 from .uncertainty import entropy, top_scores
@@ -63,10 +63,29 @@ def class_priors(proba, top_n=None) -> np.ndarray:
     array([0.85, 0.35], dtype=float32)
     """
     P = as_tensor(proba)
-    n, C = P.shape
-    top_n = math.ceil(n / C) if top_n is None else int(top_n)
-    top_n = min(max(top_n, 1), n)
-    return torch.topk(P, top_n, dim=0).values.mean(0).numpy()
+    return _priors_of_blocks([P], len(P), top_n)
+
+
+def _priors_of_blocks(blocks, n: int, top_n=None) -> np.ndarray:
+    """:func:`class_priors` over probability blocks, keeping a running top ``top_n`` per class."""
+    top = None
+    for P in blocks:
+        if top is None:
+            C = P.shape[1]
+            top_n = min(max(math.ceil(n / C) if top_n is None else int(top_n), 1), n)
+            top = P[:0]
+        top = torch.cat([top, P])
+        top = torch.topk(top, min(top_n, len(top)), dim=0).values
+    return top.mean(0).numpy()
+
+
+def _pool_entropy(pool, top_n, calibrate):
+    """``(H, prior)`` of :func:`calibrated_entropy` over a pool's probability blocks."""
+    prior = _priors_of_blocks((P for _, P in pool.proba_blocks()), pool.n, top_n) if calibrate else None
+    H = np.empty(pool.n, dtype=np.float32)
+    for rows, P in pool.proba_blocks():
+        H[rows] = entropy(P, prior)
+    return H, prior
 
 
 def calibrated_entropy(proba, top_n=None, calibrate=True):
@@ -149,7 +168,7 @@ def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None)
     k = min(int(k), len(H) - 1)
     if alpha == 0 or k < 1:
         return H.copy(), H.copy()
-    index, sim = nearest_neighbours(as_tensor(features), k, rng or np.random.RandomState(0), knn)
+    index, sim = nearest_neighbours(as_matrix(features), k, rng or np.random.RandomState(0), knn)
     w = sim.clamp_min(0.0) + EPS
     H_nb = ((w * torch.from_numpy(H)[index]).sum(1) / w.sum(1)).numpy()
     return ((1.0 - alpha) * H + alpha * H_nb).astype(np.float32), H_nb
@@ -170,7 +189,7 @@ def _centroid_picks(features, centers, members_count, U, rng):
     """The untaken pool sample nearest to each non-empty cluster's centroid, then refills."""
     K = len(centers)
     # Each centroid's K nearest samples: at most K - 1 of them can be taken before its turn.
-    nearest = nearest_centers(centers, features, min(K, len(features)))[0].numpy()
+    nearest = nearest_rows(centers, features, min(K, len(features))).numpy()
     taken, picks = set(), []
     for cluster in np.flatnonzero(members_count):
         pick = next(int(i) for i in nearest[cluster] if int(i) not in taken)
@@ -229,7 +248,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
-    F, U = as_tensor(features), np.asarray(U, dtype=np.float32)
+    F, U = as_matrix(features), np.asarray(U, dtype=np.float32)
     # Index copies only where a subset is meant: a copy of a 10^6-sample pool costs 2 GB.
     candidates, Fc, Uc = None, F, U
     if selection == "candidates":
@@ -315,7 +334,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-    H, prior = calibrated_entropy(pool.proba, top_n, calibrate)
+    H, prior = _pool_entropy(pool, top_n, calibrate)
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
