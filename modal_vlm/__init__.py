@@ -9,6 +9,7 @@ from .backbones import create_backbone, get_backbone, list_backbones, register_b
 from .cache import clear_memory_cache
 from .classifier import ClipPromptClassifier
 from .compat import patch_modal
+from .embedding_pool import EmbeddingPool
 from .strategies import (badge_query, cec_query, coreset_query, entropy_query, get_strategy,
                          least_confidence_query, list_strategies, margin_query, pcb, random_query)
 
@@ -18,6 +19,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ClipPromptClassifier",
+    "EmbeddingPool",
     "badge_query",
     "cec_query",
     "clear_memory_cache",

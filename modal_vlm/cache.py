@@ -180,7 +180,7 @@ def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") ->
     return shard
 
 
-def iter_disk_shards(cache_dir, model_key: str):
+def iter_disk_shards(cache_dir, model_key: str, keys_only: bool = False):
     """The on-disk shards of ``model_key``'s cache, one at a time, in a stable order.
 
     Parameters
@@ -189,17 +189,20 @@ def iter_disk_shards(cache_dir, model_key: str):
         The cache folder.
     model_key : str
         The backbone's cache key.
+    keys_only : bool, default=False
+        Read only the keys (``embeddings`` is then None).
 
     Yields
     ------
     keys : ndarray of dtype V16 of shape (m,)
         The shard's image fingerprints (``key.tobytes()`` is the cache key).
-    embeddings : ndarray of shape (m, D)
+    embeddings : ndarray of shape (m, D) or None
         Their embeddings, in the shard's storage dtype (float32 or float16).
     """
     for shard in sorted(_model_dir(cache_dir, model_key).glob("shard-*.npz")):
         with np.load(shard) as data:
-            yield np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1), data["embeddings"]
+            keys = np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1)
+            yield keys, None if keys_only else data["embeddings"]
 
 
 def clear_memory_cache() -> None:
