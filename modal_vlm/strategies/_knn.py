@@ -33,10 +33,10 @@ from ._linalg import BLOCK_BYTES, as_matrix, nearest_centers, row_blocks
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
 #: Cells searched by the samples of a cell (their own and the nearest others).
-N_PROBE = 12
+N_PROBE = 8
 #: Most candidates scanned per sample: beyond 10^6 samples fewer cells are probed, so the cost
 #: grows linearly with the pool (and the recall falls on pools without local structure).
-MAX_SCANNED = 12_000
+MAX_SCANNED = 8_000
 #: Candidates kept per sample from the fast product, as a multiple of k, for exact re-ranking.
 CANDIDATE_FACTOR = 2
 #: Training points per cell for faiss's k-means, and its iterations.
