@@ -82,8 +82,8 @@ class EmbeddingPool(np.ndarray):
         # A derived array's rows need not line up with the embeddings: it carries none.
         self.embeddings, self.rows = None, None
 
-    def __reduce__(self):
-        return EmbeddingPool, (np.asarray(self.features()), np.asarray(self))
+    def __reduce__(self):  # ndarray's own would drop the embeddings
+        return _rebuild, (self.embeddings, np.asarray(self), self.rows)
 
     def features(self):
         """The embeddings as the strategies read them: a float32 tensor for an in-memory
@@ -199,3 +199,9 @@ class EmbeddingPool(np.ndarray):
             embeddings.flush()
             embeddings = np.load(path, mmap_mode="r")
         return cls(embeddings, X)
+
+
+def _rebuild(embeddings, items, rows):
+    pool = items.view(EmbeddingPool)
+    pool.embeddings, pool.rows = embeddings, rows
+    return pool

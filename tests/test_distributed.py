@@ -8,6 +8,13 @@ from modal_vlm.cache import iter_disk_shards
 from modal_vlm.distributed import encode, encode_to_cache
 
 
+@pytest.fixture(autouse=True)
+def fresh_memory_cache():
+    """Every test starts from an empty in-memory store (another test's float16 reads would
+    otherwise serve its 'in-process' expectations)."""
+    clear_memory_cache()
+
+
 def cached_key(make_clf):
     return make_clf().backbone_.key
 

@@ -39,7 +39,7 @@ SHARD_SIZE = 1024
 class EncodeReport:
     """What :func:`encode_to_cache` did.
 
-    Attributes
+    Parameters
     ----------
     n_images : int
         Image files in the job.
@@ -55,6 +55,9 @@ class EncodeReport:
         ``(path, reason)`` of every image that could not be read.
     seconds : float
         Wall-clock time of the run, model loading included.
+    encode_seconds : float
+        Time the workers spent in their shards (reading, preprocessing, encoding, writing),
+        summed over workers: ``n_encoded / encode_seconds`` is one worker's throughput.
     workers : int
         Encoder workers (1 in-process).
     cache_key : str
@@ -68,12 +71,19 @@ class EncodeReport:
     n_cached: int = 0
     bad_images: list = field(default_factory=list)
     seconds: float = 0.0
+    encode_seconds: float = 0.0
     workers: int = 1
     cache_key: str = ""
 
     @property
     def images_per_second(self) -> float:
-        """Images encoded per second of wall-clock time."""
+        """Images encoded per second of wall-clock time.
+
+        Returns
+        -------
+        float
+            ``n_encoded / seconds`` (0 before any time passed).
+        """
         return self.n_encoded / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -142,6 +152,8 @@ class ShardEncoder:
         Images per forward pass.
     job_dir : str or path-like
         Where finished shards are marked.
+    num_threads : int, optional
+        Torch threads of this worker (Ray CPU actors use one each); None leaves torch's default.
     """
 
     def __init__(self, model_name, pretrained, image_size, device, cache_dir, dtype, batch_size, job_dir,
@@ -172,8 +184,10 @@ class ShardEncoder:
         Returns
         -------
         dict
-            ``shard``, ``encoded`` and ``cached`` counts, ``bad``: list of ``[path, reason]``.
+            ``shard``, ``encoded`` and ``cached`` counts, ``bad``: list of ``[path, reason]``,
+            ``seconds`` spent.
         """
+        start = time.perf_counter()
         keys, items, bad, cached, seen = [], [], [], 0, set()
         for path in paths:
             item = ImageItem(str(path), "path")
@@ -201,7 +215,8 @@ class ShardEncoder:
                                                                      batch_size=self.batch_size)]
         if good_keys:
             write_shard(self.cache_dir, self.backbone.key, good_keys, np.concatenate(embeddings), self.dtype)
-        result = {"shard": int(shard), "encoded": len(good_keys), "cached": cached, "bad": bad}
+        result = {"shard": int(shard), "encoded": len(good_keys), "cached": cached, "bad": bad,
+                  "seconds": time.perf_counter() - start}
         if not bad:
             marker = _marker(self.job_dir, shard)
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -211,11 +226,24 @@ class ShardEncoder:
         return result
 
     def __call__(self, batch: dict) -> dict:
-        """Ray Data ``map_batches`` entry point: a batch of ``shard`` / ``paths`` rows."""
+        """Ray Data ``map_batches`` entry point: encode a batch of ``shard`` / ``paths`` rows.
+
+        Parameters
+        ----------
+        batch : dict of array-like
+            Columns ``shard`` (int) and ``paths`` (a list of files per row).
+
+        Returns
+        -------
+        dict of ndarray
+            One row per shard: ``shard``, ``encoded``, ``cached``, ``seconds``, and ``bad``
+            as a JSON list of ``[path, reason]``.
+        """
         results = [self.encode(int(shard), list(paths)) for shard, paths in zip(batch["shard"], batch["paths"])]
         return {"shard": np.array([r["shard"] for r in results]),
                 "encoded": np.array([r["encoded"] for r in results]),
                 "cached": np.array([r["cached"] for r in results]),
+                "seconds": np.array([r["seconds"] for r in results]),
                 "bad": np.array([json.dumps(r["bad"]) for r in results], dtype=object)}
 
 
@@ -238,8 +266,7 @@ def _ray_results(pending, shards, encoder_kwargs, ray_address, num_workers, prog
         ShardEncoder, fn_constructor_kwargs={**encoder_kwargs, "num_threads": 1 if not uses_gpu else None},
         batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if uses_gpu else 0,
         num_cpus=1)
-    results = [{"shard": row["shard"], "encoded": row["encoded"], "cached": row["cached"],
-                "bad": json.loads(row["bad"])} for row in encoded.iter_rows()]
+    results = [{**row, "bad": json.loads(row["bad"])} for row in encoded.iter_rows()]
     return results, workers
 
 
@@ -333,6 +360,7 @@ def encode_to_cache(images, model_name: str, cache_dir, *, pretrained=None, imag
     for result in results:
         report.n_encoded += int(result["encoded"])
         report.n_cached += int(result["cached"])
+        report.encode_seconds += float(result["seconds"])
         report.bad_images += [tuple(entry) for entry in result["bad"]]
     report.bad_images.sort()
     report.seconds = time.perf_counter() - start

@@ -9,9 +9,11 @@ The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool `
 3. weighted k-means on the embeddings with weights ``U`` and ``K = n_instances`` clusters;
    each cluster gives the untaken pool sample nearest to its centroid.
 
-Exact and approximate parts at scale: calibration and entropies are exact. The kNN is exact
-(blocked, no ``n x n`` matrix) up to 10^4 samples and an inverted-file search with exact
-re-ranking above (``knn="exact"`` forces exactness). k-means runs on the whole pool up to
+Exact and approximate parts at scale: calibration and entropies are exact (computed over
+probability blocks, so a memory-mapped :class:`~modal_vlm.EmbeddingPool` never holds the
+``n x C`` matrix). The kNN is exact (blocked, no ``n x n`` matrix) up to 10^4 samples and an
+inverted-file self-join on faiss k-means cells with exact re-ranking above (``knn="exact"``
+forces exactness). k-means (faiss, weighted) runs on the whole pool up to
 ``kmeans_subsample`` points and otherwise on a uniform random subsample of that
 size (at least ``50 * n_instances``), after which the whole pool is assigned to the centroids;
 ``kmeans_subsample=None`` clusters the whole pool.
@@ -140,7 +142,7 @@ def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None)
         Weight of the neighbourhood term; 0 (or ``n == 1``) gives ``U = H_nb = H``.
     knn : {"auto", "exact", "approximate"}, default="auto"
         Neighbour search: exact blocked search up to 10^4 samples ("auto"), or an
-        inverted-file search with exact re-ranking above.
+        inverted-file self-join on faiss k-means cells with exact re-ranking above.
     rng : numpy.random.RandomState, optional
         Seeds the approximate search; default ``RandomState(0)``.
 
