@@ -3,7 +3,9 @@
 Embeddings are keyed by ``(backbone key, image fingerprint)``. The in-memory store is
 process-wide, so estimators, their ``clone``\\ s, grid-search candidates and active-learning
 rounds share it. With ``cache_dir`` the store is also written to disk as append-only shards
-(``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes.
+(``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes: only the
+shards that hold requested images are read (a :class:`DiskIndex` of the keys says which), so
+a cache of 10^7 images serves a labeled set without being loaded whole.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ class EmbeddingStore:
     def __init__(self):
         self.rows: dict[bytes, int] = {}
         self.matrix: np.ndarray | None = None
-        self.loaded_dirs: set[str] = set()
+        self.disk: dict[str, DiskIndex] = {}
 
     def lookup(self, keys) -> np.ndarray:
         """Row index of each key, -1 where absent.
@@ -58,6 +60,46 @@ class EmbeddingStore:
         self.matrix[start:start + len(new)] = embeddings
         for offset, i in enumerate(new):
             self.rows[keys[i]] = start + offset
+
+
+class DiskIndex:
+    """Which shard file and row of a cache folder holds each key (keys only, 24 bytes a key).
+
+    Parameters
+    ----------
+    folder : Path
+        One backbone's cache folder.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: list[Path] = []
+        self.keys = np.empty(0, f"V{KEY_BYTES}")
+        self.where = np.empty((0, 2), np.int64)  # (file, row) of each sorted key
+
+    def refresh(self) -> None:
+        """Index the shards written since the last call (by this or another process)."""
+        known = set(self.files)
+        new = [path for path in _shard_files(self.folder) if path not in known]
+        if not new:
+            return
+        keys, where = [self.keys], [self.where]
+        for path in new:
+            self.files.append(path)
+            shard_keys = _read_shard(path, keys_only=True)[0]
+            keys.append(shard_keys)
+            where.append(np.stack([np.full(len(shard_keys), len(self.files) - 1),
+                                   np.arange(len(shard_keys))], 1))
+        keys, where = np.concatenate(keys), np.concatenate(where)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.where = keys[order], where[order]
+
+    def locate(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """``(found mask, (file, row) of the found keys)`` for a sequence of byte keys."""
+        wanted = np.array(keys, dtype=f"V{KEY_BYTES}")
+        at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
+        found = (self.keys[at] == wanted) if len(self.keys) else np.zeros(len(wanted), bool)
+        return found, self.where[at[found]]
 
 
 _STORES: dict[str, EmbeddingStore] = {}
@@ -97,8 +139,6 @@ class EmbeddingCache:
         if self.dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache dtype must be one of {[str(d) for d in STORAGE_DTYPES]}, got {dtype!r}.")
         self.store = _STORES.setdefault(model_key, EmbeddingStore())
-        if cache_dir is not None:
-            self._load_disk()
 
     def get(self, keys) -> tuple[np.ndarray, np.ndarray | None]:
         """``(found mask, embeddings of the found keys in order)``.
@@ -116,6 +156,9 @@ class EmbeddingCache:
             None when no key is found.
         """
         rows = self.store.lookup(keys)
+        if self.cache_dir is not None and (rows < 0).any():
+            self._read_disk([keys[i] for i in np.flatnonzero(rows < 0)])
+            rows = self.store.lookup(keys)
         found = rows >= 0
         if not found.any():
             return found, None
@@ -135,13 +178,17 @@ class EmbeddingCache:
         if self.cache_dir is not None and len(keys):
             write_shard(self.cache_dir, self.model_key, keys, embeddings, self.dtype)
 
-    def _load_disk(self):
+    def _read_disk(self, keys) -> None:
+        # Only the shards holding some of ``keys`` are read, and only those rows kept.
         folder = _model_dir(self.cache_dir, self.model_key)
-        if str(folder) in self.store.loaded_dirs:
-            return
-        self.store.loaded_dirs.add(str(folder))
-        for keys, embeddings in iter_disk_shards(self.cache_dir, self.model_key):
-            self.store.add([key.tobytes() for key in keys], embeddings)
+        index = self.store.disk.setdefault(str(folder), DiskIndex(folder))
+        index.refresh()
+        found, where = index.locate(keys)
+        found_keys = [key for key, hit in zip(keys, found) if hit]
+        for file in np.unique(where[:, 0]):
+            in_file = np.flatnonzero(where[:, 0] == file)
+            embeddings = _read_shard(index.files[file])[1]
+            self.store.add([found_keys[i] for i in in_file], embeddings[where[in_file, 1]])
 
 
 def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") -> Path:
@@ -199,10 +246,18 @@ def iter_disk_shards(cache_dir, model_key: str, keys_only: bool = False):
     embeddings : ndarray of shape (m, D) or None
         Their embeddings, in the shard's storage dtype (float32 or float16).
     """
-    for shard in sorted(_model_dir(cache_dir, model_key).glob("shard-*.npz")):
-        with np.load(shard) as data:
-            keys = np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1)
-            yield keys, None if keys_only else data["embeddings"]
+    for shard in _shard_files(_model_dir(cache_dir, model_key)):
+        yield _read_shard(shard, keys_only)
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("shard-*.npz"))
+
+
+def _read_shard(path: Path, keys_only: bool = False):
+    with np.load(path) as data:
+        keys = np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1)
+        return keys, None if keys_only else data["embeddings"]
 
 
 def clear_memory_cache() -> None:
