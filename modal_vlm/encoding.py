@@ -59,6 +59,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     return embeddings
 
 
+@torch.no_grad()  # as a decorator: grad mode is off only while the generator runs, not between batches
 def iter_encoded(backbone, items, *, batch_size: int = 64, visual=None):
     """L2-normalised embeddings of ``items``, one batch at a time, without any cache.
 
@@ -93,8 +94,7 @@ def iter_encoded(backbone, items, *, batch_size: int = 64, visual=None):
     """
     visual = backbone.visual if visual is None else visual
     device = next(visual.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch = torch.stack([item.to_tensor(backbone.preprocess) for item in items[start:start + batch_size]])
-            features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
-            yield start, features.cpu().numpy()
+    for start in range(0, len(items), batch_size):
+        batch = torch.stack([item.to_tensor(backbone.preprocess) for item in items[start:start + batch_size]])
+        features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
+        yield start, features.cpu().numpy()
