@@ -29,7 +29,8 @@ import faiss
 import numpy as np
 import torch
 
-from ._linalg import BLOCK_BYTES, as_matrix, nearest_centers, row_blocks
+from . import _linalg
+from ._linalg import as_matrix, row_blocks
 
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
@@ -88,7 +89,7 @@ def exact_knn(F, k: int, queries=None):
     index = torch.empty((len(queries), k), dtype=torch.int64)
     sim = torch.empty((len(queries), k), dtype=torch.float32)
     # In memory: every row block against the whole pool; on disk, target blocks too.
-    target_rows = min(len(F), BLOCK_BYTES // (4 * F.shape[1]))
+    target_rows = min(len(F), _linalg.BLOCK_BYTES // (4 * F.shape[1]))
     resident = F if isinstance(F, torch.Tensor) and target_rows == len(F) else None
     for rows in row_blocks(len(queries), 4 * max(target_rows, k)):
         q = queries[rows]

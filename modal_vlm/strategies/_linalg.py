@@ -93,9 +93,10 @@ def as_matrix(features):
     return as_tensor(features)
 
 
-def row_blocks(n_rows: int, row_bytes: int, budget: int = BLOCK_BYTES):
-    """Slices covering ``range(n_rows)`` so that one block holds about ``budget`` bytes."""
-    step = max(1, budget // max(1, row_bytes))
+def row_blocks(n_rows: int, row_bytes: int, budget: int | None = None):
+    """Slices covering ``range(n_rows)`` so that one block holds about ``budget`` bytes
+    (default :data:`BLOCK_BYTES`)."""
+    step = max(1, (BLOCK_BYTES if budget is None else budget) // max(1, row_bytes))
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
 

@@ -121,3 +121,46 @@ def test_split_result_reads_every_convention():
     # modAL 0.4.1's old style (indices, rows) and 0.4.2's (indices, selected scores)
     idx, metrics = _result.split_result((np.array([0, 4]), np.zeros((2, 5))))
     assert idx.tolist() == [0, 4] and metrics == {}
+
+
+class SoftmaxClassifier:
+    """Probabilities from embeddings only, as ClipPromptClassifier.predict_proba_from_features."""
+
+    def __init__(self, centres, F=None):
+        self.centres, self.F = centres, F
+
+    def transform(self, X):
+        return self.F[np.asarray(X)]
+
+    def predict_proba_from_features(self, features):
+        logits = 8.0 * np.asarray(features) @ self.centres.T
+        P = np.exp(logits - logits.max(1, keepdims=True))
+        return P / P.sum(1, keepdims=True)
+
+
+def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query(monkeypatch, tmp_path):
+    from modal_vlm import EmbeddingPool
+
+    F = blobs(3000).numpy().astype(np.float16)
+    np.save(tmp_path / "pool.npy", F)
+    centres = blobs(6, seed=1).numpy()
+    monkeypatch.setattr(_knn, "EXACT_MAX", 1000)  # the approximate search, on disk too
+    monkeypatch.setattr(_linalg, "BLOCK_BYTES", 4 * 32 * 256)  # 256-row blocks of the pool
+    reads = []
+    getitem = _linalg.DiskMatrix.__getitem__
+    monkeypatch.setattr(_linalg.DiskMatrix, "__getitem__", lambda self, rows: reads.append(
+        len(np.arange(len(self))[rows.numpy() if isinstance(rows, torch.Tensor) else rows])) or getitem(self, rows))
+    pool = EmbeddingPool(tmp_path / "pool.npy", items=[f"img{i}.png" for i in range(3000)])
+    # k-means on a 500-sample fit (a pool under kmeans_subsample is clustered whole, loaded).
+    on_disk, metrics = cec_query(SoftmaxClassifier(centres), pool, 8, random_state=0, kmeans_subsample=500,
+                                 return_metrics=True)
+    assert reads and max(reads) < len(F)  # samples and blocks, never the whole pool
+    in_memory, expected = cec_query(SoftmaxClassifier(centres, F.astype(np.float32)), np.arange(3000), 8,
+                                    random_state=0, kmeans_subsample=500, return_metrics=True)
+    np.testing.assert_array_equal(on_disk, in_memory)
+    np.testing.assert_allclose(metrics["U"], expected["U"], rtol=1e-5)
+    # The rest of the pool after labeling: still memory-mapped, the same rows.
+    rest = pool.drop(on_disk)
+    assert len(rest) == 2992 and isinstance(rest.features(), _linalg.DiskMatrix)
+    np.testing.assert_array_equal(rest.features()[:5].numpy(), np.delete(F, on_disk, 0)[:5].astype(np.float32))
+    assert rest[[0]].tolist() == [np.delete(np.asarray(pool), on_disk)[0]]
