@@ -95,7 +95,20 @@ class DiskIndex:
         self.keys, self.where = keys[order], where[order]
 
     def locate(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """``(found mask, (file, row) of the found keys)`` for a sequence of byte keys."""
+        """Where the ``keys`` are, among the shards indexed so far.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Image fingerprints.
+
+        Returns
+        -------
+        found : ndarray of bool of shape (len(keys),)
+            Whether each key is in an indexed shard.
+        where : ndarray of int64 of shape (found.sum(), 2)
+            ``(index into files, row in that shard)`` of each found key, in order.
+        """
         wanted = np.array(keys, dtype=f"V{KEY_BYTES}")
         at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
         found = (self.keys[at] == wanted) if len(self.keys) else np.zeros(len(wanted), bool)

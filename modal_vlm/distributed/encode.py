@@ -142,8 +142,14 @@ class ShardEncoder:
 
     Parameters
     ----------
-    model_name, pretrained, image_size, device
+    model_name : str
         The backbone, as for :func:`~modal_vlm.backbones.get_backbone`.
+    pretrained : str or None
+        Its weights (open_clip tag or file).
+    image_size : int or None
+        Its input resolution.
+    device : str
+        Torch device of the encoder.
     cache_dir : str or path-like
         The embedding cache folder.
     dtype : {"float32", "float16"}
@@ -187,7 +193,7 @@ class ShardEncoder:
             ``shard``, ``encoded`` and ``cached`` counts, ``bad``: list of ``[path, reason]``,
             ``seconds`` spent.
         """
-        start = time.perf_counter()
+        began = time.perf_counter()
         keys, items, bad, cached, seen = [], [], [], 0, set()
         for path in paths:
             item = ImageItem(str(path), "path")
@@ -216,7 +222,7 @@ class ShardEncoder:
         if good_keys:
             write_shard(self.cache_dir, self.backbone.key, good_keys, np.concatenate(embeddings), self.dtype)
         result = {"shard": int(shard), "encoded": len(good_keys), "cached": cached, "bad": bad,
-                  "seconds": time.perf_counter() - start}
+                  "seconds": time.perf_counter() - began}
         if not bad:
             marker = _marker(self.job_dir, shard)
             marker.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minute
 
 1. faiss's k-means (:class:`faiss.Kmeans`, spherical, seeded by ``rng``) splits a sample of
    the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center;
-2. the samples of a cell search the cell and its :data:`N_PROBE` ``- 1`` nearest cells (by
-   center), capped at :data:`MAX_SCANNED` candidates, with one matrix product per cell;
+2. the samples of a cell search the cell and its nearest cells (by center), about
+   :data:`SCANNED` candidates per sample, with one matrix product per cell;
 3. the product runs in bfloat16 where the CPU has native bfloat16 matrix units (3-4 times the
    float32 speed), keeps the :data:`CANDIDATE_FACTOR` ``* k`` best candidates, and re-ranks
    them with exact float32 inner products.
@@ -34,11 +34,11 @@ from ._linalg import as_matrix, row_blocks
 
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
-#: Cells searched by the samples of a cell (their own and the nearest others).
-N_PROBE = 8
-#: Most candidates scanned per sample: beyond 10^6 samples fewer cells are probed, so the cost
-#: grows linearly with the pool (and the recall falls on pools without local structure).
-MAX_SCANNED = 8_000
+#: Candidates scanned per sample: the samples of a cell search their cell and the nearest
+#: cells up to about this many samples (8 of 1,000 cells at 10^6, 2 at 10^7), so the cost
+#: grows linearly with the pool (and on pools without local structure the recall falls
+#: beyond 10^6).
+SCANNED = 8_000
 #: Candidates kept per sample from the fast product, as a multiple of k, for exact re-ranking.
 CANDIDATE_FACTOR = 2
 #: Training points per cell for faiss's k-means, and its iterations.
@@ -152,7 +152,7 @@ def approximate_knn(F, k: int, rng):
     dtype = _scan_dtype()
     n_lists = max(1, min(n // TRAIN_PER_LIST, round(math.sqrt(n))))
     centers, cell = _cells(F, rng, n_lists, dtype)
-    n_probe = max(1, min(N_PROBE, n_lists, MAX_SCANNED * n_lists // n))
+    n_probe = max(1, min(n_lists, round(SCANNED * n_lists / n)))
     probes = torch.topk(centers @ centers.T, n_probe, dim=1)[1].tolist()
     order = torch.argsort(cell, stable=True)
     start = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(cell, minlength=n_lists).cumsum(0)])

@@ -27,7 +27,7 @@ def test_exact_knn_matches_brute_force_and_excludes_self():
 @pytest.mark.parametrize("scan_dtype", [torch.bfloat16, torch.float32])
 def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeypatch, scan_dtype):
     monkeypatch.setattr(_knn, "_scan_dtype", lambda: scan_dtype)  # both product paths, on any CPU
-    monkeypatch.setattr(_knn, "N_PROBE", 3)  # of ~55 cells: a real approximation
+    monkeypatch.setattr(_knn, "SCANNED", 160)  # 3 of ~55 cells: a real approximation
     F = blobs(3000)
     index, sim = _knn.knn(F, 10, np.random.RandomState(0), method="approximate")
     rows = torch.arange(len(F))[:, None]
@@ -52,7 +52,7 @@ def test_two_stage_selection_finds_the_top_columns():
 
 def test_approximate_knn_falls_back_to_exact_for_tiny_cells(monkeypatch):
     monkeypatch.setattr(_knn, "TRAIN_PER_LIST", 1)  # 8 cells of ~8 samples, 1 probed: < k + 1
-    monkeypatch.setattr(_knn, "N_PROBE", 1)
+    monkeypatch.setattr(_knn, "SCANNED", 8)  # 1 cell probed
     exact_rows = []
     exact_knn = _knn.exact_knn
     monkeypatch.setattr(_knn, "exact_knn", lambda F, k, q=None: exact_rows.append(len(q)) or exact_knn(F, k, q))
@@ -144,7 +144,8 @@ def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query
     F = blobs(3000).numpy().astype(np.float16)
     np.save(tmp_path / "pool.npy", F)
     centres = blobs(6, seed=1).numpy()
-    monkeypatch.setattr(_knn, "EXACT_MAX", 1000)  # the approximate search, on disk too
+    monkeypatch.setattr(_knn, "EXACT_MAX", 1000)  # the approximate search, on disk too,
+    monkeypatch.setattr(_knn, "SCANNED", 800)  # probing some of the cells
     monkeypatch.setattr(_linalg, "BLOCK_BYTES", 4 * 32 * 256)  # 256-row blocks of the pool
     reads = []
     getitem = _linalg.DiskMatrix.__getitem__
