@@ -1,5 +1,6 @@
-"""The ``modal-vlm`` command line: ``demo`` (offline, no data needed) and ``run`` (active
-learning on an image folder, resumable).
+"""The ``modal-vlm`` command line: ``demo`` (offline, no data needed), ``run`` (active
+learning on an image folder, resumable) and ``encode`` (images into the embedding cache,
+optionally on Ray: :mod:`modal_vlm.distributed`).
 
 :func:`main` is the entry point; the options are described in the documentation's
 experiment-runner page.
@@ -16,7 +17,8 @@ DEMO_MODEL = "conse-efficientnet-lite0-minilm"
 #: ``modal-vlm --help``'s description (plain text: the module docstring is reStructuredText).
 DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on "
                "scikit-learn's digits, no data needed. run: active learning on an image "
-               "folder, resumable.")
+               "folder, resumable. encode: image files into an embedding cache, optionally on a Ray "
+               "cluster.")
 
 #: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
 SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_size",
