@@ -17,6 +17,7 @@ __version__ = "0.1.0.dev0"
 _EXPORTS = {
     "COOP_PROTOCOL": "classifier",
     "ClipPromptClassifier": "classifier",
+    "EmbeddingPool": "embedding_pool",
     "badge_query": "strategies",
     "cb_query": "strategies",
     "cbsq_query": "strategies",

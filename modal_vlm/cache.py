@@ -3,7 +3,9 @@
 Embeddings are keyed by ``(backbone key, image fingerprint)``. The in-memory store is
 process-wide, so estimators, their ``clone``\\ s, grid-search candidates and active-learning
 rounds share it. With ``cache_dir`` the store is also written to disk as append-only shards
-(``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes.
+(``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes: only the
+shards that hold requested images are read (a :class:`DiskIndex` of the keys says which), so
+a cache of 10^7 images serves a labeled set without being loaded whole.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 KEY_BYTES = 16
+#: Dtypes the on-disk shards may hold.
+STORAGE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 class EmbeddingStore:
@@ -24,7 +28,7 @@ class EmbeddingStore:
     def __init__(self):
         self.rows: dict[bytes, int] = {}
         self.matrix: np.ndarray | None = None
-        self.loaded_dirs: set[str] = set()
+        self.disk: dict[str, DiskIndex] = {}
 
     def lookup(self, keys) -> np.ndarray:
         """Row index of each key, -1 where absent.
@@ -58,6 +62,59 @@ class EmbeddingStore:
             self.rows[keys[i]] = start + offset
 
 
+class DiskIndex:
+    """Which shard file and row of a cache folder holds each key (keys only, 24 bytes a key).
+
+    Parameters
+    ----------
+    folder : Path
+        One backbone's cache folder.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: list[Path] = []
+        self.keys = np.empty(0, f"V{KEY_BYTES}")
+        self.where = np.empty((0, 2), np.int64)  # (file, row) of each sorted key
+
+    def refresh(self) -> None:
+        """Index the shards written since the last call (by this or another process)."""
+        known = set(self.files)
+        new = [path for path in _shard_files(self.folder) if path not in known]
+        if not new:
+            return
+        keys, where = [self.keys], [self.where]
+        for path in new:
+            self.files.append(path)
+            shard_keys = _read_shard(path, keys_only=True)[0]
+            keys.append(shard_keys)
+            where.append(np.stack([np.full(len(shard_keys), len(self.files) - 1),
+                                   np.arange(len(shard_keys))], 1))
+        keys, where = np.concatenate(keys), np.concatenate(where)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.where = keys[order], where[order]
+
+    def locate(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """Where the ``keys`` are, among the shards indexed so far.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Image fingerprints.
+
+        Returns
+        -------
+        found : ndarray of bool of shape (len(keys),)
+            Whether each key is in an indexed shard.
+        where : ndarray of int64 of shape (found.sum(), 2)
+            ``(index into files, row in that shard)`` of each found key, in order.
+        """
+        wanted = np.array(keys, dtype=f"V{KEY_BYTES}")
+        at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
+        found = (self.keys[at] == wanted) if len(self.keys) else np.zeros(len(wanted), bool)
+        return found, self.where[at[found]]
+
+
 _STORES: dict[str, EmbeddingStore] = {}
 
 
@@ -74,6 +131,9 @@ class EmbeddingCache:
         :attr:`Backbone.key <modal_vlm.backbones.Backbone>` of the encoder.
     cache_dir : str or Path, optional
         Folder for the on-disk copy; None keeps embeddings in memory only.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage dtype of the shards this cache writes (float16 halves the disk footprint of
+        large pools). Shards of either dtype are read back as float32.
 
     Examples
     --------
@@ -85,12 +145,13 @@ class EmbeddingCache:
     [True, False]
     """
 
-    def __init__(self, model_key: str, cache_dir=None):
+    def __init__(self, model_key: str, cache_dir=None, dtype="float32"):
         self.model_key = model_key
         self.cache_dir = cache_dir
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {[str(d) for d in STORAGE_DTYPES]}, got {dtype!r}.")
         self.store = _STORES.setdefault(model_key, EmbeddingStore())
-        if cache_dir is not None:
-            self._load_disk()
 
     def get(self, keys) -> tuple[np.ndarray, np.ndarray | None]:
         """``(found mask, embeddings of the found keys in order)``.
@@ -108,6 +169,9 @@ class EmbeddingCache:
             None when no key is found.
         """
         rows = self.store.lookup(keys)
+        if self.cache_dir is not None and (rows < 0).any():
+            self._read_disk([keys[i] for i in np.flatnonzero(rows < 0)])
+            rows = self.store.lookup(keys)
         found = rows >= 0
         if not found.any():
             return found, None
@@ -125,28 +189,88 @@ class EmbeddingCache:
         """
         self.store.add(keys, embeddings)
         if self.cache_dir is not None and len(keys):
-            self._write_shard(keys, np.asarray(embeddings, dtype=np.float32))
+            write_shard(self.cache_dir, self.model_key, keys, embeddings, self.dtype)
 
-    def _load_disk(self):
+    def _read_disk(self, keys) -> None:
+        # Only the shards holding some of ``keys`` are read, and only those rows kept.
         folder = _model_dir(self.cache_dir, self.model_key)
-        if str(folder) in self.store.loaded_dirs:
-            return
-        self.store.loaded_dirs.add(str(folder))
-        for shard in sorted(folder.glob("shard-*.npz")):
-            with np.load(shard) as data:
-                keys = [row.tobytes() for row in data["keys"]]
-                self.store.add(keys, data["embeddings"])
+        index = self.store.disk.setdefault(str(folder), DiskIndex(folder))
+        index.refresh()
+        found, where = index.locate(keys)
+        found_keys = [key for key, hit in zip(keys, found) if hit]
+        for file in np.unique(where[:, 0]):
+            in_file = np.flatnonzero(where[:, 0] == file)
+            embeddings = _read_shard(index.files[file])[1]
+            self.store.add([found_keys[i] for i in in_file], embeddings[where[in_file, 1]])
 
-    def _write_shard(self, keys, embeddings):
-        folder = _model_dir(self.cache_dir, self.model_key)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.txt").write_text(self.model_key + "\n")
-        keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        # Write then rename: a reader never sees a half-written shard.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, keys=keys_array, embeddings=embeddings)
-        os.replace(tmp, folder / f"shard-{uuid.uuid4().hex}.npz")
+
+def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") -> Path:
+    """Write one shard of ``(keys, embeddings)`` into the on-disk cache of ``model_key``.
+
+    Atomic (written, then renamed): a reader never sees a half-written shard. This is how
+    every writer adds to a cache folder, in this process or in a distributed encoding job.
+
+    Parameters
+    ----------
+    cache_dir : str or Path
+        The cache folder.
+    model_key : str
+        The backbone's cache key.
+    keys : sequence of bytes
+        Image fingerprints (:data:`KEY_BYTES` each).
+    embeddings : array-like of shape (n_keys, D)
+        Their embeddings, stored as ``dtype``.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage dtype.
+
+    Returns
+    -------
+    Path
+        The shard file written.
+    """
+    folder = _model_dir(cache_dir, model_key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.txt").write_text(model_key + "\n")
+    keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, keys=keys_array, embeddings=np.asarray(embeddings, dtype=dtype))
+    shard = folder / f"shard-{uuid.uuid4().hex}.npz"
+    os.replace(tmp, shard)
+    return shard
+
+
+def iter_disk_shards(cache_dir, model_key: str, keys_only: bool = False):
+    """The on-disk shards of ``model_key``'s cache, one at a time, in a stable order.
+
+    Parameters
+    ----------
+    cache_dir : str or Path
+        The cache folder.
+    model_key : str
+        The backbone's cache key.
+    keys_only : bool, default=False
+        Read only the keys (``embeddings`` is then None).
+
+    Yields
+    ------
+    keys : ndarray of dtype V16 of shape (m,)
+        The shard's image fingerprints (``key.tobytes()`` is the cache key).
+    embeddings : ndarray of shape (m, D) or None
+        Their embeddings, in the shard's storage dtype (float32 or float16).
+    """
+    for shard in _shard_files(_model_dir(cache_dir, model_key)):
+        yield _read_shard(shard, keys_only)
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("shard-*.npz"))
+
+
+def _read_shard(path: Path, keys_only: bool = False):
+    with np.load(path) as data:
+        keys = np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1)
+        return keys, None if keys_only else data["embeddings"]
 
 
 def clear_memory_cache() -> None:

@@ -1,5 +1,6 @@
-"""The ``modal-vlm`` command line: ``demo`` (offline, no data needed) and ``run`` (active
-learning on an image folder, resumable).
+"""The ``modal-vlm`` command line: ``demo`` (offline, no data needed), ``run`` (active
+learning on an image folder, resumable) and ``encode`` (images into the embedding cache,
+optionally on Ray: :mod:`modal_vlm.distributed`).
 
 :func:`main` is the entry point; the options are described in the documentation's
 experiment-runner page. Building the parser imports nothing heavy (``--help`` answers at
@@ -21,7 +22,8 @@ DEMO_IMAGE_SIZE = 96
 #: ``modal-vlm --help``'s description (plain text: the module docstring is reStructuredText).
 DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on an "
                "embedded CIFAR-10 sample, no data needed. run: active learning on an image "
-               "folder, resumable.")
+               "folder, resumable. label: label images in the browser while the model learns. "
+               "encode: image files into an embedding cache, optionally on a Ray cluster.")
 
 #: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
 SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_size",
@@ -197,12 +199,54 @@ def _add_label_parser(sub) -> None:
     add_label_parser(sub)
 
 
+def encode(args) -> int:
+    """Encode image files into an embedding cache (in-process or on Ray); 1 if some were unreadable."""
+    from .distributed import encode_to_cache
+
+    report = encode_to_cache(args.images, args.model, args.cache_dir, pretrained=args.pretrained,
+                             image_size=args.image_size, device=args.device, dtype=args.dtype,
+                             ray_address=args.ray, num_workers=args.workers, shard_size=args.shard_size,
+                             batch_size=args.batch_size, progress=not args.quiet)
+    print(f"{report.n_images} images in {report.n_shards} shards ({report.n_shards_skipped} finished "
+          f"earlier): {report.n_encoded} encoded, {report.n_cached} already cached, "
+          f"{len(report.bad_images)} unreadable; {report.seconds:.1f} s, {report.workers} worker(s), "
+          f"{report.images_per_second:.1f} images/s; cache {args.cache_dir} ({report.cache_key})")
+    for path, reason in report.bad_images:
+        print(f"modal-vlm: unreadable image {path}: {reason}", file=sys.stderr)
+    return 1 if report.bad_images else 0
+
+
+def _add_encode_parser(sub) -> None:
+    p = sub.add_parser(
+        "encode", help="encode image files into an embedding cache (optionally on a Ray cluster)",
+        description="Encode image files into the on-disk embedding cache that --cache-dir / "
+                    "ClipPromptClassifier(cache_dir=...) read, so later runs do not encode them "
+                    "again. Resumable: run the same command again after an interruption. "
+                    "Unreadable images are listed and the exit status is 1.")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and folders (searched recursively)")
+    p.add_argument("--model", default="ViT-B-32", metavar="NAME", help="backbone name (default ViT-B-32)")
+    p.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or local weights file")
+    p.add_argument("--image-size", type=int, metavar="PX", help="image encoder resolution (default: the model's)")
+    p.add_argument("--cache-dir", required=True, metavar="DIR", help="the embedding cache folder")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="storage dtype of the embeddings (float16 halves the disk footprint)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="encode on a Ray cluster: auto, local or ray://host:port (needs modal-vlm[ray])")
+    p.add_argument("--workers", type=int, metavar="N", help="Ray encoder workers (default: one per GPU, else per CPU)")
+    p.add_argument("--shard-size", type=int, default=1024, metavar="N", help="images per shard (default 1024)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
+    p.add_argument("--device", default="cpu", metavar="NAME", help="torch device in-process (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=encode)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modal-vlm", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_parser(sub)
     _add_run_parser(sub)
     _add_label_parser(sub)
+    _add_encode_parser(sub)
     return parser
 
 
@@ -224,8 +268,9 @@ def main(argv=None) -> int:
             print(f"modal-vlm: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"\nmodal-vlm: interrupted; finished rounds are saved in {args.out}. Run the same "
-                  "command again to resume.", file=sys.stderr)
+            saved = (f"finished shards are saved in {args.cache_dir}" if args.command == "encode"
+                     else f"finished rounds are saved in {args.out}")
+            print(f"\nmodal-vlm: interrupted; {saved}. Run the same command again to resume.", file=sys.stderr)
             return 130
 
 

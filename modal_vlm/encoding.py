@@ -83,16 +83,54 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     for i in np.flatnonzero(~found):
         todo.setdefault(keys[i], i)
     todo = list(todo.values())
-    visual = backbone.visual if visual is None else visual
     with tqdm(total=len(todo), desc="encoding images", unit="img", delay=2.0,
-              disable=(not verbose or not todo) or None, leave=False) as bar, torch.no_grad():
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            batch = torch.stack([items[i].to_tensor(backbone.preprocess) for i in chunk])
-            device = next(visual.parameters()).device
-            features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
-            check_finite_embeddings(features, [items[i].describe(i) for i in chunk])
-            cache.add([keys[i] for i in chunk], features.cpu().numpy())
+              disable=(not verbose or not todo) or None, leave=False) as bar:
+        for start, features in iter_encoded(backbone, [items[i] for i in todo], batch_size=batch_size,
+                                            visual=visual):
+            chunk = todo[start:start + len(features)]
+            check_finite_embeddings(torch.from_numpy(features), [items[i].describe(i) for i in chunk])
+            cache.add([keys[i] for i in chunk], features)
             bar.update(len(chunk))
     found, embeddings = cache.get(keys)
     return embeddings
+
+
+@torch.no_grad()  # as a decorator: grad mode is off only while the generator runs, not between batches
+def iter_encoded(backbone, items, *, batch_size: int = 64, visual=None):
+    """L2-normalised embeddings of ``items``, one batch at a time, without any cache.
+
+    The encoding itself (preprocessing, forward pass, normalisation), shared by
+    :func:`encode_images` and the distributed encoder (:mod:`modal_vlm.distributed`).
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Provides ``preprocess`` and the image encoder.
+    items : list of ImageItem
+        The images (:func:`modal_vlm.inputs.as_image_items`).
+    batch_size : int
+        Images per encoder forward pass.
+    visual : nn.Module, optional
+        Image encoder to use instead of ``backbone.visual``.
+
+    Yields
+    ------
+    start : int
+        Index in ``items`` of the batch's first image.
+    features : np.ndarray of shape (batch, D), float32
+        The batch's embeddings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modal_vlm.backbones import get_backbone
+    >>> items = as_image_items(np.zeros((3, 32, 32, 3), np.uint8))
+    >>> [(start, f.shape) for start, f in iter_encoded(get_backbone("tiny-vit"), items, batch_size=2)]
+    [(0, (2, 32)), (2, (1, 32))]
+    """
+    visual = backbone.visual if visual is None else visual
+    device = next(visual.parameters()).device
+    for start in range(0, len(items), batch_size):
+        batch = torch.stack([item.to_tensor(backbone.preprocess) for item in items[start:start + batch_size]])
+        features = torch.nn.functional.normalize(visual(batch.to(device)).float(), dim=-1)
+        yield start, features.cpu().numpy()

@@ -186,3 +186,25 @@ def test_errors_name_files_plainly(make_clf, tmp_path, image_files):
             clf.transform(paths)
         assert str(error.value) == message.rstrip("$") and "np.str_" not in str(error.value)
     assert unreadable_images(np.array([str(broken)])) == {str(broken): "cannot identify image file"}
+
+
+def test_a_disk_cache_is_read_only_where_the_requested_images_are(make_clf, images, tmp_path, monkeypatch,
+                                                                  count_encodes):
+    from modal_vlm import cache
+
+    X, _ = images
+    clear_memory_cache()
+    for part in (X[:4], X[4:8], X[8:]):  # three shards
+        make_clf(cache_dir=tmp_path).transform(part)
+    expected = make_clf().transform(X)
+    clear_memory_cache()  # a new process
+    read = []
+    real = cache._read_shard
+    monkeypatch.setattr(cache, "_read_shard", lambda path, keys_only=False: read.append(keys_only) or real(path, keys_only))
+    np.testing.assert_array_equal(make_clf(cache_dir=tmp_path).transform(X[5:7]), expected[5:7])
+    assert sorted(read) == [False, True, True, True]  # every shard's keys, one shard's embeddings
+    # A shard written since (here by another cache object, as by another process) is found too.
+    cache.write_shard(tmp_path, make_clf().backbone_.key, [b"n" * 16], np.ones((1, expected.shape[1])))
+    found, emb = cache.EmbeddingCache(make_clf().backbone_.key, tmp_path).get([b"n" * 16])
+    assert found.tolist() == [True] and emb.tolist() == [[1.0] * expected.shape[1]]
+    assert count_encodes() == 12

@@ -1,4 +1,4 @@
-"""Weighted k-means++ seeding and Lloyd iterations in torch.
+"""Weighted k-means++ seeding (torch) and Lloyd iterations (faiss).
 
 The seeding only needs, for the newest seed ``i``, the inner products of every point with
 point ``i``; taking them from a callable lets BADGE seed on gradient embeddings that are never
@@ -6,10 +6,11 @@ materialised (their inner products factorise, see :mod:`.badge`).
 """
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import torch
 
-from ._linalg import nearest_centers, row_blocks, squared_norms
+from ._linalg import as_tensor, squared_norms
 
 
 def _uniform_if_void(weights, n: int) -> torch.Tensor:
@@ -66,27 +67,31 @@ def kmeans_plusplus(sq_norms, inner_with, n_clusters: int, rng, *, weights=None,
 
 def weighted_kmeans(X: torch.Tensor, n_clusters: int, rng, *, weights=None, max_iter: int = 100,
                     tol: float = 1e-4) -> torch.Tensor:
-    """Weighted k-means (k-means++ seeding, Lloyd iterations); returns the centers ``(K, d)``.
+    """Weighted k-means (k-means++ seeding, faiss's Lloyd iterations); returns the centers ``(K, d)``.
 
-    Converges when the squared center shift falls under ``tol`` times the mean per-feature
-    variance of ``X`` (scikit-learn's criterion). A center that loses all its weight stays
-    where it was.
+    The seeds come from :func:`kmeans_plusplus` (drawn with ``rng``, weighted); faiss's
+    :class:`faiss.Kmeans` then runs the Lloyd iterations with the sample weights (BLAS
+    assignment; a center that loses all its points is re-seeded by splitting a large
+    cluster). It stops when the squared center shift of an iteration falls under ``tol``
+    times the mean per-feature variance of ``X`` (scikit-learn's criterion) or after
+    ``max_iter`` iterations. Equal ``rng`` states give equal centers.
     """
+    X = as_tensor(X)
     w = _uniform_if_void(weights, len(X))
     sq_norms = squared_norms(X)
     seeds = kmeans_plusplus(sq_norms, lambda i: X @ X[i], n_clusters, rng, weights=w)
-    centers = X[torch.as_tensor(seeds)].clone()
+    centers = X[torch.as_tensor(seeds)].numpy().copy()
     # Mean per-feature variance from the norms: X.var(0) would allocate an (n, d) temporary.
     threshold = tol * float(sq_norms.mean() - X.mean(0).square().sum()) / X.shape[1]
+    # One iteration per call: faiss has no convergence test. Its own subsampling is off
+    # (the callers subsample with their seeded rng) and so is its too-few-points warning.
+    kmeans = faiss.Kmeans(X.shape[1], n_clusters, niter=1, seed=int(rng.randint(2**31)),
+                          max_points_per_centroid=len(X), min_points_per_centroid=1)
+    x, w = X.numpy(), w.numpy()
     for _ in range(max_iter):
-        labels = nearest_centers(X, centers)[0][:, 0]
-        sums = torch.zeros_like(centers)
-        for rows in row_blocks(len(X), 4 * X.shape[1]):
-            sums.index_add_(0, labels[rows], X[rows] * w[rows, None])
-        mass = torch.zeros(n_clusters).index_add_(0, labels, w)
-        updated = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-30)[:, None], centers)
-        shift = float(((updated - centers) ** 2).sum())
-        centers = updated
+        kmeans.train(x, weights=w, init_centroids=centers)
+        shift = float(((kmeans.centroids - centers) ** 2).sum())
+        centers = kmeans.centroids.copy()
         if shift <= threshold:
             break
-    return centers
+    return torch.from_numpy(centers)

@@ -1,52 +1,62 @@
 """k nearest neighbours of every pool sample among the other pool samples (inner product).
 
-``exact`` is blocked brute force: a block of rows times the whole pool, top-k per row, the
-row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minutes for 10^5 x 512 on two CPU
-cores), so above :data:`EXACT_MAX` samples ``auto`` switches to ``approximate``, an inverted
-file index built here in torch (no extra dependency):
+``exact`` is blocked brute force: a block of rows times a block of the pool, a running top-k
+per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minutes for
+10^5 x 512 on two CPU cores), so above :data:`EXACT_MAX` samples ``auto`` switches to
+``approximate``, an inverted-file self-join:
 
-1. project the embeddings on their top :data:`PROJECTED_DIM` principal directions (uncentred,
-   so inner products are preserved as well as a rank-r map can);
-2. k-means the projections into about ``sqrt(n)`` lists (cells);
-3. the samples of a cell search the cell and its :data:`N_PROBE` ``- 1`` nearest cells (by
-   center) in the projection, keeping :data:`RERANK_FACTOR` ``* k`` candidates each;
-4. re-rank the candidates with exact inner products of the full embeddings.
+1. faiss's k-means (:class:`faiss.Kmeans`, spherical, seeded by ``rng``) splits a sample of
+   the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center;
+2. the samples of a cell search the cell and its nearest cells (by center), about
+   :data:`SCANNED` candidates per sample, with one matrix product per cell;
+3. the product runs in bfloat16 where the CPU has native bfloat16 matrix units (3-4 times the
+   float32 speed), keeps the :data:`CANDIDATE_FACTOR` ``* k`` best candidates, and re-ranks
+   them with exact float32 inner products.
 
 The neighbours returned are true pool samples with exact similarities; some true neighbours
 may be missed (recall is measured in ``benchmarks/bench_query_scaling.py``). A sample whose
-probed cells hold fewer than ``k`` others gets an exact search.
+probed cells hold ``k`` others or fewer gets an exact search. The whole-pool self-join is what
+a neighbour-aware strategy needs (every sample's neighbours), so it is organised by cell, one
+dense product per cell, rather than as ``n`` separate index queries (faiss's per-query
+``IndexIVFFlat.search`` with the same 8 of 316 cells probed took 5 times longer per sample at
+10^5 on the benchmark's data).
 """
 from __future__ import annotations
 
 import math
 
+import faiss
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
-from ._kmeans import weighted_kmeans
-from ._linalg import nearest_centers, row_blocks
+from . import _linalg
+from ._linalg import as_matrix, row_blocks
 
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
-#: Dimension of the projection the inverted file is built on.
-PROJECTED_DIM = 128
-#: Cells searched by the samples of a cell (their own and the nearest others).
-N_PROBE = 2
-#: Candidates kept per sample for exact re-ranking, as a multiple of k.
-RERANK_FACTOR = 2
-#: Training points per list for the coarse k-means.
+#: Candidates scanned per sample: the samples of a cell search their cell and the nearest
+#: cells up to about this many samples (8 of 1,000 cells at 10^6, 3 of 3,162 at 10^7), so
+#: the cost grows linearly with the pool (and on pools without local structure the recall
+#: falls beyond 10^6).
+SCANNED = 8_000
+#: Candidates kept per sample from the fast product, as a multiple of k, for exact re-ranking.
+CANDIDATE_FACTOR = 2
+#: Training points per cell for faiss's k-means, and its iterations.
 TRAIN_PER_LIST = 32
+KMEANS_ITER = 10
+#: Columns per group in the two-stage top-k (group maxima first, then their members).
+GROUP = 8
 
 METHODS = ("auto", "exact", "approximate")
 
 
-def knn(F: torch.Tensor, k: int, rng, method: str = "auto"):
+def knn(F, k: int, rng, method: str = "auto"):
     """The ``k`` most similar other samples of every row of ``F`` (inner product).
 
     Parameters
     ----------
-    F : torch.Tensor of shape (n, d)
+    F : torch.Tensor or DiskMatrix of shape (n, d)
+        A pool matrix (see :mod:`._linalg`); memory-mapped pools are read in blocks.
     k : int
         Neighbours per sample; at most ``n - 1``.
     rng : numpy.random.RandomState
@@ -60,74 +70,120 @@ def knn(F: torch.Tensor, k: int, rng, method: str = "auto"):
     """
     if method not in METHODS:
         raise ValueError(f"knn must be one of {METHODS}, got {method!r}.")
+    F = as_matrix(F)
     if method == "exact" or (method == "auto" and len(F) <= EXACT_MAX):
         return exact_knn(F, k)
     return approximate_knn(F, k, rng)
 
 
-def exact_knn(F: torch.Tensor, k: int, queries=None):
+def _merge_top(sim, index, new_sim, new_index, k):
+    """Running top-k: the ``k`` best of two candidate sets per row."""
+    sim, keep = torch.topk(torch.cat([sim, new_sim], 1), k, dim=1)
+    return sim, torch.gather(torch.cat([index, new_index], 1), 1, keep)
+
+
+def exact_knn(F, k: int, queries=None):
     """Blocked brute-force neighbours of the rows ``queries`` (default: all rows)."""
-    queries = torch.arange(len(F)) if queries is None else queries
+    F = as_matrix(F)
+    queries = torch.arange(len(F)) if queries is None else torch.as_tensor(queries)
     index = torch.empty((len(queries), k), dtype=torch.int64)
     sim = torch.empty((len(queries), k), dtype=torch.float32)
-    for rows in row_blocks(len(queries), 4 * len(F)):
-        block = F[queries[rows]] @ F.T
-        block[torch.arange(len(block)), queries[rows]] = -math.inf  # a sample is not its own neighbour
-        sim[rows], index[rows] = torch.topk(block, k, dim=1)
+    # In memory: every row block against the whole pool; on disk, target blocks too.
+    target_rows = min(len(F), _linalg.BLOCK_BYTES // (4 * F.shape[1]))
+    resident = F if isinstance(F, torch.Tensor) and target_rows == len(F) else None
+    for rows in row_blocks(len(queries), 4 * max(target_rows, k)):
+        q = queries[rows]
+        Fq = F[q]
+        best = torch.full((len(q), k), -math.inf)
+        best_index = torch.zeros((len(q), k), dtype=torch.int64)
+        for targets in ([slice(0, len(F))] if resident is not None else row_blocks(len(F), 4 * F.shape[1])):
+            block = Fq @ (resident if resident is not None else F[targets]).T
+            own = (q >= targets.start) & (q < targets.stop)
+            block[torch.nonzero(own).reshape(-1), q[own] - targets.start] = -math.inf  # not its own neighbour
+            top, at = torch.topk(block, min(k, block.shape[1]), dim=1)
+            best, best_index = _merge_top(best, best_index, top, at + targets.start, k)
+        sim[rows], index[rows] = best, best_index
     return index, sim
 
 
-def _projection(F: torch.Tensor, rng) -> torch.Tensor:
-    if F.shape[1] <= PROJECTED_DIM:
-        return F
-    sample = F[torch.as_tensor(rng.choice(len(F), min(len(F), 20_000), replace=False))]
-    # One BLAS thread: right after torch's matmuls, OpenBLAS threads contend with torch's
-    # spinning OpenMP workers and a 512 x 512 eigh takes seconds instead of milliseconds.
-    with threadpool_limits(1, user_api="blas"):
-        _, vectors = np.linalg.eigh((sample.T @ sample).double().numpy())  # ascending order
-    return F @ torch.from_numpy(vectors[:, -PROJECTED_DIM:].astype(np.float32))
+def _scan_dtype():
+    # bfloat16 products only where the CPU has them natively; emulated they are slower.
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
-def _groups(labels: torch.Tensor, n_groups: int):
-    """Row indices of each label value, as (order, start offsets)."""
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels, minlength=n_groups)
-    return order, torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+def _cells(F, rng, n_lists: int, dtype):
+    """faiss k-means centers of a sample, each sample's cell, and each cell's probe list."""
+    n, d = F.shape
+    train = F[torch.as_tensor(np.sort(rng.choice(n, min(n, TRAIN_PER_LIST * n_lists), replace=False)))]
+    kmeans = faiss.Kmeans(d, n_lists, niter=KMEANS_ITER, spherical=True, seed=int(rng.randint(2**31)),
+                          max_points_per_centroid=len(train), min_points_per_centroid=1)
+    kmeans.train(train.numpy())
+    centers = torch.from_numpy(kmeans.centroids)
+    # Normalised centers: the nearest by inner product is the nearest by distance.
+    cell = torch.empty(n, dtype=torch.int64)
+    c = centers.to(dtype)
+    for rows in row_blocks(n, 4 * (n_lists + d)):
+        cell[rows] = torch.argmax(F[rows].to(dtype) @ c.T, dim=1)
+    return centers, cell
 
 
-def approximate_knn(F: torch.Tensor, k: int, rng):
-    """Inverted-file neighbour search with exact re-ranking (see the module docstring)."""
-    n = len(F)
-    Z = _projection(F, rng)
+def _select(S, n_keep: int):
+    """Column indices of the ``n_keep`` largest entries of each row of ``S`` (unordered).
+
+    Two stages, exact up to ties: the largest entries lie in the ``n_keep`` column groups with
+    the largest maxima, so a top-k over group maxima, then over those groups' members,
+    replaces a top-k over every column (the product's cost, not the selection's, then rules).
+    Group ``j`` holds the columns ``j, j + w, ..., j + (GROUP - 1) w`` of ``S``'s width
+    ``GROUP * w``, so the maxima are one vectorised reduction.
+    """
+    b, width = S.shape
+    n_groups = width // GROUP
+    if n_groups <= n_keep:
+        return torch.topk(S.float(), n_keep, dim=1)[1]
+    top_groups = torch.topk(S.view(b, GROUP, n_groups).amax(1).float(), n_keep, dim=1)[1]
+    columns = (top_groups[:, None, :] + n_groups * torch.arange(GROUP)[:, None]).reshape(b, -1)
+    return torch.gather(columns, 1, torch.topk(torch.gather(S, 1, columns).float(), n_keep, dim=1)[1])
+
+
+def approximate_knn(F, k: int, rng):
+    """Inverted-file self-join with exact re-ranking (see the module docstring)."""
+    F = as_matrix(F)
+    n, d = F.shape
+    dtype = _scan_dtype()
     n_lists = max(1, min(n // TRAIN_PER_LIST, round(math.sqrt(n))))
-    train = Z[torch.as_tensor(rng.choice(n, min(n, TRAIN_PER_LIST * n_lists), replace=False))]
-    centers = weighted_kmeans(train, n_lists, rng, max_iter=10)
-    cell = nearest_centers(Z, centers)[0][:, 0]
-    nearest_cells = nearest_centers(centers, centers, min(N_PROBE, n_lists))[0].tolist()
-    order, start = _groups(cell, n_lists)
+    centers, cell = _cells(F, rng, n_lists, dtype)
+    n_probe = max(1, min(n_lists, round(SCANNED * n_lists / n)))
+    probes = torch.topk(centers @ centers.T, n_probe, dim=1)[1].tolist()
+    order = torch.argsort(cell, stable=True)
+    start = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(cell, minlength=n_lists).cumsum(0)])
     members = [order[start[c]:start[c + 1]] for c in range(n_lists)]
 
-    n_cand = min(n - 1, RERANK_FACTOR * k)
+    n_cand = CANDIDATE_FACTOR * k
     index = torch.full((n, k), -1, dtype=torch.int64)
     sim = torch.full((n, k), -math.inf)
     for c in range(n_lists):
         queries = members[c]
-        # The cell's own members open the search set (so queries[i] is targets[i]); listing
-        # it explicitly keeps that true when duplicate centers tie.
-        probed = [c] + [p for p in nearest_cells[c] if p != c][:len(nearest_cells[c]) - 1]
-        targets = torch.cat([members[p] for p in probed])
+        # The cell's own members open the target list, so queries[i] is targets[i].
+        targets = torch.cat([queries] + [members[p] for p in probes[c] if p != c])
         if len(queries) == 0 or len(targets) <= k:
             continue  # left to the exact fallback below
-        Zt = Z[targets].T
-        for rows in row_blocks(len(queries), 4 * (len(targets) + n_cand * F.shape[1])):
-            block = Z[queries[rows]] @ Zt
+        Ft = F[targets]
+        # Zero rows pad the width to a multiple of GROUP for _select; their columns are masked.
+        Ft_scan = torch.cat([Ft.to(dtype), torch.zeros(-len(targets) % GROUP, d, dtype=dtype)])
+        keep = min(n_cand, len(targets) - 1)
+        for rows in row_blocks(len(queries), 2 * len(Ft_scan) + 4 * keep * d):
+            S = Ft_scan[rows] @ Ft_scan.T
             own = torch.arange(rows.start, rows.stop)
-            block[own - rows.start, own] = -math.inf
-            cand = targets[torch.topk(block, min(n_cand, len(targets) - 1), dim=1)[1]]
-            exact = torch.einsum("bd,bkd->bk", F[queries[rows]], F[cand])
-            top_sim, keep = torch.topk(exact, k, dim=1)
+            S[own - rows.start, own] = -math.inf
+            S[:, len(targets):] = -math.inf
+            cand = _select(S, keep)
+            invalid = (cand == own[:, None]) | (cand >= len(targets))  # only ever ties at -inf
+            cand[invalid] = 0
+            exact = torch.einsum("bd,bkd->bk", Ft[rows], Ft[cand])
+            exact[invalid] = -math.inf
+            top_sim, top = torch.topk(exact, k, dim=1)
             sim[queries[rows]] = top_sim
-            index[queries[rows]] = torch.gather(cand, 1, keep)
+            index[queries[rows]] = targets[torch.gather(cand, 1, top)]
     short = torch.nonzero(index[:, 0] < 0).reshape(-1)
     if len(short):
         index[short], sim[short] = exact_knn(F, k, short)

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
-from ._linalg import as_tensor
+from ..embedding_pool import EmbeddingPool
+from ._linalg import DiskMatrix, as_tensor, pool_blocks
 
 
 def _is_learner(obj) -> bool:
@@ -62,10 +63,38 @@ class QueryPool:
                              "expected (n_samples, n_features).")
         return as_tensor(features)
 
+    @property
+    def precomputed(self) -> bool:
+        """Whether the pool is an :class:`~modal_vlm.EmbeddingPool` (no ``transform`` of it)."""
+        return isinstance(self.X_pool, EmbeddingPool) and self.X_pool.embeddings is not None
+
     @cached_property
     def features(self):
-        """Embeddings of the pool, ``torch.Tensor (n, d)`` float32."""
-        return self._embed(self.X_pool)
+        """Embeddings of the pool: a float32 ``torch.Tensor (n, d)``, or a
+        :class:`~modal_vlm.strategies._linalg.DiskMatrix` for a memory-mapped pool."""
+        return self.X_pool.features() if self.precomputed else self._embed(self.X_pool)
+
+    def proba_blocks(self):
+        """``(rows, probabilities)`` over the pool in row blocks, as float32 tensors.
+
+        A memory-mapped pool's probabilities are computed block by block from its embeddings
+        and never held whole (10^7 x 100 classes is 4 GB); otherwise one block, :attr:`proba`.
+        """
+        on_disk = self.precomputed and isinstance(self.features, DiskMatrix)
+        if not on_disk or "proba" in self.__dict__:
+            yield slice(0, self.n), as_tensor(self.proba)
+            return
+        for rows in pool_blocks(self.features):
+            yield rows, as_tensor(self._proba_from_features(self.features[rows], rows.stop - rows.start))
+
+    def _proba_from_features(self, features, n):
+        if not hasattr(self._model, "predict_proba_from_features"):
+            raise TypeError(f"{type(self._model).__name__} has no predict_proba_from_features(): an "
+                            "EmbeddingPool needs a classifier that predicts from embeddings.")
+        proba = np.asarray(self._model.predict_proba_from_features(features.numpy()))
+        if proba.ndim != 2 or len(proba) != n:
+            raise ValueError(f"predict_proba returned shape {proba.shape} for {n} samples.")
+        return proba
 
     def _probabilities(self, X, features) -> np.ndarray:
         # From the embeddings when the model can: no second pass over the images.
@@ -81,6 +110,9 @@ class QueryPool:
     @cached_property
     def proba(self) -> np.ndarray:
         """Class probabilities of the pool, ``(n, C)``; from :attr:`features` when the model can."""
+        if self.precomputed:
+            return np.concatenate([self._proba_from_features(self.features[rows], rows.stop - rows.start)
+                                   for rows in pool_blocks(self.features)])
         return self._probabilities(self.X_pool, lambda: self.features)
 
     @cached_property

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ._kmeans import kmeans_plusplus
-from ._linalg import as_tensor, squared_norms
+from ._linalg import as_matrix, as_tensor, matvec, squared_norms
 from ._pool import prepare
 from ._result import query_result
 
@@ -98,9 +98,9 @@ def badge_select(proba, features, n_instances, rng) -> tuple[np.ndarray, np.ndar
     >>> int(picks[0]), norms.round(3)
     (1, array([0.141, 0.707, 0.566], dtype=float32))
     """
-    A, F = gradient_factors(proba), as_tensor(features)
+    A, F = gradient_factors(proba), as_matrix(features)
     sq_norms = squared_norms(A) * squared_norms(F)
-    picks = kmeans_plusplus(sq_norms, lambda i: (A @ A[i]) * (F @ F[i]), n_instances, rng,
+    picks = kmeans_plusplus(sq_norms, lambda i: (A @ A[i]) * matvec(F, F[i]), n_instances, rng,
                             first=int(torch.argmax(sq_norms)))
     return picks, sq_norms.sqrt().numpy()
 

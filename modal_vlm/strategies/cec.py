@@ -9,9 +9,11 @@ The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool `
 3. weighted k-means on the embeddings with weights ``U`` and ``K = n_instances`` clusters;
    each cluster gives the untaken pool sample nearest to its centroid.
 
-Exact and approximate parts at scale: calibration and entropies are exact. The kNN is exact
-(blocked, no ``n x n`` matrix) up to 10^4 samples and an inverted-file search with exact
-re-ranking above (``knn="exact"`` forces exactness). k-means runs on the whole pool up to
+Exact and approximate parts at scale: calibration and entropies are exact (computed over
+probability blocks, so a memory-mapped :class:`~modal_vlm.EmbeddingPool` never holds the
+``n x C`` matrix). The kNN is exact (blocked, no ``n x n`` matrix) up to 10^4 samples and an
+inverted-file self-join on faiss k-means cells with exact re-ranking above (``knn="exact"``
+forces exactness). k-means (faiss, weighted) runs on the whole pool up to
 ``kmeans_subsample`` points and otherwise on a uniform random subsample of that
 size (at least ``50 * n_instances``), after which the whole pool is assigned to the centroids;
 ``kmeans_subsample=None`` clusters the whole pool.
@@ -25,7 +27,7 @@ import torch
 
 from ._kmeans import weighted_kmeans
 from ._knn import knn as nearest_neighbours
-from ._linalg import as_tensor, nearest_centers
+from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows
 from ._pool import prepare
 from ._result import query_result
 from .uncertainty import entropy, top_scores
@@ -63,10 +65,29 @@ def class_priors(proba, top_n=None) -> np.ndarray:
     array([0.85, 0.35], dtype=float32)
     """
     P = as_tensor(proba)
-    n, C = P.shape
-    top_n = math.ceil(n / C) if top_n is None else int(top_n)
-    top_n = min(max(top_n, 1), n)
-    return torch.topk(P, top_n, dim=0).values.mean(0).numpy()
+    return _priors_of_blocks([P], len(P), top_n)
+
+
+def _priors_of_blocks(blocks, n: int, top_n=None) -> np.ndarray:
+    """:func:`class_priors` over probability blocks, keeping a running top ``top_n`` per class."""
+    top = None
+    for P in blocks:
+        if top is None:
+            C = P.shape[1]
+            top_n = min(max(math.ceil(n / C) if top_n is None else int(top_n), 1), n)
+            top = P[:0]
+        top = torch.cat([top, P])
+        top = torch.topk(top, min(top_n, len(top)), dim=0).values
+    return top.mean(0).numpy()
+
+
+def _pool_entropy(pool, top_n, calibrate):
+    """``(H, prior)`` of :func:`calibrated_entropy` over a pool's probability blocks."""
+    prior = _priors_of_blocks((P for _, P in pool.proba_blocks()), pool.n, top_n) if calibrate else None
+    H = np.empty(pool.n, dtype=np.float32)
+    for rows, P in pool.proba_blocks():
+        H[rows] = entropy(P, prior)
+    return H, prior
 
 
 def calibrated_entropy(proba, top_n=None, calibrate=True):
@@ -121,7 +142,7 @@ def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None)
         Weight of the neighbourhood term; 0 (or ``n == 1``) gives ``U = H_nb = H``.
     knn : {"auto", "exact", "approximate"}, default="auto"
         Neighbour search: exact blocked search up to 10^4 samples ("auto"), or an
-        inverted-file search with exact re-ranking above.
+        inverted-file self-join on faiss k-means cells with exact re-ranking above.
     rng : numpy.random.RandomState, optional
         Seeds the approximate search; default ``RandomState(0)``.
 
@@ -149,7 +170,7 @@ def neighbour_uncertainty(H, features, k=10, alpha=0.5, *, knn="auto", rng=None)
     k = min(int(k), len(H) - 1)
     if alpha == 0 or k < 1:
         return H.copy(), H.copy()
-    index, sim = nearest_neighbours(as_tensor(features), k, rng or np.random.RandomState(0), knn)
+    index, sim = nearest_neighbours(as_matrix(features), k, rng or np.random.RandomState(0), knn)
     w = sim.clamp_min(0.0) + EPS
     H_nb = ((w * torch.from_numpy(H)[index]).sum(1) / w.sum(1)).numpy()
     return ((1.0 - alpha) * H + alpha * H_nb).astype(np.float32), H_nb
@@ -170,7 +191,7 @@ def _centroid_picks(features, centers, members_count, U, rng):
     """The untaken pool sample nearest to each non-empty cluster's centroid, then refills."""
     K = len(centers)
     # Each centroid's K nearest samples: at most K - 1 of them can be taken before its turn.
-    nearest = nearest_centers(centers, features, min(K, len(features)))[0].numpy()
+    nearest = nearest_rows(centers, features, min(K, len(features))).numpy()
     taken, picks = set(), []
     for cluster in np.flatnonzero(members_count):
         pick = next(int(i) for i in nearest[cluster] if int(i) not in taken)
@@ -229,7 +250,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
-    F, U = as_tensor(features), np.asarray(U, dtype=np.float32)
+    F, U = as_matrix(features), np.asarray(U, dtype=np.float32)
     # Index copies only where a subset is meant: a copy of a 10^6-sample pool costs 2 GB.
     candidates, Fc, Uc = None, F, U
     if selection == "candidates":
@@ -315,7 +336,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-    H, prior = calibrated_entropy(pool.proba, top_n, calibrate)
+    H, prior = _pool_entropy(pool, top_n, calibrate)
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, nearest_centers, squared_norms
+from ._linalg import as_matrix, as_tensor, matvec, nearest_centers, squared_norms
 from ._pool import prepare
 from ._result import query_result
 
@@ -40,7 +40,7 @@ def k_center_greedy(features, n_instances, rng, labeled_features=None) -> tuple[
     >>> k_center_greedy(F, 2, np.random.RandomState(0), labeled_features=np.array([[0.0]]))[0]
     array([3, 2])
     """
-    F = as_tensor(features)
+    F = as_matrix(features)
     sq_norms = squared_norms(F)
     if labeled_features is not None and len(labeled_features):
         min_sq = nearest_centers(F, as_tensor(labeled_features))[1][:, 0]
@@ -55,7 +55,7 @@ def k_center_greedy(features, n_instances, rng, labeled_features=None) -> tuple[
             pick = int(torch.argmax(min_sq))
         picks.append(pick)
         # ||x||^2 + ||c||^2 - 2 x.c: a matrix-vector product, no (n, d) temporary.
-        sq = (sq_norms + sq_norms[pick] - 2.0 * (F @ F[pick])).clamp_min(0.0)
+        sq = (sq_norms + sq_norms[pick] - 2.0 * matvec(F, F[pick])).clamp_min(0.0)
         min_sq = torch.minimum(min_sq, sq)
         min_sq[pick] = -1.0  # never again, even among duplicates
     return np.asarray(picks, dtype=np.intp), before

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from modal_vlm.strategies import _knn, _result, cec_query
+from modal_vlm.strategies import _knn, _linalg, _result, cec_query
 from modal_vlm.strategies._kmeans import weighted_kmeans
 from modal_vlm.strategies.cec import uncertainty_weighted_clustering
 
@@ -24,23 +24,35 @@ def test_exact_knn_matches_brute_force_and_excludes_self():
     np.testing.assert_allclose(sim.numpy(), -np.sort(-S, 1)[:, :5], rtol=1e-5)
 
 
-def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeypatch):
-    monkeypatch.setattr(_knn, "PROJECTED_DIM", 16)  # exercise the projection on a small pool
+@pytest.mark.parametrize("scan_dtype", [torch.bfloat16, torch.float32])
+def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeypatch, scan_dtype):
+    monkeypatch.setattr(_knn, "_scan_dtype", lambda: scan_dtype)  # both product paths, on any CPU
+    monkeypatch.setattr(_knn, "SCANNED", 160)  # 3 of ~55 cells: a real approximation
     F = blobs(3000)
     index, sim = _knn.knn(F, 10, np.random.RandomState(0), method="approximate")
     rows = torch.arange(len(F))[:, None]
     assert not (index == rows).any()
     assert all(len(set(r)) == 10 for r in index.tolist())
     np.testing.assert_allclose(sim.numpy(), (F[:, None, :] * F[index]).sum(-1).numpy(), atol=1e-5)
+    assert (sim[:, :-1] >= sim[:, 1:]).all()
     exact, exact_sim = _knn.exact_knn(F, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(index.tolist(), exact.tolist())])
-    assert recall > 0.5 and sim.mean() > 0.97 * exact_sim.mean()
+    assert recall > 0.9 and sim.mean() > 0.99 * exact_sim.mean()
     again, _ = _knn.knn(F, 10, np.random.RandomState(0), method="approximate")
     torch.testing.assert_close(index, again)
 
 
+def test_two_stage_selection_finds_the_top_columns():
+    S = torch.randn(50, 8 * 40, generator=torch.Generator().manual_seed(0))  # not the global RNG
+    for keep in (3, 20, 39, 45):  # fewer and more than the 40 groups
+        picked = _knn._select(S, keep)
+        expected = torch.topk(S, keep, dim=1)[1]
+        assert torch.equal(picked.sort(1).values, expected.sort(1).values)
+
+
 def test_approximate_knn_falls_back_to_exact_for_tiny_cells(monkeypatch):
-    monkeypatch.setattr(_knn, "TRAIN_PER_LIST", 1)  # 8 cells of ~8 samples, 2 probed: < k + 1
+    monkeypatch.setattr(_knn, "TRAIN_PER_LIST", 1)  # 8 cells of ~8 samples, 1 probed: < k + 1
+    monkeypatch.setattr(_knn, "SCANNED", 8)  # 1 cell probed
     exact_rows = []
     exact_knn = _knn.exact_knn
     monkeypatch.setattr(_knn, "exact_knn", lambda F, k, q=None: exact_rows.append(len(q)) or exact_knn(F, k, q))
@@ -49,6 +61,17 @@ def test_approximate_knn_falls_back_to_exact_for_tiny_cells(monkeypatch):
     exact, exact_sim = exact_knn(F, 20)
     assert exact_rows and exact_rows[0] > 0
     torch.testing.assert_close(sim, exact_sim)
+
+
+def test_exact_knn_blocks_the_targets_of_a_disk_pool(monkeypatch, tmp_path):
+    F = blobs(500)
+    on_disk = np.lib.format.open_memmap(tmp_path / "F.npy", mode="w+", dtype=np.float32, shape=F.shape)
+    on_disk[:] = F.numpy()
+    monkeypatch.setattr(_linalg, "BLOCK_BYTES", 40 * 4 * 32)  # 40-row target blocks
+    index, sim = _knn.exact_knn(_linalg.DiskMatrix(on_disk), 7)
+    expected, expected_sim = _knn.exact_knn(F, 7)
+    torch.testing.assert_close(sim, expected_sim)
+    assert (index == expected).float().mean() > 0.99  # ties may order differently
 
 
 def test_auto_is_exact_up_to_the_threshold(monkeypatch):
@@ -98,3 +121,47 @@ def test_split_result_reads_every_convention():
     # modAL 0.4.1's old style (indices, rows) and 0.4.2's (indices, selected scores)
     idx, metrics = _result.split_result((np.array([0, 4]), np.zeros((2, 5))))
     assert idx.tolist() == [0, 4] and metrics == {}
+
+
+class SoftmaxClassifier:
+    """Probabilities from embeddings only, as ClipPromptClassifier.predict_proba_from_features."""
+
+    def __init__(self, centres, F=None):
+        self.centres, self.F = centres, F
+
+    def transform(self, X):
+        return self.F[np.asarray(X)]
+
+    def predict_proba_from_features(self, features):
+        logits = 8.0 * np.asarray(features) @ self.centres.T
+        P = np.exp(logits - logits.max(1, keepdims=True))
+        return P / P.sum(1, keepdims=True)
+
+
+def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query(monkeypatch, tmp_path):
+    from modal_vlm import EmbeddingPool
+
+    F = blobs(3000).numpy().astype(np.float16)
+    np.save(tmp_path / "pool.npy", F)
+    centres = blobs(6, seed=1).numpy()
+    monkeypatch.setattr(_knn, "EXACT_MAX", 1000)  # the approximate search, on disk too,
+    monkeypatch.setattr(_knn, "SCANNED", 800)  # probing some of the cells
+    monkeypatch.setattr(_linalg, "BLOCK_BYTES", 4 * 32 * 256)  # 256-row blocks of the pool
+    reads = []
+    getitem = _linalg.DiskMatrix.__getitem__
+    monkeypatch.setattr(_linalg.DiskMatrix, "__getitem__", lambda self, rows: reads.append(
+        len(np.arange(len(self))[rows.numpy() if isinstance(rows, torch.Tensor) else rows])) or getitem(self, rows))
+    pool = EmbeddingPool(tmp_path / "pool.npy", items=[f"img{i}.png" for i in range(3000)])
+    # k-means on a 500-sample fit (a pool under kmeans_subsample is clustered whole, loaded).
+    on_disk, metrics = cec_query(SoftmaxClassifier(centres), pool, 8, random_state=0, kmeans_subsample=500,
+                                 return_metrics=True)
+    assert reads and max(reads) < len(F)  # samples and blocks, never the whole pool
+    in_memory, expected = cec_query(SoftmaxClassifier(centres, F.astype(np.float32)), np.arange(3000), 8,
+                                    random_state=0, kmeans_subsample=500, return_metrics=True)
+    np.testing.assert_array_equal(on_disk, in_memory)
+    np.testing.assert_allclose(metrics["U"], expected["U"], rtol=1e-5)
+    # The rest of the pool after labeling: still memory-mapped, the same rows.
+    rest = pool.drop(on_disk)
+    assert len(rest) == 2992 and isinstance(rest.features(), _linalg.DiskMatrix)
+    np.testing.assert_array_equal(rest.features()[:5].numpy(), np.delete(F, on_disk, 0)[:5].astype(np.float32))
+    assert rest[[0]].tolist() == [np.delete(np.asarray(pool), on_disk)[0]]
