@@ -32,10 +32,16 @@ from _protocol import CIFAR10, ROOT, OFFLINE_MODEL
 from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier
 from modal_vlm.datasets import load_image_folder
 
-#: name -> ClipPromptClassifier parameters over the defaults, or an anchor's name.
+#: name -> ClipPromptClassifier parameters over the defaults, or an anchor's name. After the
+#: defaults and CoOp, each lever of the defaults taken away in turn.
 LEARNERS = {
     "defaults": {},
     "CoOp protocol": COOP_PROTOCOL,
+    "CoOp protocol, 20 epochs": {**COOP_PROTOCOL, "max_epochs": 20},
+    "defaults, CoOp's random context": {"ctx_init": None},
+    "defaults without KgCoOp (lambda_kg=0)": {"lambda_kg": 0.0},
+    "defaults, 20 epochs instead of the shot schedule": {"max_epochs": 20},
+    "defaults, CoOp's lr and batch (0.002, 32)": {"lr": 0.002, "batch_size": 32},
     "logistic regression": "logistic",
     "prototypes": "prototypes",
 }

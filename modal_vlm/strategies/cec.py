@@ -35,7 +35,7 @@ from .uncertainty import entropy, top_scores
 SELECTIONS = ("centroid", "most_uncertain", "candidates")
 #: Default size of the k-means sample on large pools (never fewer than 50 per cluster).
 KMEANS_SUBSAMPLE = 20_000
-#: ``selection="candidates"`` clusters this many top-``U`` samples per query.
+#: ``selection="candidates"`` clusters this many top-``U`` samples per query (default).
 CANDIDATES_PER_QUERY = 10
 EPS = 1e-8
 
@@ -209,7 +209,7 @@ def _most_uncertain_picks(labels, U, n_instances, rng):
 
 
 def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection="centroid",
-                                    kmeans_subsample=KMEANS_SUBSAMPLE):
+                                    kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY):
     """Step 3: ``n_instances`` distinct pool indices from weighted k-means on ``features``.
 
     Parameters
@@ -224,11 +224,13 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
         Seeds k-means++, the subsample and tie breaks.
     selection : {"centroid", "most_uncertain", "candidates"}, default="centroid"
         Within-cluster rule: the sample nearest the centroid (the paper), the most uncertain
-        member, or centroid-nearest after clustering only the ``10 * n_instances`` most
-        uncertain samples.
+        member, or centroid-nearest after clustering only the
+        ``candidates_per_query * n_instances`` most uncertain samples.
     kmeans_subsample : int or None, default=20000
         Cluster a uniform random sample of this many points (at least ``50 * n_instances``)
         when the pool is larger, then assign the whole pool; None clusters the whole pool.
+    candidates_per_query : int, default=10
+        With ``selection="candidates"``: the candidate set's size per pick (at least 1).
 
     Returns
     -------
@@ -239,7 +241,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     Raises
     ------
     ValueError
-        ``selection`` is not one of the three rules.
+        ``selection`` is not one of the three rules, or ``candidates_per_query < 1``.
 
     Examples
     --------
@@ -250,11 +252,14 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+    if isinstance(candidates_per_query, bool) or not isinstance(candidates_per_query, (int, np.integer)) \
+            or candidates_per_query < 1:
+        raise ValueError(f"candidates_per_query must be an integer >= 1, got {candidates_per_query!r}.")
     F, U = as_matrix(features), np.asarray(U, dtype=np.float32)
     # Index copies only where a subset is meant: a copy of a 10^6-sample pool costs 2 GB.
     candidates, Fc, Uc = None, F, U
     if selection == "candidates":
-        candidates = np.sort(top_scores(U, min(len(F), CANDIDATES_PER_QUERY * n_instances), rng))
+        candidates = np.sort(top_scores(U, min(len(F), candidates_per_query * n_instances), rng))
         Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
     fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_instances)
     if len(Fc) > fit_size:
@@ -273,7 +278,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
 
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
               calibrate=True, clustering=True, selection="centroid", knn="auto",
-              kmeans_subsample=KMEANS_SUBSAMPLE, return_metrics=False):
+              kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, return_metrics=False):
     """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
 
     Parameters
@@ -303,6 +308,8 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         Neighbour search; "auto" is exact up to 10^4 pool samples.
     kmeans_subsample : int or None, default=20000
         k-means sample size on large pools; None clusters the whole pool.
+    candidates_per_query : int, default=10
+        With ``selection="candidates"``: the candidate set's size per pick.
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 
@@ -316,7 +323,8 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     ------
     ValueError
         ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, ``alpha``
-        lies outside ``[0, 1]``, or ``selection`` / ``knn`` is unknown.
+        lies outside ``[0, 1]``, ``selection`` / ``knn`` is unknown, or
+        ``candidates_per_query < 1``.
     TypeError
         The classifier has no ``transform``: CEC needs image embeddings (unless
         ``alpha=0`` and ``clustering=False``).
@@ -342,7 +350,8 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
     if clustering:
         picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
-                                                kmeans_subsample=kmeans_subsample)
+                                                kmeans_subsample=kmeans_subsample,
+                                                candidates_per_query=candidates_per_query)
     else:
         picks = top_scores(U, n_instances, rng)
     return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)

@@ -1,5 +1,6 @@
 """Formula-level checks of the strategies on hand-computed small cases."""
 import numpy as np
+import pytest
 
 from modal_vlm.strategies.badge import badge_select, gradient_embeddings
 from modal_vlm.strategies.cec import (calibrated_entropy, class_priors, neighbour_uncertainty,
@@ -101,3 +102,18 @@ def test_pcb_balancing_order():
     counts = np.array([0, 0, 0])
     picks = balance_by_pseudo_labels(candidates, pseudo, counts, 3, np.random.RandomState(0))
     assert sorted(pseudo[picks - 10].tolist()) == [0, 1, 2]  # one per class from a cold start
+
+
+def test_candidates_selection_clusters_only_the_most_uncertain():
+    # Two far groups; only the right-hand one is uncertain. With one candidate per pick the
+    # picks are the two most uncertain samples; with all candidates, one per group.
+    F = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    U = np.array([0.1, 0.1, 0.1, 0.9, 1.0, 0.8])
+    rng = np.random.RandomState(0)
+    narrow = uncertainty_weighted_clustering(F, U, 2, rng, selection="candidates", candidates_per_query=1)
+    assert sorted(narrow.tolist()) == [3, 4]
+    wide = uncertainty_weighted_clustering(F, U, 2, np.random.RandomState(0), selection="candidates",
+                                           candidates_per_query=3)
+    assert {int(i) >= 3 for i in wide} == {True, False}
+    with pytest.raises(ValueError, match="candidates_per_query must be an integer >= 1"):
+        uncertainty_weighted_clustering(F, U, 2, rng, selection="candidates", candidates_per_query=0)
