@@ -20,19 +20,18 @@ import numpy as np
 from sklearn.model_selection import cross_val_score
 
 from modal_vlm import ClipPromptClassifier
-from modal_vlm.datasets import load_digits_split
+from modal_vlm.datasets import load_cifar10_sample
 
-X_pool, y_pool, X_test, y_test, class_names = load_digits_split(pool_size=120, test_size=100, random_state=0)
+X_pool, y_pool, X_test, y_test, class_names = load_cifar10_sample(12, 10, random_state=0)
+shuffled = np.random.RandomState(0).permutation(len(y_pool))   # the sample is sorted by class
+X_pool, y_pool = X_pool[shuffled], y_pool[shuffled]
 names = np.asarray(class_names)
 
 clf = ClipPromptClassifier(
     class_names,
-    model_name="conse-efficientnet-lite0-minilm",   # offline stand-in, not CLIP
-    image_size=64,
-    template="a photo of the number {}.",
-    ctx_init="a photo of the number",
+    model_name="linear-conse-efficientnet-lite0-minilm",   # offline stand-in, not CLIP
+    image_size=96,
     max_epochs=8,
-    lr=0.05,
     random_state=0,
     verbose=0,
 )
@@ -89,13 +88,13 @@ from modAL.disagreement import vote_entropy, vote_entropy_sampling
 from modal_vlm import prompt_committee
 
 base = clf.set_params(train_split=None, callbacks=None, max_epochs=4)
-committee = prompt_committee(base, templates=["a photo of the number {}.", "the digit {}.",
-                                              "a handwritten {}.", "the number {} written in ink."],
+committee = prompt_committee(base, templates=["a photo of a {}.", "a blurry photo of a {}.",
+                                              "a low resolution photo of the {}.", "a photo of the small {}."],
                              query_strategy=vote_entropy_sampling)
 print("pool images the members disagree on at zero-shot:",
       int(np.count_nonzero(vote_entropy(committee, X_pool))), "of", len(X_pool))
 idx, _ = committee.query(X_pool, n_instances=10)
-print("first queries:", sorted(idx.tolist()), "digits", sorted(y_pool[idx].tolist()))
+print("first queries:", sorted(idx.tolist()), "classes", sorted(names[y_pool[idx]].tolist()))
 committee.teach(X_pool[idx], y_pool[idx])
 print(f"committee accuracy after 10 labels: {np.mean(committee.predict(X_test) == y_test):.3f}")
 
