@@ -19,7 +19,8 @@ def add_protocol_arguments(parser, cache_dir: str) -> None:
     """The options of the active-learning protocol every strategy benchmark runs."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per round (protocol: 200)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per round (default: the classifier's, max_epochs='auto')")
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=160)

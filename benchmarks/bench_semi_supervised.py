@@ -1,31 +1,26 @@
-"""Semi-supervised UEO vs. CoOp-only inside the active-learning loop (issue 5, benchmark 2).
+"""Semi-supervised UEO vs. labels only inside the active-learning loop.
 
-Same loop as ``bench_strategies.py``: modAL ``ActiveLearner`` around ``ClipPromptClassifier``
-with the offline reference model ``conse-efficientnet-lite0-minilm`` at ``--image-size`` px
-(160), shared CIFAR-10 (pool: the first ``--pool-per-class`` = 150 training images of every
-class; test: the first ``--test-per-class`` = 100 test images of every class), ``--rounds`` = 8
-rounds, round 1 at random, rounds 2.. queried by CEC (``get_strategy("cec")``, spec defaults,
-``random_state`` = the run's RandomState), a fresh CoOp prompt every round (16 class-specific
-contexts, N(0, 0.02) init, SGD lr 0.002 / momentum 0.9 / weight decay 5e-4, batch 32, 1 warm-up
-epoch then cosine) for ``--epochs`` epochs per round (default 20 on a CPU instead of the
-protocol's 200). Round 0 is zero-shot ("a photo of a {}.").
+A modAL ``ActiveLearner`` around ``ClipPromptClassifier`` with the default offline model
+(``--model``) at ``--image-size`` px (160), shared CIFAR-10 (pool: the first
+``--pool-per-class`` = 150 training images of every class; test: the first
+``--test-per-class`` = 100 test images of every class), ``--rounds`` = 8 rounds, round 1 at
+random, rounds 2.. queried by CEC (``get_strategy("cec")``, spec defaults, ``random_state`` =
+the run's RandomState), a fresh prompt every round with the classifier's defaults (context from
+the zero-shot template, KgCoOp, the CoOp authors' shot schedule; ``--epochs`` overrides the
+schedule). Round 0 is zero-shot ("a photo of a {}.").
 
 Arms (identical except for the fit mode):
 
-* ``coop``: ``fit_mode="supervised"`` on the labeled set (CoOp-only, as bench_strategies).
+* ``supervised``: ``fit_mode="supervised"`` on the labeled set.
 * ``ueo``: ``fit_mode="ueo"``, ``lambda_ueo=1``, ``ueo_temperature=1`` (defaults),
   ``unlabeled_batch_size=64``, **prompt-only** (``train_visual_norm=False``): the loss is
   ``CE(labeled batch) + L_ueo(unlabeled batch)``; the unlabeled data is the whole remaining pool
   of the round, passed as ``learner.teach(X, y, X_unlabeled=X_remaining_pool)``. An epoch is one
-  pass over the labeled samples, so UEO gets as many optimizer steps as CoOp.
-* ``ueo-norm``: the same with ``train_visual_norm=True`` (the spec's full UEO: the image
-  encoder's norm affines are trained too). Very slow on a CPU; not in the default arms.
-* ``coop-ctx`` / ``ueo-ctx`` (extra, not in the default arms): ``coop`` / ``ueo`` with
-  ``ctx_init="a photo of a"`` (class-specific contexts of 4 vectors, each initialised from
-  the token embeddings of "a photo of a"; ``n_ctx`` is then ignored), to see whether starting
-  the prompt at the zero-shot text removes the early dip.
-* ``ueo-T0.01`` / ``ueo-ctx-T0.01`` (extra): ``ueo`` / ``ueo-ctx`` with ``ueo_temperature=0.01``
-  (sharper, more varied sample weights than the authors' T = 1).
+  pass over the labeled samples, so UEO gets as many optimizer steps as the supervised arm.
+* ``ueo-norm`` (extra): the same with ``train_visual_norm=True`` (the spec's full UEO: the
+  image encoder's norm affines are trained too). Very slow on a CPU.
+* ``ueo-T0.01`` (extra): ``ueo`` with ``ueo_temperature=0.01`` (sharper, more varied sample
+  weights than the authors' T = 1).
 
 Settings:
 
@@ -46,8 +41,8 @@ and wasted labels); final accuracy, area under the curve (mean accuracy over rou
 trapezoids, bench_strategies' ``curve_area``), min over rounds 1..8 minus zero-shot (mean over
 seeds and the worst seed), and how many (seed, round) points fall below zero-shot.
 
-    python benchmarks/bench_semi_supervised.py [--seeds 0 1 2] [--epochs 20]
-        [--settings closed open] [--arms coop ueo] [--out benchmarks/results/semi_supervised.md]
+    python benchmarks/bench_semi_supervised.py [--seeds 0 1 2] [--epochs N]
+        [--settings closed open] [--arms supervised ueo] [--out benchmarks/results/semi_supervised.md]
 
 Writes the markdown tables and a JSON file of every run beside it after every finished run;
 runs already in the JSON (same setting, arm, seed and configuration) are skipped, so an
@@ -65,23 +60,17 @@ from pathlib import Path
 import numpy as np
 from modAL.models import ActiveLearner
 
-from _protocol import CIFAR10, ROOT, add_protocol_arguments, curve_area
+from _protocol import CIFAR10, OFFLINE_MODEL, ROOT, add_protocol_arguments, curve_area
 from modal_vlm import ClipPromptClassifier, get_strategy
 from modal_vlm.datasets import load_image_folder, make_open_set
 from modal_vlm.metrics import ood_metrics
 
 ARMS = {
-    "coop": {"fit_mode": "supervised"},
+    "supervised": {"fit_mode": "supervised"},
     "ueo": {"fit_mode": "ueo", "train_visual_norm": False},
     "ueo-norm": {"fit_mode": "ueo", "train_visual_norm": True},
-    # Extra arms: the same two with the context initialised from "a photo of a" (so the
-    # first fit starts at the zero-shot prompt instead of N(0, 0.02) noise).
-    "coop-ctx": {"fit_mode": "supervised", "ctx_init": "a photo of a"},
-    "ueo-ctx": {"fit_mode": "ueo", "train_visual_norm": False, "ctx_init": "a photo of a"},
     # UEO's sample-weight temperature T = 0.01 (the usual logit scale) instead of the authors' 1.
     "ueo-T0.01": {"fit_mode": "ueo", "train_visual_norm": False, "ueo_temperature": 0.01},
-    "ueo-ctx-T0.01": {"fit_mode": "ueo", "train_visual_norm": False, "ctx_init": "a photo of a",
-                      "ueo_temperature": 0.01},
 }
 N_KNOWN = 6
 
@@ -97,16 +86,16 @@ def load(args):
 
 
 def config(args):
-    return {"epochs": args.epochs, "rounds": args.rounds, "pool_per_class": args.pool_per_class,
+    return {"model": args.model, "epochs": args.epochs, "rounds": args.rounds, "pool_per_class": args.pool_per_class,
             "test_per_class": args.test_per_class, "image_size": args.image_size}
 
 
 def run(setting, arm, seed, data, args):
     X_pool, y_pool, X_test, y_test, names, unknown = data[setting]
     strategy = get_strategy("cec")
-    clf = ClipPromptClassifier(names, model_name="conse-efficientnet-lite0-minilm", image_size=args.image_size,
-                               max_epochs=args.epochs, random_state=seed, verbose=0, cache_dir=args.cache_dir,
-                               **ARMS[arm])
+    epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
+    clf = ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size, random_state=seed,
+                               verbose=0, cache_dir=args.cache_dir, **epochs, **ARMS[arm])
     learner = ActiveLearner(estimator=clf, query_strategy=strategy)
     rng = np.random.RandomState(seed)
     budget = len(names)
@@ -211,8 +200,9 @@ def table(results, header):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=["closed", "open"], choices=["closed", "open"])
-    parser.add_argument("--arms", nargs="+", default=["coop", "ueo"], choices=list(ARMS))
-    add_protocol_arguments(parser, cache_dir=".cache-semi")
+    parser.add_argument("--arms", nargs="+", default=["supervised", "ueo"], choices=list(ARMS))
+    add_protocol_arguments(parser, cache_dir=".cache")
+    parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "semi_supervised.md"))
     parser.add_argument("--note", default="", help="free text added to the results header")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in the JSON")
@@ -235,16 +225,19 @@ def main():
     def header():
         configs = sorted({json.dumps(r["config"], sort_keys=True) for r in results})
         return [
-            "# Semi-supervised UEO vs. CoOp-only in the active-learning loop (issue 5, benchmark 2)",
+            "# Semi-supervised UEO vs. labels only in the active-learning loop",
             "",
-            f"What ran: offline reference model (ConSE EfficientNet-lite0 + MiniLM, {args.image_size}px), CIFAR-10 "
+            f"What ran: `{args.model}` ({args.image_size}px), CIFAR-10 "
             f"pool = first {args.pool_per_class} train images/class, test = first {args.test_per_class} test "
             f"images/class, {args.rounds} rounds x C labels (C = 10 closed set, 6 open set), round 1 random, "
-            f"then CEC; a fresh CoOp prompt every round (16 class-specific contexts, SGD lr 0.002, batch 32), "
-            f"{args.epochs} epochs per round (protocol: 200). Arms: `coop` = fit_mode='supervised'; `ueo` = "
+            "then CEC; a fresh prompt every round with `ClipPromptClassifier`'s defaults (context from the "
+            "zero-shot template, KgCoOp, the shot schedule"
+            + (f"; {args.epochs} epochs per round" if args.epochs is not None else "") + "). Arms: "
+            "`supervised` = fit_mode='supervised'; `ueo` = "
             "fit_mode='ueo', lambda_ueo=1, ueo_temperature=1, unlabeled batch 64, prompt-only "
             "(train_visual_norm=False: the image encoder's norm layers are NOT adapted), unlabeled data = the "
-            "whole remaining pool each round; `ueo-norm` = the same with train_visual_norm=True; `coop-ctx` / `ueo-ctx` = `coop` / `ueo` with ctx_init='a photo of a' (4 class-specific context vectors initialised from that text); `ueo-T0.01` / `ueo-ctx-T0.01` = `ueo` / `ueo-ctx` with ueo_temperature=0.01. Open set: "
+            "whole remaining pool each round; `ueo-norm` = the same with train_visual_norm=True; `ueo-T0.01` = "
+            "`ueo` with ueo_temperature=0.01. Open set: "
             "known = the first 6 classes, 4 unknown classes in the pool (900 known + 600 unknown images) and "
             "in the test set; queried unknowns are wasted labels (not trained on); accuracy on known test "
             "images, AUROC known vs unknown from the max softmax probability. Configurations in the JSON: "
