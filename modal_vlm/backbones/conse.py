@@ -165,5 +165,5 @@ def create_conse_backbone(pretrained=None, *, device="cpu", image_size=None, log
     preprocess, train_preprocess = _transforms(image_size)
     return Backbone(
         visual=visual, text=text, preprocess=preprocess, train_preprocess=train_preprocess,
-        logit_scale=logit_scale, key=f"{NAME}|{WEIGHTS}|{image_size}px",
+        logit_scale=logit_scale, key=f"{NAME}|{WEIGHTS}|{image_size}px", resize_size=image_size,
     )
