@@ -164,7 +164,29 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
-def _check_workers(num_workers) -> int:
+def check_workers(num_workers) -> int:
+    """The number of decoding threads ``num_workers`` asks for.
+
+    Parameters
+    ----------
+    num_workers : int or None
+        None for :func:`default_workers`, 0 for the calling thread, or a count.
+
+    Returns
+    -------
+    int
+        The count (0: no threads).
+
+    Raises
+    ------
+    ValueError
+        If ``num_workers`` is neither None nor an int >= 0.
+
+    Examples
+    --------
+    >>> check_workers(0), check_workers(None) == default_workers()
+    (0, True)
+    """
     if num_workers is None:
         return default_workers()
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
@@ -173,7 +195,7 @@ def _check_workers(num_workers) -> int:
 
 
 def preprocessed(items, preprocess, *, decode_size=None, num_workers=None, prefetch=128):
-    """Yield the preprocessed tensor of each item, in order, decoded by worker threads.
+    """The preprocessed tensor of each item, in order, decoded by worker threads.
 
     At most ``prefetch`` images are in flight; the first failure (in the order of ``items``)
     is raised as it was raised in the worker (``FileNotFoundError`` or ``ValueError``
@@ -193,10 +215,15 @@ def preprocessed(items, preprocess, *, decode_size=None, num_workers=None, prefe
     prefetch : int, default=128
         Images decoded ahead of the consumer.
 
-    Yields
+    Returns
+    -------
+    generator of torch.Tensor of float32 of shape (3, H, W)
+        One tensor per item, in order.
+
+    Raises
     ------
-    torch.Tensor of float32 of shape (3, H, W)
-        One per item, in order.
+    ValueError
+        Invalid ``num_workers`` (at once, before any decoding).
 
     Examples
     --------
@@ -207,16 +234,18 @@ def preprocessed(items, preprocess, *, decode_size=None, num_workers=None, prefe
     >>> [tuple(t.shape) for t in preprocessed(items, get_backbone("tiny-vit").preprocess)]
     [(3, 32, 32), (3, 32, 32), (3, 32, 32)]
     """
-    num_workers = _check_workers(num_workers)
+    num_workers = check_workers(num_workers)
     if num_workers == 0:
-        for item in items:
-            yield item.to_tensor(preprocess, decode_size=decode_size)
-        return
+        return (item.to_tensor(preprocess, decode_size=decode_size) for item in items)
+    return _decoded_by_threads(items, preprocess, decode_size, num_workers, max(1, prefetch))
+
+
+def _decoded_by_threads(items, preprocess, decode_size, num_workers, prefetch):
     pending = collections.deque()
     with ThreadPoolExecutor(num_workers, thread_name_prefix="modal-vlm-decode") as pool:
         try:
             for item in items:
-                if len(pending) >= max(1, prefetch):
+                if len(pending) >= prefetch:
                     yield pending.popleft().result()
                 pending.append(pool.submit(item.to_tensor, preprocess, decode_size=decode_size))
             while pending:
@@ -254,7 +283,7 @@ def _warn_if_emulated(dtype, device) -> None:
 
 def encode_batches(backbone, items, *, batch_size=64, visual=None, encode_dtype=None, jpeg_draft=True,
                    num_workers=None):
-    """Yield the L2-normalised embeddings of ``items``, batch by batch, in order.
+    """The L2-normalised embeddings of ``items``, batch by batch, in order.
 
     No cache: every item is encoded. Worker threads decode and preprocess the next batches
     while the encoder runs on this one (see the module docstring).
@@ -277,38 +306,43 @@ def encode_batches(backbone, items, *, batch_size=64, visual=None, encode_dtype=
     num_workers : int, optional
         Decoding threads (None: :func:`default_workers`; 0: decode in this thread).
 
-    Yields
-    ------
-    ndarray of float32 of shape (n_batch, D)
-        Embeddings of the next ``batch_size`` items (fewer in the last batch).
+    Returns
+    -------
+    generator of ndarray of float32 of shape (n_batch, D)
+        Embeddings of the next ``batch_size`` items (fewer in the last batch). A missing or
+        unreadable image file raises ``FileNotFoundError`` or ``ValueError`` (naming it)
+        when its batch is due, after the batches before it.
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        A missing or unreadable image file, named; embeddings of the batches before it
-        have been yielded.
+    ValueError
+        Invalid ``batch_size``, ``encode_dtype`` or ``num_workers`` (at once).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
     dtype = check_encode_dtype(encode_dtype)
     visual = backbone.visual if visual is None else visual
     device = next(visual.parameters()).device
     _warn_if_emulated(dtype, device)
-    precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     tensors = preprocessed(items, backbone.preprocess, decode_size=draft_size(backbone, jpeg_draft),
                            num_workers=num_workers, prefetch=2 * batch_size)
-    with contextlib.closing(tensors):
+    return _encoded(visual, tensors, int(batch_size), device, dtype)
+
+
+def _encoded(visual, tensors, batch_size, device, dtype):
+    with contextlib.closing(tensors):  # closing it ends the decoding threads
         batch = []
         for tensor in tensors:
             batch.append(tensor)
             if len(batch) == batch_size:
-                yield _encode_batch(visual, batch, device, precision)
+                yield _encode_batch(visual, batch, device, dtype)
                 batch = []
         if batch:
-            yield _encode_batch(visual, batch, device, precision)
+            yield _encode_batch(visual, batch, device, dtype)
 
 
-def _encode_batch(visual, tensors, device, precision) -> np.ndarray:
+def _encode_batch(visual, tensors, device, dtype) -> np.ndarray:
+    precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), precision:
         features = visual(_batch_on(tensors, device))
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
