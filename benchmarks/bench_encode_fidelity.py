@@ -46,7 +46,7 @@ from modal_vlm.backbones import create_backbone
 from modal_vlm.cache import EmbeddingCache
 from modal_vlm.inputs import as_image_items
 
-MARGINS = (1, 2, 4)
+MARGINS = (1, 2, 3, 4)
 
 
 def class_names():

@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import copy
 import os
+import resource
 import shlex
 import sys
 import tempfile
@@ -97,60 +98,76 @@ def fresh_cache():
     return EmbeddingCache(f"bench-{uuid.uuid4().hex}")
 
 
-def elapsed(run):
-    """A timer of ``run()``: its wall time in seconds."""
+class Stopwatch:
+    """Wall and CPU seconds (this process and its finished children) of the timed blocks."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    @staticmethod
+    def cpu_seconds():
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    @contextlib.contextmanager
+    def running(self):
+        wall, cpu = time.perf_counter(), self.cpu_seconds()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += self.cpu_seconds() - cpu
+
+
+def timed(run):
+    """A timer of ``run()``: returns its :class:`Stopwatch`."""
     def timer():
-        start = time.perf_counter()
-        run()
-        return time.perf_counter() - start
+        watch = Stopwatch()
+        with watch.running():
+            run()
+        return watch
     return timer
 
 
 def stage_timers(backbone, before_visual, paths, batch_size, device):
-    """One-thread timers of each stage: row -> (before, after), each returning seconds."""
+    """One-thread timers of each stage: row -> (before, after), each returning a Stopwatch."""
     decode_size = draft_size(backbone)
-    seconds = {}  # decode and preprocess are timed in one pass, one image in memory at a time
+    watches, tensors = {}, {}  # decode and preprocess timed in one pass, one image in memory at a time
 
     def decode_and_preprocess(size):
-        seconds[size] = {"decode": 0.0, "preprocess": 0.0}
-        tensors = []
+        watches[size] = decode, preprocess = Stopwatch(), Stopwatch()
+        tensors[size] = []
         for path in paths:
-            t0 = time.perf_counter()
-            image = inputs._open_image(path, size).convert("RGB")
-            t1 = time.perf_counter()
-            tensors.append(backbone.preprocess(image))
-            seconds[size]["decode"] += t1 - t0
-            seconds[size]["preprocess"] += time.perf_counter() - t1
-        seconds["tensors"] = tensors
-        return seconds[size]["decode"]
+            with decode.running():
+                image = inputs._open_image(path, size).convert("RGB")
+            with preprocess.running():
+                tensors[size].append(backbone.preprocess(image))
+        return decode
 
     def network(visual, layout, *contexts):
         def timer():
-            total = 0.0
-            tensors = seconds["tensors"]
+            watch, batches = Stopwatch(), tensors[decode_size]
             with contextlib.ExitStack() as stack:
                 for context in contexts:
                     stack.enter_context(context())
-                for start in range(0, len(tensors), batch_size):
-                    batch = torch.stack(tensors[start:start + batch_size]).to(device)
-                    batch = batch.contiguous(memory_format=layout)
+                for start in range(0, len(batches), batch_size):
+                    batch = torch.stack(batches[start:start + batch_size]).to(device).contiguous(memory_format=layout)
                     if device.type == "cuda":
                         torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    visual(batch).float().cpu()
-                    total += time.perf_counter() - t0
-            return total
+                    with watch.running():
+                        visual(batch).float().cpu()
+            return watch
         return timer
 
     def fingerprint():
         inputs._PATH_DIGESTS.clear()
-        return elapsed(lambda: [item.fingerprint() for item in as_image_items(paths)])()
+        return timed(lambda: [item.fingerprint() for item in as_image_items(paths)])()
 
     bfloat16 = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
     return {
         "read + fingerprint": (fingerprint, fingerprint),
         "decode": (lambda: decode_and_preprocess(None), lambda: decode_and_preprocess(decode_size)),
-        "preprocess": (lambda: seconds[None]["preprocess"], lambda: seconds[decode_size]["preprocess"]),
+        "preprocess": (lambda: watches[None][1], lambda: watches[decode_size][1]),
         "network float32 (ceiling)": (network(before_visual, torch.contiguous_format, torch.no_grad),
                                       network(backbone.visual, torch.channels_last, torch.inference_mode)),
         "network bfloat16 (ceiling)": (None, network(backbone.visual, torch.channels_last, torch.inference_mode,
@@ -163,39 +180,48 @@ def threads(n):
 
 
 def measure(backbone, before_visual, paths, args, device):
-    """images/s of every stage and pipeline on ``paths``: row -> (before, after)."""
+    """Best (images/s, CPU ms/image) of every stage and pipeline on ``paths``: row -> (before, after)."""
     items = as_image_items(paths)
     workers = default_workers()
-    encode = lambda **kw: elapsed(lambda: encode_images(  # noqa: E731
+    encode = lambda **kw: timed(lambda: encode_images(  # noqa: E731
         backbone, paths, cache=fresh_cache(), batch_size=args.batch_size, verbose=0, **kw))
     timers = {
         **stage_timers(backbone, before_visual, paths, args.batch_size, device),
         f"end to end float32 (after: {threads(workers)})": (
-            elapsed(lambda: encode_before(backbone, before_visual, items, args.batch_size, fresh_cache())),
+            timed(lambda: encode_before(backbone, before_visual, items, args.batch_size, fresh_cache())),
             encode()),
         "end to end bfloat16": (None, encode(encode_dtype="bfloat16")),
         **{f"end to end float32, {threads(w)}": (None, encode(num_workers=w))
            for w in sorted({0, 1, 2 * workers} - {workers})},
         f"end to end float32, DataLoader with {workers} worker processes": (
-            None, elapsed(lambda: encode_dataloader(backbone, items, args.batch_size, workers, fresh_cache()))),
+            None, timed(lambda: encode_dataloader(backbone, items, args.batch_size, workers, fresh_cache()))),
     }
-    best = {}
+    wall, cpu = {}, {}
     for _ in range(args.repeats):  # interleaved: a load spike hits one repeat, not one row
         for name, pair in timers.items():
             for side, timer in enumerate(pair):
                 if timer is not None:
-                    best[name, side] = min(best.get((name, side), np.inf), timer())
-    return {name: tuple(len(paths) / best[name, side] if (name, side) in best else None for side in (0, 1))
-            for name in timers}
+                    watch = timer()
+                    wall[name, side] = min(wall.get((name, side), np.inf), watch.wall)
+                    cpu[name, side] = min(cpu.get((name, side), np.inf), watch.cpu)
+    n = len(paths)
+    return {name: tuple((n / wall[name, side], 1000 * cpu[name, side] / n) if (name, side) in wall else None
+                        for side in (0, 1)) for name in timers}
 
 
 def table(results, args, loads, n_small, n_large):
     small, large = results
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    fmt = lambda v: "—" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"  # noqa: E731
+
+    def cell(value):
+        if value is None:
+            return "—"
+        rate, cpu_ms = value
+        return f"{rate:.0f} · {cpu_ms:.1f}" if rate >= 10 else f"{rate:.1f} · {cpu_ms:.0f}"
+
     lines = [
-        f"Encoding throughput (images/s), {args.model} at {args.image_size} px, batches of {args.batch_size}, "
+        f"Encoding throughput, {args.model} at {args.image_size} px, batches of {args.batch_size}, "
         f"{args.device}, {cores} cores, torch threads {torch.get_num_threads()}, "
         f"native bfloat16 on this CPU: {'yes' if bf16 else 'no'}. "
         f"{n_small} CIFAR-10 test files (32 x 32 JPEG) and {n_large} generated 12-megapixel JPEG photos "
@@ -204,23 +230,28 @@ def table(results, args, loads, n_small, n_large):
         "",
         "Command: `python benchmarks/bench_encode_throughput.py " + shlex.join(sys.argv[1:]) + "`",
         "",
+        "Each cell: images per second · CPU milliseconds per image (all threads and worker processes; "
+        "CPU time depends less on other jobs than wall time does).",
+        "",
         "| stage | CIFAR-size: before | after | 12 MP JPEG: before | after |",
         "|---|---:|---:|---:|---:|",
     ]
     for name in small:
-        lines.append(f"| {name} | {fmt(small[name][0])} | {fmt(small[name][1])} | "
-                     f"{fmt(large[name][0])} | {fmt(large[name][1])} |")
+        lines.append(f"| {name} | {cell(small[name][0])} | {cell(small[name][1])} | "
+                     f"{cell(large[name][0])} | {cell(large[name][1])} |")
     ceiling = "network float32 (ceiling)"
     e2e = next(name for name in small if name.startswith("end to end float32 (after"))
-    ratio = lambda rows, side: rows[e2e][side] / rows[ceiling][1]  # noqa: E731
+    ratio = lambda rows, side: rows[e2e][side][0] / rows[ceiling][1][0]  # noqa: E731
     lines += [
         "",
-        f"End to end float32 / channels-last float32 network alone: CIFAR-size {ratio(small, 0):.2f}x before, "
-        f"{ratio(small, 1):.2f}x after (target >= 0.8x); 12 MP JPEG {large[e2e][0]:.1f} img/s before, "
-        f"{large[e2e][1]:.1f} img/s after (target >= 30).",
-        "Stages run one at a time in one thread (decode: before full size, after reduced-size JPEG "
+        f"End to end float32 / channels-last float32 network alone, CIFAR-size: {ratio(small, 0):.2f}x before, "
+        f"{ratio(small, 1):.2f}x after (target >= 0.8x). 12 MP JPEG end to end: {large[e2e][0][0]:.1f} img/s "
+        f"before, {large[e2e][1][0]:.1f} img/s after (target >= 30).",
+        "",
+        "Stages run one at a time in one thread (decode: before at full size, after reduced-size JPEG "
         "decoding; network: before contiguous float32 under no_grad, after channels-last under "
-        "inference_mode); end to end includes the embedding cache.",
+        "inference_mode, on batches in memory); end to end is `encode_images` on an empty cache "
+        "(fingerprints, decoding, preprocessing, the encoder, the cache).",
     ]
     return "\n".join(lines) + "\n"
 

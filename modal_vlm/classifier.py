@@ -80,10 +80,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         native support, float16 or bfloat16 on GPUs): faster, embeddings slightly changed
         (see :doc:`/performance`), cached under their own key.
     jpeg_draft : bool, default=True
-        Decode JPEG files much larger than the model's input at a reduced size (libjpeg's
-        DCT scaling), keeping at least twice the backbone's resize size on the shorter
-        side: 5x faster on 12-megapixel photos, embeddings within cosine 0.99 of full
-        decoding; cached under their own key. False decodes every file at full size.
+        Decode JPEG files at least 6 times larger than the model's input at a reduced size
+        (libjpeg's DCT scaling to 1/2, 1/4 or 1/8), keeping at least 3 times the backbone's
+        resize size on the shorter side: a 12-megapixel photo decodes about 4x faster, its
+        embedding within cosine 0.99 of full decoding (see :doc:`/performance`); cached
+        under their own key. False decodes every file at full size.
     encode_workers : int, optional
         Threads that decode and preprocess images while the encoder runs; None: one per
         CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.

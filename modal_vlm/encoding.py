@@ -36,9 +36,11 @@ from .inputs import as_image_items
 #: Values of ``encode_dtype`` (None means "float32").
 ENCODE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: JPEG files are decoded at a reduced size whose shorter side keeps at least this many times
-#: the backbone's ``resize_size`` (so the final resize still shrinks the image, as it would
-#: from the full-size decode).
-DRAFT_MARGIN = 2
+#: the backbone's ``resize_size``, so the final resize still shrinks the image 3x or more and
+#: the DCT scaling's block averages span at most a third of an output pixel. Margin 2 (what
+#: Pillow's ``thumbnail`` uses) changed the offline model's embeddings of 12-megapixel photos
+#: at 160 px about 60 % more (``benchmarks/bench_encode_fidelity.py``).
+DRAFT_MARGIN = 3
 #: Most decoding threads :func:`default_workers` starts.
 MAX_WORKERS = 8
 
@@ -94,7 +96,7 @@ def draft_size(backbone, jpeg_draft: bool = True) -> int | None:
     --------
     >>> from modal_vlm.backbones import get_backbone
     >>> draft_size(get_backbone("tiny-vit")), draft_size(get_backbone("tiny-vit"), False)
-    (64, None)
+    (96, None)
     """
     if not jpeg_draft or backbone.resize_size is None:
         return None
@@ -132,7 +134,7 @@ def embedding_key(backbone, *, encode_dtype=None, jpeg_draft: bool = True) -> st
     --------
     >>> from modal_vlm.backbones import get_backbone
     >>> embedding_key(get_backbone("tiny-vit"), encode_dtype="bfloat16")
-    'tiny-vit|random-seed0|32px|jpeg-draft2x|bfloat16'
+    'tiny-vit|random-seed0|32px|jpeg-draft3x|bfloat16'
     >>> embedding_key(get_backbone("tiny-vit"), jpeg_draft=False)
     'tiny-vit|random-seed0|32px'
     """
@@ -253,6 +255,18 @@ def _decoded_by_threads(items, preprocess, decode_size, num_workers, prefetch):
         finally:  # an error or an abandoned generator: no decoding after it
             for future in pending:
                 future.cancel()
+
+
+def _fingerprints(items, num_workers) -> list[bytes]:
+    """The items' fingerprints; files are read and hashed by threads (both release the GIL)."""
+    files = [i for i, item in enumerate(items) if item.kind == "path"]
+    if num_workers == 0 or len(files) < 2:
+        return [item.fingerprint() for item in items]
+    keys = [None if item.kind == "path" else item.fingerprint() for item in items]
+    with ThreadPoolExecutor(num_workers, thread_name_prefix="modal-vlm-decode") as pool:
+        for i, key in zip(files, pool.map(lambda i: items[i].fingerprint(), files)):
+            keys[i] = key
+    return keys
 
 
 def _batch_on(tensors, device) -> torch.Tensor:
@@ -422,7 +436,13 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
 
     Returns
     -------
-    np.ndarray of shape (n_images, D), float32
+    ndarray of float32 of shape (n_images, D)
+        One unit-norm row per image of ``X``, in order (duplicates included).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing or unreadable image file (named in the message), invalid settings.
 
     Examples
     --------
@@ -434,7 +454,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     (3, 32)
     """
     items = as_image_items(X)
-    keys = [item.fingerprint() for item in items]
+    keys = _fingerprints(items, check_workers(num_workers))
     found, _ = cache.get(keys)
     todo = {}  # first index of each missing fingerprint: duplicates in X are encoded once
     for i in np.flatnonzero(~found):
@@ -451,3 +471,9 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
             bar.update(len(features))
     found, embeddings = cache.get(keys)
     return embeddings
+
+
+__all__ = [
+    "DRAFT_MARGIN", "ENCODE_DTYPES", "check_encode_dtype", "check_workers", "default_workers", "draft_size",
+    "embedding_key", "encode_batches", "encode_images", "encode_items", "preprocessed",
+]

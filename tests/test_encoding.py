@@ -86,6 +86,12 @@ def test_a_bad_file_is_named_and_the_threads_end(tmp_path, image_files, name, co
     assert decode_threads() == [] and threading.active_count() == before
 
 
+def test_a_missing_file_is_named_while_fingerprinting_and_the_threads_end(make_clf, tmp_path, image_files):
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        make_clf(encode_workers=3).transform(image_files + [str(tmp_path / "gone.png")] + image_files)
+    assert decode_threads() == []
+
+
 def test_batches_before_a_bad_file_are_delivered(tmp_path, image_files):
     backbone = get_backbone("tiny-vit")
     items = as_image_items(image_files[:8] + [str(tmp_path / "missing.png")])
