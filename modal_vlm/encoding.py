@@ -284,14 +284,17 @@ def _batch_on(tensors, device) -> torch.Tensor:
 
 
 def _warn_if_emulated(dtype, device) -> None:
-    if device.type != "cpu" or dtype is None:
+    if dtype is None or device.type not in ("cpu", "cuda"):
         return
-    mkldnn = torch.ops.mkldnn
-    native = (mkldnn._is_mkldnn_bf16_supported() if dtype == torch.bfloat16
-              else mkldnn._is_mkldnn_fp16_supported())
+    if device.type == "cuda":
+        native = dtype == torch.float16 or torch.cuda.is_bf16_supported(including_emulation=False)
+    elif dtype == torch.bfloat16:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else:
+        native = torch.ops.mkldnn._is_mkldnn_fp16_supported()
     if not native:
-        warnings.warn(f"encode_dtype={str(dtype).removeprefix('torch.')!r}: this CPU has no native support "
-                      "for it, so the image encoder runs emulated, slower than in float32.",
+        warnings.warn(f"encode_dtype={str(dtype).removeprefix('torch.')!r}: this {device.type.upper()} has no "
+                      "native support for it, so the image encoder runs emulated, slower than in float32.",
                       RuntimeWarning, stacklevel=3)
 
 

@@ -1,6 +1,7 @@
 """The encoding pipeline: decoding threads, reduced-size JPEG decoding, channels-last,
 mixed precision, and the cache keys that keep their numbers apart."""
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -245,3 +246,13 @@ def test_classifier_parameters_are_validated_and_cloned(make_clf, images):
             make_clf(**bad).fit(X, y)
         with pytest.raises(ValueError, match=match):
             make_clf(**bad).transform(X)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_mixed_precision_is_announced(images, monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encode_items(get_backbone("tiny-vit"), as_image_items(images[0][:2]), encode_dtype="bfloat16")
+    emulated = [w for w in caught if "no native support" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
