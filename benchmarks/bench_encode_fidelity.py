@@ -17,7 +17,7 @@ batches and mixed precision, each against the reference encoding.
    (trained on ``--train-per-class`` images per class, tested on ``--test-per-class``).
 
     python benchmarks/bench_encode_fidelity.py [--model conse-efficientnet-lite0-minilm]
-        [--image-size 160] [--n-large 24] [--dtypes float32 bfloat16 float16]
+        [--pretrained random] [--image-size 160] [--n-large 24] [--dtypes float32 bfloat16 float16]
         [--out benchmarks/results/encode_fidelity_<model>.md]
 
 Prints markdown tables and writes them to ``--out``. Accuracy does not depend on the machine's
@@ -137,6 +137,7 @@ def precision_rows(backbone, args, names):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="conse-efficientnet-lite0-minilm")
+    parser.add_argument("--pretrained", default=None, help='e.g. "random" for an open_clip architecture offline')
     parser.add_argument("--image-size", type=int, default=None, help="default: 160 for ConSE, else the model's own")
     parser.add_argument("--n-large", type=int, default=24, help="12-megapixel photos generated from CIFAR-10")
     parser.add_argument("--test-per-class", type=int, default=100)
@@ -150,7 +151,7 @@ def main():
     if args.image_size is None and args.model.startswith("conse"):
         args.image_size = 160
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"encode_fidelity_{args.model}.md")
-    backbone = create_backbone(args.model, device=args.device, image_size=args.image_size)
+    backbone = create_backbone(args.model, args.pretrained, device=args.device, image_size=args.image_size)
     names = class_names()
     photos = bundled_photos()
     with tempfile.TemporaryDirectory(prefix="modal-vlm-fidelity-") as folder:

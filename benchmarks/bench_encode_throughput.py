@@ -18,7 +18,7 @@ preprocessing, the encoder and the cache. The alternative to decoding threads, a
 Every configuration runs ``--repeats`` times, interleaved; the best is reported.
 
     python benchmarks/bench_encode_throughput.py [--model conse-efficientnet-lite0-minilm]
-        [--image-size 160] [--n-small 1024] [--n-large 32] [--device cpu]
+        [--pretrained random] [--image-size 160] [--n-small 1024] [--n-large 32] [--device cpu]
         [--out benchmarks/results/encode_throughput.md]
 
 Prints a markdown table and writes it to ``--out``. Run it alone: on a 2-core machine other
@@ -209,7 +209,7 @@ def measure(backbone, before_visual, paths, args, device):
                         for side in (0, 1)) for name in timers}
 
 
-def table(results, args, loads, n_small, n_large):
+def table(results, args, loads, n_small, n_large, backbone):
     small, large = results
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -218,10 +218,11 @@ def table(results, args, loads, n_small, n_large):
         if value is None:
             return "—"
         rate, cpu_ms = value
-        return f"{rate:.0f} · {cpu_ms:.1f}" if rate >= 10 else f"{rate:.1f} · {cpu_ms:.0f}"
+        cpu = f"{cpu_ms:.2f}" if cpu_ms < 1 else f"{cpu_ms:.1f}" if cpu_ms < 100 else f"{cpu_ms:.0f}"
+        return f"{rate:.0f} · {cpu}" if rate >= 10 else f"{rate:.1f} · {cpu}"
 
     lines = [
-        f"Encoding throughput, {args.model} at {args.image_size} px, batches of {args.batch_size}, "
+        f"Encoding throughput, {args.model} at {backbone.resize_size} px, batches of {args.batch_size}, "
         f"{args.device}, {cores} cores, torch threads {torch.get_num_threads()}, "
         f"native bfloat16 on this CPU: {'yes' if bf16 else 'no'}. "
         f"{n_small} CIFAR-10 test files (32 x 32 JPEG) and {n_large} generated 12-megapixel JPEG photos "
@@ -259,7 +260,8 @@ def table(results, args, loads, n_small, n_large):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="conse-efficientnet-lite0-minilm")
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--pretrained", default=None, help='e.g. "random" for an open_clip architecture offline')
+    parser.add_argument("--image-size", type=int, default=None, help="default: 160 for ConSE, else the model's own")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-small", type=int, default=1024, help="CIFAR-size files")
     parser.add_argument("--n-large", type=int, default=32, help="generated 12-megapixel JPEG photos")
@@ -268,8 +270,10 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode_throughput.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.image_size is None and args.model.startswith("conse"):
+        args.image_size = 160
     device = torch.device(args.device)
-    backbone = create_backbone(args.model, device=args.device, image_size=args.image_size)
+    backbone = create_backbone(args.model, args.pretrained, device=args.device, image_size=args.image_size)
     before_visual = copy.deepcopy(backbone.visual).to(memory_format=torch.contiguous_format)
     small_paths = cifar_files(args.n_small)
     loads = [os.getloadavg()[0]]
@@ -279,7 +283,7 @@ def main():
         Image.open(large_paths[0]).verify()
         results = [measure(backbone, before_visual, paths, args, device) for paths in (small_paths, large_paths)]
     loads.append(os.getloadavg()[0])
-    text = table(results, args, loads, len(small_paths), len(large_paths))
+    text = table(results, args, loads, len(small_paths), len(large_paths), backbone)
     Path(args.out).write_text(text)
     print(text)
 
