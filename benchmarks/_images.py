@@ -6,7 +6,9 @@ There are no large photographs in the shared data. A "12-megapixel photo" here i
 image (a CIFAR-10 image or one of the bundled photographs) resized to 4000 x 3000 with
 bicubic interpolation, with a 1/f ("pink") texture over every octave and fine grain
 added so that it has detail at every scale as a camera's photo does, saved as a JPEG of
-quality 90 (3-5 MB, as a phone's).
+quality 90 (3-5 MB, as a phone's). For throughput, a few such photos are copied into many
+distinct files (:func:`distinct_copies`): each copy is decoded in full, and its own bytes give
+it its own fingerprint, so the embedding cache cannot skip it.
 """
 from __future__ import annotations
 
@@ -79,3 +81,20 @@ def write_large_photos(sources, folder, seed: int = 0, quality: int = 90) -> lis
         large_photo(source, rng).save(path, quality=quality)
         paths.append(path)
     return paths
+
+
+def distinct_copies(paths, n: int, folder) -> list[str]:
+    """``n`` JPEG files cycling over ``paths``, each made distinct by a JPEG comment segment
+    (``COM``, ignored by decoders) naming its copy number."""
+    os.makedirs(folder, exist_ok=True)
+    sources = [Path(path).read_bytes() for path in paths]
+    copies = []
+    for i in range(n):
+        data = sources[i % len(sources)]
+        if data[:2] != b"\xff\xd8":
+            raise ValueError(f"{paths[i % len(paths)]} is not a JPEG file")
+        comment = f"copy {i}".encode()
+        segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+        copies.append(os.path.join(folder, f"copy-{i:05d}.jpg"))
+        Path(copies[-1]).write_bytes(data[:2] + segment + data[2:])
+    return copies

@@ -167,7 +167,7 @@ def main():
     lines = [
         f"Encoding fidelity of {args.model} at {backbone.resize_size} px (key `{backbone.key}`), {args.device}.",
         "",
-        "Command: `python benchmarks/bench_encode_fidelity.py " + shlex.join(sys.argv[1:]) + "`",
+        "Command: `" + shlex.join(["python", "benchmarks/bench_encode_fidelity.py", *sys.argv[1:]]) + "`",
         "",
         "Reduced-size JPEG decoding vs. full decoding (zero-shot: CIFAR-10 class prompts, float32):",
         "",

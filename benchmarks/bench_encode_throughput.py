@@ -8,7 +8,8 @@ under ``inference_mode``, optionally bfloat16 autocast. Both run in one process,
 side, on
 
 * CIFAR-size files: the shared CIFAR-10 test images (32 x 32 JPEG);
-* 12-megapixel JPEG photos generated from CIFAR-10 images (``_images.py`` says how).
+* 12-megapixel JPEG photos generated from CIFAR-10 images (``_images.py`` says how), as
+  distinct files of a few photos.
 
 Stages (one thread, no overlap): read + fingerprint, decode, preprocess, network. The
 network-alone ceiling runs the encoder on batches already in memory. End to end is what
@@ -18,7 +19,7 @@ preprocessing, the encoder and the cache. The alternative to decoding threads, a
 Every configuration runs ``--repeats`` times, interleaved; the best is reported.
 
     python benchmarks/bench_encode_throughput.py [--model conse-efficientnet-lite0-minilm]
-        [--pretrained random] [--image-size 160] [--n-small 1024] [--n-large 32] [--device cpu]
+        [--pretrained random] [--image-size 160] [--n-small 1024] [--n-large 128] [--device cpu]
         [--out benchmarks/results/encode_throughput.md]
 
 Prints a markdown table and writes it to ``--out``. Run it alone: on a 2-core machine other
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _images import cifar_files, write_large_photos
+from _images import cifar_files, distinct_copies, write_large_photos
 from _protocol import ROOT
 from modal_vlm import clear_memory_cache, inputs
 from modal_vlm.backbones import create_backbone
@@ -225,11 +226,11 @@ def table(results, args, loads, n_small, n_large, backbone):
         f"Encoding throughput, {args.model} at {backbone.resize_size} px, batches of {args.batch_size}, "
         f"{args.device}, {cores} cores, torch threads {torch.get_num_threads()}, "
         f"native bfloat16 on this CPU: {'yes' if bf16 else 'no'}. "
-        f"{n_small} CIFAR-10 test files (32 x 32 JPEG) and {n_large} generated 12-megapixel JPEG photos "
-        f"(4000 x 3000, quality 90); best of {args.repeats} interleaved runs. "
+        f"{n_small} CIFAR-10 test files (32 x 32 JPEG) and {n_large} 12-megapixel JPEG files (4000 x 3000, "
+        f"quality 90; distinct copies of {args.n_photos} generated photos); best of {args.repeats} interleaved runs. "
         f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f}.",
         "",
-        "Command: `python benchmarks/bench_encode_throughput.py " + shlex.join(sys.argv[1:]) + "`",
+        "Command: `" + shlex.join(["python", "benchmarks/bench_encode_throughput.py", *sys.argv[1:]]) + "`",
         "",
         "Each cell: images per second · CPU milliseconds per image (all threads and worker processes; "
         "CPU time depends less on other jobs than wall time does).",
@@ -264,7 +265,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=None, help="default: 160 for ConSE, else the model's own")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-small", type=int, default=1024, help="CIFAR-size files")
-    parser.add_argument("--n-large", type=int, default=32, help="generated 12-megapixel JPEG photos")
+    parser.add_argument("--n-large", type=int, default=128, help="12-megapixel JPEG files")
+    parser.add_argument("--n-photos", type=int, default=16, help="distinct generated photos among them")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode_throughput.md"))
@@ -278,9 +280,11 @@ def main():
     small_paths = cifar_files(args.n_small)
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="modal-vlm-bench-") as folder:
-        print(f"generating {args.n_large} 12-megapixel JPEG photos in {folder} ...", flush=True)
-        large_paths = write_large_photos(cifar_files(args.n_large, split="train"), folder)
-        Image.open(large_paths[0]).verify()
+        print(f"generating {args.n_photos} 12-megapixel JPEG photos in {folder} ...", flush=True)
+        photos = write_large_photos(cifar_files(args.n_photos, split="train"), os.path.join(folder, "photos"))
+        large_paths = distinct_copies(photos, args.n_large, os.path.join(folder, "files"))
+        with Image.open(large_paths[-1]) as image:
+            image.verify()
         results = [measure(backbone, before_visual, paths, args, device) for paths in (small_paths, large_paths)]
     loads.append(os.getloadavg()[0])
     text = table(results, args, loads, len(small_paths), len(large_paths), backbone)
