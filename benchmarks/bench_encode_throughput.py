@@ -19,7 +19,7 @@ preprocessing, the encoder and the cache. The alternative to decoding threads, a
 Every configuration runs ``--repeats`` times, interleaved; the best is reported.
 
     python benchmarks/bench_encode_throughput.py [--model conse-efficientnet-lite0-minilm]
-        [--pretrained random] [--image-size 160] [--n-small 1024] [--n-large 128] [--device cpu]
+        [--pretrained random] [--image-size 160] [--n-small 512] [--n-large 128] [--device cpu]
         [--out benchmarks/results/encode_throughput.md]
 
 Prints a markdown table and writes it to ``--out``. Run it alone: on a 2-core machine other
@@ -264,7 +264,7 @@ def main():
     parser.add_argument("--pretrained", default=None, help='e.g. "random" for an open_clip architecture offline')
     parser.add_argument("--image-size", type=int, default=None, help="default: 160 for ConSE, else the model's own")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--n-small", type=int, default=1024, help="CIFAR-size files")
+    parser.add_argument("--n-small", type=int, default=512, help="CIFAR-size files")
     parser.add_argument("--n-large", type=int, default=128, help="12-megapixel JPEG files")
     parser.add_argument("--n-photos", type=int, default=16, help="distinct generated photos among them")
     parser.add_argument("--repeats", type=int, default=2)
