@@ -82,10 +82,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
     jpeg_draft : bool, default=True
         Decode JPEG files at least 6 times larger than the model's input at a reduced size
         (libjpeg's DCT scaling to 1/2, 1/4 or 1/8), keeping at least 3 times the backbone's
-        resize size on the shorter side: a 12-megapixel photo decodes and resizes about 4x
-        faster, its embedding at a mean cosine of 0.995 to full decoding's (offline model,
-        160 px; see :doc:`/performance`); cached under their own key. False decodes every
-        file at full size.
+        resize size on the shorter side: a 12-megapixel photo decodes and resizes with about
+        2.5x less CPU, its embedding at a mean cosine of 0.995 to full decoding's (offline
+        model, 160 px; see :doc:`/performance`); cached under their own key. False decodes
+        every file at full size.
     encode_workers : int, optional
         Threads that decode and preprocess images while the encoder runs; None: one per
         CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.
