@@ -19,7 +19,7 @@ measured round of that harness (``bench_encode_once.reference_round``: the last 
 the most labels).
 
     python benchmarks/bench_cost.py [--pool-per-class 150 1000] [--epochs 20 200]
-        [--out benchmarks/results/cost.md]
+        [--encode-dtype bfloat16] [--out benchmarks/results/cost.md]
 
 Run it alone: on a 2-core machine other jobs change every timing by 2-3x.
 """
@@ -38,6 +38,7 @@ from _protocol import CIFAR10, ROOT
 from bench_encode_once import reference_round
 from modal_vlm import ClipPromptClassifier, clear_memory_cache
 from modal_vlm.datasets import load_image_folder
+from modal_vlm.encoding import ENCODE_DTYPES, default_workers
 from modal_vlm.experiment import run_active_learning
 
 
@@ -55,7 +56,8 @@ def reference_encodings(history, n_pool, n_test, epochs):
 def measure(pool_per_class, epochs, check, args, names, X_test, y_test):
     X_pool, y_pool, _ = load_image_folder(CIFAR10 / "train", max_per_class=pool_per_class)
     make = lambda: ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size,  # noqa: E731
-                                        max_epochs=epochs, verbose=0, random_state=0)
+                                        max_epochs=epochs, encode_dtype=args.encode_dtype, verbose=0,
+                                        random_state=0)
     clear_memory_cache()
     start = time.perf_counter()
     history = run_active_learning(make(), "cec", X_pool, y_pool, X_test, y_test, rounds=args.rounds,
@@ -84,7 +86,8 @@ def table(rows, args):
     lines = [
         f"One CEC run: {args.rounds} rounds x 10 labels, epochs per round as given (protocol: 200), "
         f"offline reference model (ConSE) at {args.image_size}px, CIFAR-10 test {args.test_per_class}/class, "
-        f"empty embedding cache, torch threads {torch.get_num_threads()}.",
+        f"empty embedding cache, torch threads {torch.get_num_threads()}, image encoder "
+        f"{args.encode_dtype or 'float32'} with {default_workers()} decoding threads.",
         "",
         "Command: `python benchmarks/bench_cost.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU, run alone).",
         "",
@@ -118,6 +121,7 @@ def main():
     parser.add_argument("--epochs", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--model", default="conse-efficientnet-lite0-minilm")
     parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--encode-dtype", default=None, choices=list(ENCODE_DTYPES))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -27,7 +27,7 @@ from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .compat import patch_modal
 from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
-from .encoding import encode_images
+from .encoding import check_encode_dtype, check_workers, embedding_key, encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
@@ -185,6 +185,21 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Learning rate during the warm-up epochs.
     encode_batch_size : int, default=64
         Images per image-encoder forward pass.
+    encode_dtype : {None, "float32", "bfloat16", "float16"}, default=None
+        Precision of the image encoder when it encodes images for the cache: None
+        (float32), or mixed precision under ``torch.autocast`` (bfloat16 on CPUs with
+        native support, float16 or bfloat16 on GPUs): faster, embeddings slightly changed
+        (see :doc:`/performance`), cached under their own key.
+    jpeg_draft : bool, default=True
+        Decode JPEG files at least 6 times larger than the model's input at a reduced size
+        (libjpeg's DCT scaling to 1/2, 1/4 or 1/8), keeping at least 3 times the backbone's
+        resize size on the shorter side: a 12-megapixel photo decodes and resizes with about
+        2.5x less CPU, its embedding at a mean cosine of 0.995 to full decoding's (offline
+        model, 160 px; see :doc:`/performance`); cached under their own key. False decodes
+        every file at full size.
+    encode_workers : int, optional
+        Threads that decode and preprocess images while the encoder runs; None: one per
+        CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.
     cache_dir : str or path-like, optional
         Also keep embeddings on disk here, for later processes (see
         :class:`modal_vlm.cache.EmbeddingCache`).
@@ -290,7 +305,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
                  lambda_kg=8.0, image_size=None, max_epochs="auto", lr=0.005, batch_size=128, warmup_epochs=1,
-                 warmup_lr=1e-5, encode_batch_size=64, cache_dir=None, device="cpu",
+                 warmup_lr=1e-5, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
+                 encode_workers=None, cache_dir=None, device="cpu",
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
                  unlabeled_batch_size=64, **kwargs):
@@ -311,6 +327,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.warmup_epochs = warmup_epochs
         self.warmup_lr = warmup_lr
         self.encode_batch_size = encode_batch_size
+        self.encode_dtype = encode_dtype
+        self.jpeg_draft = jpeg_draft
+        self.encode_workers = encode_workers
         self.cache_dir = cache_dir
         self.random_state = random_state
         self.fit_mode = fit_mode
@@ -359,7 +378,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if self.initialized_ or hasattr(self, "_pending_state_"):
             self.check_is_fitted()  # a module built from the current parameters
         backbone, visual = self.backbone_, None
-        key = backbone.key
+        key = self._embedding_key(backbone)
         if getattr(self, "module_", None) is not None and self.module_.visual is not None:
             visual = self.module_.visual  # adapted by UEO: its own cache key
             digest = hashlib.blake2b(digest_size=8)
@@ -367,8 +386,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
                 if param.requires_grad:
                     digest.update(param.detach().cpu().numpy().tobytes())
             key = f"{key}|norm-adapted-{digest.hexdigest()}"
-        return encode_images(backbone, X, cache=EmbeddingCache(key, self.cache_dir),
-                             batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual)
+        return self._encode(backbone, X, key, visual)
 
     def frozen_transform(self, X) -> np.ndarray:
         """Embeddings of the frozen (zero-shot) image encoder, whatever UEO adapted.
@@ -385,8 +403,25 @@ class ClipPromptClassifier(NeuralNetClassifier):
             was adapted.
         """
         backbone = self.backbone_
-        return encode_images(backbone, X, cache=EmbeddingCache(backbone.key, self.cache_dir),
-                             batch_size=self.encode_batch_size, verbose=self.verbose)
+        return self._encode(backbone, X, self._embedding_key(backbone))
+
+    def _embedding_key(self, backbone) -> str:
+        return embedding_key(backbone, encode_dtype=self.encode_dtype, jpeg_draft=self.jpeg_draft)
+
+    @property
+    def embedding_key_(self) -> str:
+        """The key the frozen encoder's embeddings are cached under (in memory and in
+        ``cache_dir``): :func:`modal_vlm.encoding.embedding_key` of the backbone and the
+        encoding settings; what :meth:`modal_vlm.EmbeddingPool.from_cache` and ``modal-vlm
+        encode`` use."""
+        return self._embedding_key(self.backbone_)
+
+    def _encode(self, backbone, X, key, visual=None) -> np.ndarray:
+        self.check_training_params()  # encode_batch_size and friends, named as the user set them
+        return encode_images(backbone, X, cache=EmbeddingCache(key, self.cache_dir),
+                             batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual,
+                             encode_dtype=self.encode_dtype, jpeg_draft=self.jpeg_draft,
+                             num_workers=self.encode_workers)
 
     def score_samples(self, X) -> np.ndarray:
         """In-distribution score, scikit-learn's outlier-detector convention: higher = more normal.
@@ -668,6 +703,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError("ueo_temperature must be > 0 and lambda_ueo >= 0.")
         if not self.lambda_kg >= 0:
             raise ValueError(f"lambda_kg must be >= 0, got {self.lambda_kg!r}.")
+        check_encode_dtype(self.encode_dtype)
+        check_workers(self.encode_workers)
 
     def check_training_params(self):
         """Raise ``ValueError`` for learning rates, batch sizes or epoch counts out of range."""

@@ -148,7 +148,7 @@ class EmbeddingPool(np.ndarray):
         X : images
             The pool, as the classifier takes it (usually image paths).
         model_key : str
-            The backbone's cache key, ``ClipPromptClassifier(...).backbone_.key``.
+            The embedding cache key, ``ClipPromptClassifier(...).embedding_key_``.
         cache_dir : str or path-like
             The embedding cache folder (``cache_dir=`` of the classifier).
         path : str or path-like, optional

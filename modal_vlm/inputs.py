@@ -15,6 +15,10 @@ mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits
 A list may mix these per element. Each item gets a content fingerprint (a 16-byte BLAKE2b
 digest of its pixels, file bytes or tensor values) that keys the embedding cache, so the same
 image is encoded once whichever form it arrives in again.
+
+A JPEG file much larger than the model's input can be decoded at a reduced size (libjpeg's
+DCT scaling through Pillow's ``Image.draft``), never below the size the backbone resizes it
+to: see ``decode_size`` of :meth:`ImageItem.to_tensor`.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 _PATH_DIGESTS: dict[str, tuple[int, int, bytes]] = {}  # path -> (size, mtime_ns, digest)
 
@@ -60,7 +64,7 @@ class ImageItem:
         array = np.ascontiguousarray(self.value)
         return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
 
-    def to_tensor(self, preprocess) -> torch.Tensor:
+    def to_tensor(self, preprocess, *, decode_size=None) -> torch.Tensor:
         """The preprocessed ``(3, H, W)`` tensor.
 
         Parameters
@@ -68,6 +72,11 @@ class ImageItem:
         preprocess : callable
             The backbone's transform of an RGB PIL image; not applied to a ``"tensor"``
             item, which is already preprocessed.
+        decode_size : int, optional
+            Decode a JPEG file at the smallest of libjpeg's DCT scales (1/2, 1/4, 1/8)
+            whose shorter side still has at least this many pixels (Pillow's
+            ``Image.draft``); other files and images are used as they are. None decodes at
+            full size.
 
         Returns
         -------
@@ -77,7 +86,7 @@ class ImageItem:
         if self.kind == "tensor":
             return torch.as_tensor(self.value, dtype=torch.float32)
         if self.kind == "path":
-            image = _open_image(self.value)
+            image = _open_image(self.value, decode_size)
         elif self.kind == "pil":
             image = self.value
         else:  # raw pixels
@@ -188,9 +197,13 @@ def unreadable_reason(exc: Exception, path) -> str:
     return str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
 
 
-def _open_image(path: str) -> Image.Image:
+def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
     try:
         with Image.open(path) as image:
+            if decode_size is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+                # Pillow picks the largest DCT scale-down that keeps both sides >= the request,
+                # so the shorter side stays >= decode_size; a no-op for images too small.
+                image.draft(image.mode, (decode_size, decode_size))
             image.load()
             return image
     except FileNotFoundError:

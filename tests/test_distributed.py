@@ -16,14 +16,19 @@ def fresh_memory_cache():
 
 
 def cached_key(make_clf):
-    return make_clf().backbone_.key
+    return make_clf().embedding_key_
 
 
 def transform_without_encoding(make_clf, paths, cache_dir, monkeypatch):
     """The classifier's embeddings of ``paths``, read from ``cache_dir``; encoding would fail."""
     clear_memory_cache()
     with monkeypatch.context() as m:
-        m.setattr(encoding, "iter_encoded", lambda backbone, items, **k: iter(items and pytest.fail("encoded")))
+        def no_encoding(backbone, items, **kwargs):
+            if items:
+                pytest.fail("encoded")
+            yield from ()
+
+        m.setattr(encoding, "encode_batches", no_encoding)
         return make_clf(cache_dir=cache_dir).transform(paths)
 
 

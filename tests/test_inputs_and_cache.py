@@ -204,7 +204,7 @@ def test_a_disk_cache_is_read_only_where_the_requested_images_are(make_clf, imag
     np.testing.assert_array_equal(make_clf(cache_dir=tmp_path).transform(X[5:7]), expected[5:7])
     assert sorted(read) == [False, True, True, True]  # every shard's keys, one shard's embeddings
     # A shard written since (here by another cache object, as by another process) is found too.
-    cache.write_shard(tmp_path, make_clf().backbone_.key, [b"n" * 16], np.ones((1, expected.shape[1])))
-    found, emb = cache.EmbeddingCache(make_clf().backbone_.key, tmp_path).get([b"n" * 16])
+    cache.write_shard(tmp_path, make_clf().embedding_key_, [b"n" * 16], np.ones((1, expected.shape[1])))
+    found, emb = cache.EmbeddingCache(make_clf().embedding_key_, tmp_path).get([b"n" * 16])
     assert found.tolist() == [True] and emb.tolist() == [[1.0] * expected.shape[1]]
     assert count_encodes() == 12

@@ -8,7 +8,9 @@ A backbone is a frozen vision-language model reduced to what prompt tuning needs
 * ``text``: a :class:`TextTower`, i.e. a text encoder that can be fed token *embeddings*,
   which is what lets CoOp's learnable context vectors replace some of the tokens;
 * ``logit_scale``: the temperature used to turn cosine similarities into logits;
-* ``key``: a string that identifies the weights, used to key the embedding cache.
+* ``key``: a string that identifies the weights, used to key the embedding cache;
+* ``resize_size``: the size ``preprocess`` resizes an image to, so that large JPEG files can
+  be decoded at a reduced size that still has every pixel the model sees.
 """
 from __future__ import annotations
 
@@ -16,7 +18,41 @@ import abc
 
 import torch
 import torch.nn.functional as F
+from open_clip.transform import ResizeKeepRatio
 from torch import nn
+from torchvision import transforms
+
+
+def resize_target(preprocess) -> int | None:
+    """The size the first step of a torchvision ``Compose`` resizes images to, if it resizes.
+
+    Parameters
+    ----------
+    preprocess : callable
+        A backbone's transform of a PIL image.
+
+    Returns
+    -------
+    int or None
+        ``Resize(s)``: ``s`` (the shorter side); ``Resize((h, w))`` or open_clip's
+        ``ResizeKeepRatio``: ``max(h, w)``; None for any other transform.
+
+    Examples
+    --------
+    >>> from torchvision import transforms
+    >>> resize_target(transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224)]))
+    224
+    >>> resize_target(transforms.Compose([transforms.CenterCrop(224)])) is None
+    True
+    """
+    steps = getattr(preprocess, "transforms", None)
+    if not steps:
+        return None
+    first = steps[0]
+    if isinstance(first, (transforms.Resize, ResizeKeepRatio)):
+        size = first.size
+        return int(max(size) if isinstance(size, (tuple, list)) else size)
+    return None
 
 
 class TextTower(nn.Module, abc.ABC):
@@ -127,23 +163,42 @@ class Backbone(nn.Module):
     train_preprocess : callable, optional
         Augmenting transform for training through the image encoder (UEO); defaults to
         ``preprocess``.
+    resize_size : int, optional
+        The shorter side, in pixels, that ``preprocess`` resizes an image to (for a resize
+        to a fixed ``(h, w)``, the larger of the two). JPEG files are decoded at a reduced
+        size no smaller than this. None derives it from a torchvision ``Compose`` whose
+        first step resizes (open_clip's transforms); it stays None, and every image is
+        decoded at full size, where it cannot be derived.
+
+    Attributes
+    ----------
+    resize_size : int or None
+        As given or derived.
+
+    Notes
+    -----
+    The image encoder's 4-d weights are kept in channels-last memory format, the layout
+    oneDNN's and cuDNN's fastest convolutions use; :func:`modal_vlm.encoding.encode_items`
+    feeds it channels-last batches.
 
     Examples
     --------
     >>> from modal_vlm.backbones import create_backbone
     >>> backbone = create_backbone("tiny-vit")
-    >>> backbone.key
-    'tiny-vit|random-seed0|32px'
+    >>> backbone.key, backbone.resize_size
+    ('tiny-vit|random-seed0|32px', 32)
     """
 
-    def __init__(self, visual, text, preprocess, logit_scale, key, train_preprocess=None):
+    def __init__(self, visual, text, preprocess, logit_scale, key, train_preprocess=None,
+                 resize_size=None):
         super().__init__()
-        self.visual = visual
+        self.visual = visual.to(memory_format=torch.channels_last)
         self.text = text
         self.preprocess = preprocess
         self.train_preprocess = train_preprocess or preprocess
         self.logit_scale = float(logit_scale)
         self.key = key
+        self.resize_size = resize_target(preprocess) if resize_size is None else int(resize_size)
         self.requires_grad_(False)
         self.eval()
 

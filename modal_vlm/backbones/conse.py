@@ -191,7 +191,7 @@ def _create(name, head, pretrained, device, image_size, logit_scale) -> Backbone
     preprocess, train_preprocess = _transforms(image_size)
     return Backbone(
         visual=visual, text=text, preprocess=preprocess, train_preprocess=train_preprocess,
-        logit_scale=logit_scale, key=f"{name}|{WEIGHTS}|{image_size}px",
+        logit_scale=logit_scale, key=f"{name}|{WEIGHTS}|{image_size}px", resize_size=image_size,
     )
 
 

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..backbones import get_backbone
 from ..cache import KEY_BYTES, STORAGE_DTYPES, iter_disk_shards, write_shard
 from ..datasets import IMAGE_EXTENSIONS
-from ..encoding import iter_encoded
+from ..encoding import check_finite_embeddings, draft_size, embedding_key, encode_items
 from ..inputs import ImageItem
 
 #: Images per shard: the unit of work of a worker and of resuming.
@@ -61,7 +62,7 @@ class EncodeReport:
     workers : int
         Encoder workers (1 in-process).
     cache_key : str
-        The backbone key the embeddings are cached under.
+        The embedding key the embeddings are cached under (:func:`~modal_vlm.encoding.embedding_key`).
     """
 
     n_images: int
@@ -136,9 +137,11 @@ def _marker(job_dir, shard: int) -> Path:
 class ShardEncoder:
     """Encodes shards of image files into the cache; one per worker (a Ray actor) or in-process.
 
-    Preprocessing and the forward pass are the library's own
-    (:meth:`~modal_vlm.inputs.ImageItem.to_tensor`, :func:`~modal_vlm.encoding.iter_encoded`),
-    so the embeddings equal ``ClipPromptClassifier.transform``'s.
+    Decoding, preprocessing and the forward pass are the library's own
+    (:meth:`~modal_vlm.inputs.ImageItem.to_tensor` with reduced-size JPEG decoding,
+    :func:`~modal_vlm.encoding.encode_items`), under the classifier's embedding key
+    (:func:`~modal_vlm.encoding.embedding_key`, default settings), so the embeddings equal
+    ``ClipPromptClassifier.transform``'s.
 
     Parameters
     ----------
@@ -169,8 +172,9 @@ class ShardEncoder:
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.backbone = get_backbone(model_name, pretrained, device, image_size)
+        self.key = embedding_key(self.backbone)
         self.cache_dir, self.dtype, self.batch_size, self.job_dir = cache_dir, dtype, batch_size, job_dir
-        known = [keys for keys, _ in iter_disk_shards(cache_dir, self.backbone.key, keys_only=True)]
+        known = [keys for keys, _ in iter_disk_shards(cache_dir, self.key, keys_only=True)]
         self.known = np.unique(np.concatenate(known)) if known else np.empty(0, f"V{KEY_BYTES}")
 
     def _is_known(self, key: bytes) -> bool:
@@ -208,19 +212,18 @@ class ShardEncoder:
             seen.add(key)
             keys.append(key)
             items.append(item)
-        good_keys, embeddings = [], []
-        for start in range(0, len(items), self.batch_size):
-            decoded = []
-            for key, item in zip(keys[start:start + self.batch_size], items[start:start + self.batch_size]):
-                try:  # read and preprocess here, so one unreadable file costs only itself
-                    decoded.append(ImageItem(item.to_tensor(self.backbone.preprocess), "tensor"))
-                    good_keys.append(key)
-                except (OSError, ValueError) as exc:
-                    bad.append([item.value, str(exc)])
-            embeddings += [features for _, features in iter_encoded(self.backbone, decoded,
-                                                                     batch_size=self.batch_size)]
+        good_keys, good_paths, decoded, decode_size = [], [], [], draft_size(self.backbone)
+        for key, item in zip(keys, items):
+            try:  # read and preprocess here, so one unreadable file costs only itself
+                decoded.append(ImageItem(item.to_tensor(self.backbone.preprocess, decode_size=decode_size), "tensor"))
+                good_keys.append(key)
+                good_paths.append(item.value)
+            except (OSError, ValueError) as exc:
+                bad.append([item.value, str(exc)])
         if good_keys:
-            write_shard(self.cache_dir, self.backbone.key, good_keys, np.concatenate(embeddings), self.dtype)
+            embeddings = encode_items(self.backbone, decoded, batch_size=self.batch_size, num_workers=0)
+            check_finite_embeddings(torch.from_numpy(embeddings), good_paths)
+            write_shard(self.cache_dir, self.key, good_keys, embeddings, self.dtype)
         result = {"shard": int(shard), "encoded": len(good_keys), "cached": cached, "bad": bad,
                   "seconds": time.perf_counter() - began}
         if not bad:
@@ -344,7 +347,7 @@ def encode_to_cache(images, model_name: str, cache_dir, *, pretrained=None, imag
     paths = image_files(images)
     if not paths:
         raise ValueError(f"No image files found in {images!r} (suffixes {sorted(IMAGE_EXTENSIONS)}).")
-    key = get_backbone(model_name, pretrained, device, image_size).key
+    key = embedding_key(get_backbone(model_name, pretrained, device, image_size))
     job_dir = _job_dir(cache_dir, key, paths, int(shard_size))
     shards = [paths[i:i + int(shard_size)] for i in range(0, len(paths), int(shard_size))]
     pending = [s for s in range(len(shards)) if not _marker(job_dir, s).exists()]

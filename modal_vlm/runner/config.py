@@ -30,7 +30,7 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 
 #: Classifier parameters that change how a run executes, not its results: a run may resume
 #: with other values.
-RUNTIME_PARAMS = frozenset({"cache_dir", "device", "verbose", "encode_batch_size"})
+RUNTIME_PARAMS = frozenset({"cache_dir", "device", "verbose", "encode_batch_size", "encode_workers"})
 
 #: Classifier parameters the runner sets itself.
 RESERVED_PARAMS = frozenset({"class_names", "random_state"})
