@@ -100,11 +100,12 @@ def table(results, args):
         "Area under curve: mean accuracy over rounds 1..8 (trapezoids). \"min - zero-shot\": the lowest "
         "accuracy of rounds 1..8 minus zero-shot, averaged over seeds (negative: the run falls below "
         "zero-shot at some budget). \"vs random\": per-seed paired difference of the final accuracy "
-        "(mean, and the seeds where it is > 0). \"train s\": training seconds per run (8 rounds).",
+        "(mean, and the seeds where it is > 0). Seconds per phase are in the JSON (not a timing "
+        "benchmark: see cost.md).",
         "",
         "| strategy | zero-shot | final accuracy | area under curve | min - zero-shot | final vs random "
-        "| seeds > random | classes labeled | pseudo-labels (correct) | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seeds > random | classes labeled | pseudo-labels (correct) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         runs = [r for r in results if r["strategy"] == name]
@@ -119,9 +120,8 @@ def table(results, args):
         pseudo = sum(r["pseudo_labeled"] for r in runs)
         pseudo_text = f"{pseudo / len(runs):.0f} ({sum(r['pseudo_correct'] for r in runs) / max(pseudo, 1):.0%})" \
             if pseudo else ""
-        train = np.mean([r["seconds"]["train"] for r in runs])
         lines.append(f"| {name} | {acc[:, 0].mean():.3f} | {_mean_std(acc[:, -1])} | {_mean_std(area)} | "
-                     f"{dip.mean():+.3f} | {vs_random} | {classes:.1f} | {pseudo_text} | {train:.0f} |")
+                     f"{dip.mean():+.3f} | {vs_random} | {classes:.1f} | {pseudo_text} |")
     rounds = range(args.rounds + 1)
     lines += ["", "Mean accuracy per round (round 0: zero-shot; oracle labels = 10 x round):", "",
               "| strategy | " + " | ".join(str(r) for r in rounds) + " |",
