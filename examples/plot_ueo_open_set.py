@@ -64,7 +64,7 @@ ueo = ClipPromptClassifier(split.known_classes, fit_mode="ueo", train_visual_nor
 
 # %%
 # Accuracy on the known classes, AUROC and FPR at 95 % TPR on the unknown ones
-# ---------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 # :func:`~modal_vlm.metrics.evaluate_open_set` scores the predictions of the known test
 # images and the separation of known from unknown ones by the OOD score (higher = more
 # likely known).
