@@ -105,3 +105,20 @@ def test_prompt_learner_shapes_and_gradients_reach_only_the_context():
     assert all(p.grad is None for p in text.parameters())
     with pytest.raises(ValueError, match="n_ctx"):
         PromptLearner(text, ["a", "b"], n_ctx=0)
+
+
+def test_linear_conse_embedding_is_the_centred_logits_mapped_by_the_class_text_features():
+    import torch
+
+    from modal_vlm.backbones.conse import LinearConSEVisual
+
+    torch.manual_seed(0)
+    classifier, text = torch.nn.Linear(5, 1000), torch.nn.functional.normalize(torch.randn(1000, 8), dim=-1)
+    images = torch.randn(3, 5)
+    z = classifier(images)
+    expected = (z - z.mean(dim=1, keepdim=True)) @ text
+    torch.testing.assert_close(LinearConSEVisual(classifier, text)(images), expected)
+    # Centring: a logit shift shared by every class (e.g. the bias) does not move the embedding.
+    shifted = torch.nn.Linear(5, 1000)
+    shifted.load_state_dict({"weight": classifier.weight, "bias": classifier.bias + 3.0})
+    torch.testing.assert_close(LinearConSEVisual(shifted, text)(images), expected)

@@ -9,8 +9,8 @@ A TOML file holds the fields of :class:`RunConfig` at its top level and the
     seeds = [0, 1, 2]
 
     [classifier]
-    model_name = "conse-efficientnet-lite0-minilm"
-    max_epochs = 50
+    model_name = "linear-conse-efficientnet-lite0-minilm"
+    max_epochs = 100
 """
 from __future__ import annotations
 
