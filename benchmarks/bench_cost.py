@@ -1,8 +1,9 @@
 """Cost of one full active-learning run, phase by phase, against the encoding floor.
 
-One CEC run of the protocol (8 rounds x 10 labels, round 1 random, a fresh CoOp prompt per
-round) on the shared CIFAR-10 with the offline reference model, from an empty embedding
-cache, timed by :func:`modal_vlm.experiment.run_active_learning`'s per-phase records:
+One CEC run of the protocol (8 rounds x 10 labels, round 1 random, a fresh prompt per round)
+with ``ClipPromptClassifier``'s defaults (``max_epochs="auto"``: 50 / 100 / 200 epochs by
+labels per class; or a fixed ``--epochs N``) on the shared CIFAR-10 with the default offline
+model, from an empty embedding cache, timed by :func:`modal_vlm.experiment.run_active_learning`'s per-phase records:
 
 * encoding: the pool and the test set, once (round 0);
 * training: prompt tuning in every round (the text tower runs forward and backward at every
@@ -18,7 +19,7 @@ at the per-image encoding time measured here, and the estimate is checked agains
 measured round of that harness (``bench_encode_once.reference_round``: the last round, with
 the most labels).
 
-    python benchmarks/bench_cost.py [--pool-per-class 150 1000] [--epochs 20 200]
+    python benchmarks/bench_cost.py [--pool-per-class 150 1000] [--epochs auto 200]
         [--encode-dtype bfloat16] [--out benchmarks/results/cost.md]
 
 Run it alone: on a 2-core machine other jobs change every timing by 2-3x.
@@ -34,9 +35,10 @@ from pathlib import Path
 
 import torch
 
-from _protocol import CIFAR10, ROOT
+from _protocol import CIFAR10, OFFLINE_MODEL, ROOT
 from bench_encode_once import reference_round
 from modal_vlm import ClipPromptClassifier, clear_memory_cache
+from modal_vlm.callbacks import shot_schedule_epochs
 from modal_vlm.datasets import load_image_folder
 from modal_vlm.encoding import ENCODE_DTYPES, default_workers
 from modal_vlm.experiment import run_active_learning
@@ -45,10 +47,15 @@ from modal_vlm.experiment import run_active_learning
 PHASES = ("encode", "train", "query", "evaluate")
 
 
-def reference_encodings(history, n_pool, n_test, epochs):
+def epochs_of(epochs, n_labeled, n_classes):
+    """The epochs one fit on ``n_labeled`` labels runs: ``epochs``, or the schedule's for "auto"."""
+    return shot_schedule_epochs(n_labeled, n_classes) if epochs == "auto" else epochs
+
+
+def reference_encodings(history, n_pool, n_test, epochs, n_classes):
     """Image encodings of the reference harness over the rounds of ``history``."""
     rounds = history[1:]
-    training = sum(r["n_labeled"] for r in rounds) * epochs
+    training = sum(r["n_labeled"] * epochs_of(epochs, r["n_labeled"], n_classes) for r in rounds)
     queries = sum(n_pool - (r["n_labeled"] - len(r["queried"])) for r in rounds[1:])  # round 1 is random
     return training + queries + len(rounds) * n_test
 
@@ -66,7 +73,7 @@ def measure(pool_per_class, epochs, check, args, names, X_test, y_test):
     seconds = {phase: sum(r["seconds"][phase] for r in history) for phase in PHASES}
     n_images = len(y_pool) + len(y_test)
     per_image = seconds["encode"] / n_images
-    n_reference = reference_encodings(history, len(y_pool), len(y_test), epochs)
+    n_reference = reference_encodings(history, len(y_pool), len(y_test), epochs, len(names))
     reference = wall - seconds["encode"] + n_reference * per_image
     row = {"n_pool": len(y_pool), "n_test": len(y_test), "epochs": epochs, "wall": wall, "seconds": seconds,
            "per_image": per_image, "n_reference": n_reference, "reference": reference,
@@ -74,18 +81,20 @@ def measure(pool_per_class, epochs, check, args, names, X_test, y_test):
     if check:  # the estimate against the reference harness's most expensive round, measured
         last = history[-1]
         labeled = [i for r in history for i in r["queried"]]
+        last_epochs = epochs_of(epochs, len(labeled), len(names))
         start = time.perf_counter()
-        reference_round(make(), X_pool[labeled], y_pool[labeled], X_test, epochs)
+        reference_round(make(), X_pool[labeled], y_pool[labeled], X_test, last_epochs)
         row["check"] = (time.perf_counter() - start,
                         last["seconds"]["train"] + last["seconds"]["evaluate"]
-                        + (len(labeled) * epochs + len(y_test)) * per_image, len(labeled))
+                        + (len(labeled) * last_epochs + len(y_test)) * per_image, len(labeled))
     return row
 
 
 def table(rows, args):
     lines = [
-        f"One CEC run: {args.rounds} rounds x 10 labels, epochs per round as given (protocol: 200), "
-        f"offline reference model (ConSE) at {args.image_size}px, CIFAR-10 test {args.test_per_class}/class, "
+        f"One CEC run: {args.rounds} rounds x 10 labels, the classifier's defaults with the epochs per round "
+        f"given (auto: 50 / 100 / 200 by labels per class; CoOp's protocol: 200), "
+        f"offline model `{args.model}` at {args.image_size}px, CIFAR-10 test {args.test_per_class}/class, "
         f"empty embedding cache, torch threads {torch.get_num_threads()}, image encoder "
         f"{args.encode_dtype or 'float32'} with {default_workers()} decoding threads.",
         "",
@@ -113,13 +122,18 @@ def table(rows, args):
     return "\n".join(lines) + "\n"
 
 
+def _epochs(text):
+    return text if text == "auto" else int(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool-per-class", type=int, nargs="+", default=[150, 1000])
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[20, 200])
-    parser.add_argument("--model", default="conse-efficientnet-lite0-minilm")
+    parser.add_argument("--epochs", type=_epochs, nargs="+", default=["auto", 200],
+                        help='epochs per round: "auto" (the default schedule) or a number')
+    parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--encode-dtype", default=None, choices=list(ENCODE_DTYPES))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost.md"))
@@ -129,7 +143,7 @@ def main():
     ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size).backbone_  # load untimed
     rows = []
     for pool_per_class in args.pool_per_class:
-        for epochs in args.epochs:  # the estimate is checked at the first (cheapest) epochs only
+        for epochs in args.epochs:  # the estimate is checked at the first setting only
             rows.append(measure(pool_per_class, epochs, epochs == args.epochs[0], args, names, X_test, y_test))
         Path(args.out).write_text(table(rows, args))
         print(table(rows, args), flush=True)

@@ -18,7 +18,7 @@ preprocessing, the encoder and the cache. The alternative to decoding threads, a
 ``DataLoader`` with worker processes, runs the same after-pipeline for comparison.
 Every configuration runs ``--repeats`` times, interleaved; the best is reported.
 
-    python benchmarks/bench_encode_throughput.py [--model conse-efficientnet-lite0-minilm]
+    python benchmarks/bench_encode_throughput.py [--model linear-conse-efficientnet-lite0-minilm]
         [--pretrained random] [--image-size 160] [--n-small 512] [--n-large 128] [--device cpu]
         [--out benchmarks/results/encode_throughput.md]
 
@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 from _images import cifar_files, distinct_copies, write_large_photos
-from _protocol import ROOT
+from _protocol import OFFLINE_MODEL, ROOT
 from modal_vlm import clear_memory_cache, inputs
 from modal_vlm.backbones import create_backbone
 from modal_vlm.cache import EmbeddingCache
@@ -260,7 +260,7 @@ def table(results, args, loads, n_small, n_large, backbone):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="conse-efficientnet-lite0-minilm")
+    parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--pretrained", default=None, help='e.g. "random" for an open_clip architecture offline')
     parser.add_argument("--image-size", type=int, default=None, help="default: 160 for ConSE, else the model's own")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -272,7 +272,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode_throughput.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.image_size is None and args.model.startswith("conse"):
+    if args.image_size is None and "conse" in args.model:
         args.image_size = 160
     device = torch.device(args.device)
     backbone = create_backbone(args.model, args.pretrained, device=args.device, image_size=args.image_size)
