@@ -53,10 +53,14 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering (= cec).
     "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}, {}),
     "cec: + neighbours": ("cec", {"clustering": False}, {}),
-    # CEC's within-cluster rule and candidate set, which the spec leaves open.
-    "cec, most uncertain member": ("cec", {"selection": "most_uncertain"}, {}),
+    # CEC's within-cluster rule and candidate set, which the spec leaves open ("cec" above:
+    # the default, chosen by this benchmark: the cluster's most uncertain member).
+    "cec, centroid member (spec)": ("cec", {"selection": "centroid"}, {}),
     "cec, candidates 10 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 10}, {}),
     "cec, candidates 3 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 3}, {}),
+    # The neighbourhood weight with the most-uncertain-member rule.
+    "cec, most uncertain, alpha 0": ("cec", {"selection": "most_uncertain", "alpha": 0.0}, {}),
+    "cec, most uncertain, alpha 1": ("cec", {"selection": "most_uncertain", "alpha": 1.0}, {}),
     # The field's reference learner in the same loop.
     "cec, CoOp protocol learner": ("cec", {}, COOP_PROTOCOL),
     "random, CoOp protocol learner": ("random", {}, COOP_PROTOCOL),

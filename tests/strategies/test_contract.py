@@ -159,6 +159,10 @@ def test_cec_parameters(fake):
     for selection in ("centroid", "most_uncertain", "candidates"):
         idx = cec_query(clf, X, 5, random_state=0, selection=selection, return_metrics=True)[0]
         assert len(set(idx.tolist())) == 5
+    # The default rule is the benchmark's choice, the cluster's most uncertain member.
+    default, metrics = cec_query(clf, X, 5, random_state=0, return_metrics=True)
+    np.testing.assert_array_equal(default, cec_query(clf, X, 5, random_state=0, selection="most_uncertain"))
+    assert metrics["U"][default].min() > np.median(metrics["U"])  # each pick: its cluster's most uncertain
     with pytest.raises(ValueError, match="alpha"):
         cec_query(clf, X, 2, alpha=1.5)
     with pytest.raises(ValueError, match="selection"):
