@@ -98,7 +98,8 @@ def table(results, args):
     lines = [
         f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
         f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels (round 1 random), "
-        f"`ClipPromptClassifier` defaults unless the arm says otherwise, seeds {args.seeds}.",
+        f"`ClipPromptClassifier` defaults unless the arm says otherwise, seeds {args.seeds} "
+        "(the first ones where the seeds column says fewer).",
         "",
         "Command: `python benchmarks/bench_strategies.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
         "Area under curve: mean accuracy over rounds 1..8 (trapezoids). \"min - zero-shot\": the lowest "
@@ -107,9 +108,9 @@ def table(results, args):
         "(mean, and the seeds where it is > 0). Seconds per phase are in the JSON (not a timing "
         "benchmark: see cost.md).",
         "",
-        "| strategy | zero-shot | final accuracy | area under curve | min - zero-shot | final vs random "
+        "| strategy | seeds | zero-shot | final accuracy | area under curve | min - zero-shot | final vs random "
         "| seeds > random | classes labeled | pseudo-labels (correct) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         runs = [r for r in results if r["strategy"] == name]
@@ -124,7 +125,7 @@ def table(results, args):
         pseudo = sum(r["pseudo_labeled"] for r in runs)
         pseudo_text = f"{pseudo / len(runs):.0f} ({sum(r['pseudo_correct'] for r in runs) / max(pseudo, 1):.0%})" \
             if pseudo else ""
-        lines.append(f"| {name} | {acc[:, 0].mean():.3f} | {_mean_std(acc[:, -1])} | {_mean_std(area)} | "
+        lines.append(f"| {name} | {len(runs)} | {acc[:, 0].mean():.3f} | {_mean_std(acc[:, -1])} | {_mean_std(area)} | "
                      f"{dip.mean():+.3f} | {vs_random} | {classes:.1f} | {pseudo_text} |")
     rounds = range(args.rounds + 1)
     lines += ["", "Mean accuracy per round (round 0: zero-shot; oracle labels = 10 x round):", "",

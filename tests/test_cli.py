@@ -203,3 +203,11 @@ def test_result_files_get_the_usual_mode(tmp_path, folder):
     modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "run").iterdir()}
     assert set(modes) >= {"config.json", "rounds.json", "rounds.csv", "summary.json"}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_demo_trains_the_fixed_demo_epochs_unless_told_otherwise():
+    """The demo's own epoch count keeps it under a minute on 2 cores (98 s with "auto")."""
+    parse = cli.build_parser().parse_args
+    assert parse(["demo"]).epochs == cli.DEMO_EPOCHS == 50
+    assert parse(["demo", "--epochs", "auto"]).epochs == "auto"
+    assert parse(["demo", "--epochs", "7"]).epochs == 7
