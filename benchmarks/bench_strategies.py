@@ -13,7 +13,7 @@ over equal steps). CB+SQ's pseudo-labels come on top of the oracle budget (see
 docs/strategies.rst).
 
     python benchmarks/bench_strategies.py [--seeds 0 1 2 3 4] [--strategies cec random ...]
-        [--out benchmarks/results/strategies.md] [--resume]
+        [--out benchmarks/results/strategies.md] [--resume] [--table-only]
 
 Writes a markdown table (mean ± std over seeds, and the per-seed paired difference against
 random) and a JSON file of every run beside it.
@@ -150,6 +150,8 @@ def main():
                         help="image embeddings kept on disk between runs")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in the JSON file beside --out and run only the others")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: rewrite the table from the JSON file beside --out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "strategies.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +161,11 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
-    results = json.loads(store.read_text()) if args.resume and store.exists() else []
+    results = json.loads(store.read_text()) if (args.resume or args.table_only) and store.exists() else []
+    if args.table_only:
+        args.seeds = sorted({r["seed"] for r in results})
+        out.write_text(table(results, args))
+        return
     done = {(r["strategy"], r["seed"]) for r in results}
     for name in args.strategies:
         for seed in args.seeds:
