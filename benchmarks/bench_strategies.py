@@ -58,9 +58,9 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     "cec, centroid member (spec)": ("cec", {"selection": "centroid"}, {}),
     "cec, candidates 10 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 10}, {}),
     "cec, candidates 3 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 3}, {}),
-    # The neighbourhood weight with the most-uncertain-member rule.
-    "cec, most uncertain, alpha 0": ("cec", {"selection": "most_uncertain", "alpha": 0.0}, {}),
-    "cec, most uncertain, alpha 1": ("cec", {"selection": "most_uncertain", "alpha": 1.0}, {}),
+    # The neighbourhood term's weight (default 0.5).
+    "cec, alpha 0": ("cec", {"alpha": 0.0}, {}),
+    "cec, alpha 1": ("cec", {"alpha": 1.0}, {}),
     # The field's reference learner in the same loop.
     "cec, CoOp protocol learner": ("cec", {}, COOP_PROTOCOL),
     "random, CoOp protocol learner": ("random", {}, COOP_PROTOCOL),
