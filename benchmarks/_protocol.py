@@ -28,6 +28,16 @@ def add_protocol_arguments(parser, cache_dir: str) -> None:
                         help="image embeddings kept on disk between runs")
 
 
+def protocol_data(pool_per_class: int, test_per_class: int) -> tuple:
+    """``(X_pool, y_pool, X_test, y_test, class_names)``: the first ``pool_per_class`` training
+    and ``test_per_class`` test images of every class of the shared CIFAR-10 subset."""
+    from modal_vlm.datasets import load_image_folder
+
+    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=pool_per_class)
+    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=test_per_class)
+    return X_pool, y_pool, X_test, y_test, names
+
+
 def curve_area(accuracies) -> float:
     """Area under the learning curve of equal rounds: mean accuracy over rounds 1..R
     (trapezoids), round 0 (zero-shot) left out, unlike the runner's ``summary.json``."""

@@ -37,10 +37,9 @@ from modAL.disagreement import vote_entropy_sampling
 from modAL.models import ActiveLearner, Committee
 from sklearn.base import clone
 
-from _protocol import CIFAR10, ROOT, add_protocol_arguments
+from _protocol import ROOT, add_protocol_arguments, protocol_data
 from modal_vlm import ClipPromptClassifier, prompt_committee
 from modal_vlm.committee import CLIP_TEMPLATES
-from modal_vlm.datasets import load_image_folder
 
 ARMS = ("seeds", "templates", "templates, random")
 MEMBERS = 5
@@ -121,9 +120,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "committee.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
-    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
-    data = (np.asarray(X_pool), np.asarray(y_pool), np.asarray(X_test), np.asarray(y_test), names)
+    *arrays, names = protocol_data(args.pool_per_class, args.test_per_class)
+    data = (*map(np.asarray, arrays), names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from _protocol import CIFAR10, ROOT, OFFLINE_MODEL
+from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier
-from modal_vlm.datasets import load_image_folder
 
 #: name -> ClipPromptClassifier parameters over the defaults, or an anchor's name. After the
 #: defaults and CoOp, each lever of the defaults taken away in turn.
@@ -135,9 +134,7 @@ def main(learners=LEARNERS):
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
-    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
-    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
-    data = (X_pool, y_pool, X_test, y_test, names)
+    data = protocol_data(args.pool_per_class, args.test_per_class)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")

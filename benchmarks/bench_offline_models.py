@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from _protocol import CIFAR10, OFFLINE_MODEL, ROOT
+from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import ClipPromptClassifier
-from modal_vlm.datasets import load_image_folder
 
 SHOTS = (1, 8, 100)
 
@@ -56,9 +55,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "offline_models.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
-    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
-    data = (X_pool, y_pool, X_test, y_test, names)
+    data = protocol_data(args.pool_per_class, args.test_per_class)
     lines = [
         f"Offline models on the shared CIFAR-10 data ({args.image_size}px): pool {args.pool_per_class}/class, "
         f"test {args.test_per_class}/class; logistic regression (C=10) on the image embeddings with k "

@@ -60,9 +60,9 @@ from pathlib import Path
 import numpy as np
 from modAL.models import ActiveLearner
 
-from _protocol import CIFAR10, OFFLINE_MODEL, ROOT, add_protocol_arguments, curve_area
+from _protocol import OFFLINE_MODEL, ROOT, add_protocol_arguments, curve_area, protocol_data
 from modal_vlm import ClipPromptClassifier, get_strategy
-from modal_vlm.datasets import load_image_folder, make_open_set
+from modal_vlm.datasets import make_open_set
 from modal_vlm.metrics import ood_metrics
 
 ARMS = {
@@ -76,8 +76,7 @@ N_KNOWN = 6
 
 
 def load(args):
-    X_train, y_train, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
-    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
+    X_train, y_train, X_test, y_test, names = protocol_data(args.pool_per_class, args.test_per_class)
     data = {"closed": (X_train, y_train, X_test, y_test, list(names), [])}
     split = make_open_set((X_train, y_train), (X_test, y_test), names, known=N_KNOWN, setting="open")
     data["open"] = (split.X_pool, split.y_pool, split.X_test, split.y_test, list(split.known_classes),

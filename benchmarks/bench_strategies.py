@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _protocol import CIFAR10, OFFLINE_MODEL, ROOT, curve_area
+from _protocol import OFFLINE_MODEL, ROOT, curve_area, protocol_data
 from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier, get_strategy
-from modal_vlm.datasets import load_image_folder
 from modal_vlm.experiment import run_active_learning
 
 ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters); in run order
@@ -155,9 +154,6 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "strategies.md"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    X_pool, y_pool, names = load_image_folder(CIFAR10 / "train", max_per_class=args.pool_per_class)
-    X_test, y_test, _ = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
-    data = (X_pool, y_pool, X_test, y_test, names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
@@ -166,6 +162,7 @@ def main():
         args.seeds = sorted({r["seed"] for r in results})
         out.write_text(table(results, args))
         return
+    data = protocol_data(args.pool_per_class, args.test_per_class)
     done = {(r["strategy"], r["seed"]) for r in results}
     for name in args.strategies:
         for seed in args.seeds:
