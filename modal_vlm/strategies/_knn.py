@@ -8,7 +8,9 @@ per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minute
 1. faiss's k-means (:class:`faiss.Kmeans`, spherical, seeded by ``rng``) splits a sample of
    the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center;
 2. the samples of a cell search the cell and its nearest cells (by center), about
-   :data:`SCANNED` candidates per sample, with one matrix product per cell;
+   :data:`SCANNED` candidates per sample, with matrix products of :data:`SCAN_ROWS` queries
+   of the cell against all its targets; a pool on disk is first copied in cell order into
+   a temporary file (:meth:`DiskMatrix.reordered`), so that a cell's rows are one read;
 3. the product runs in bfloat16 where the CPU has native bfloat16 matrix units (3-4 times the
    float32 speed), keeps the :data:`CANDIDATE_FACTOR` ``* k`` best candidates, and re-ranks
    them with exact float32 inner products.
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from . import _linalg
-from ._linalg import as_matrix, row_blocks
+from ._linalg import DiskMatrix, as_matrix, row_blocks
 
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
@@ -44,6 +46,9 @@ CANDIDATE_FACTOR = 2
 #: Training points per cell for faiss's k-means, and its iterations.
 TRAIN_PER_LIST = 32
 KMEANS_ITER = 10
+#: Query rows per product: the similarity block and the gathered candidates then stay in the
+#: cores' caches (1.6 times faster per cell than one product per cell, measured at 10^6).
+SCAN_ROWS = 256
 #: Columns per group in the two-stage top-k (group maxima first, then their members).
 GROUP = 8
 
@@ -157,29 +162,46 @@ def approximate_knn(F, k: int, rng):
     order = torch.argsort(cell, stable=True)
     start = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(cell, minlength=n_lists).cumsum(0)])
     members = [order[start[c]:start[c + 1]] for c in range(n_lists)]
+    # On disk, the pool in cell order: a cell's rows are then one read, not a scattered gather.
+    by_cell = F.reordered(order) if isinstance(F, DiskMatrix) else None
 
     n_cand = CANDIDATE_FACTOR * k
     index = torch.full((n, k), -1, dtype=torch.int64)
     sim = torch.full((n, k), -math.inf)
-    for c in range(n_lists):
-        queries = members[c]
-        # The cell's own members open the target list, so queries[i] is targets[i].
-        targets = torch.cat([queries] + [members[p] for p in probes[c] if p != c])
-        if len(queries) == 0 or len(targets) <= k:
+    # The cell's own members open its target list, so queries[i] is targets[i].
+    scanned = [[c] + [p for p in probes[c] if p != c] for c in range(n_lists)]
+    sizes = [sum(len(members[p]) for p in cells) for cells in scanned]
+    # Buffers for the largest target list, reused by every cell: allocations of a new size
+    # per cell fragment the C heap (1.6 GB more resident memory on a disk pool of 2 x 10^6).
+    width = max(sizes) + GROUP
+    Ft_buffer, scan_buffer = torch.empty(width, d), torch.empty(width, d, dtype=dtype)
+    S_buffer = torch.empty(SCAN_ROWS * width, dtype=dtype)
+    cand_buffer = torch.empty(SCAN_ROWS * n_cand, d)
+    for c, cells in enumerate(scanned):
+        queries, m = members[c], sizes[c]
+        if len(queries) == 0 or m <= k:
             continue  # left to the exact fallback below
-        Ft = F[targets]
+        targets = torch.cat([members[p] for p in cells])
+        Ft = Ft_buffer[:m]
+        if by_cell is None:
+            torch.index_select(F, 0, targets, out=Ft)
+        else:
+            torch.cat([by_cell[int(start[p]):int(start[p + 1])] for p in cells], out=Ft)
         # Zero rows pad the width to a multiple of GROUP for _select; their columns are masked.
-        Ft_scan = torch.cat([Ft.to(dtype), torch.zeros(-len(targets) % GROUP, d, dtype=dtype)])
-        keep = min(n_cand, len(targets) - 1)
-        for rows in row_blocks(len(queries), 2 * len(Ft_scan) + 4 * keep * d):
-            S = Ft_scan[rows] @ Ft_scan.T
+        Ft_scan = scan_buffer[:m + (-m % GROUP)]
+        Ft_scan[:m], Ft_scan[m:] = Ft, 0
+        keep = min(n_cand, m - 1)
+        for rows in row_blocks(len(queries), 1, SCAN_ROWS):
+            b = rows.stop - rows.start
+            S = torch.matmul(Ft_scan[rows], Ft_scan.T, out=S_buffer[:b * len(Ft_scan)].view(b, len(Ft_scan)))
             own = torch.arange(rows.start, rows.stop)
             S[own - rows.start, own] = -math.inf
-            S[:, len(targets):] = -math.inf
+            S[:, m:] = -math.inf
             cand = _select(S, keep)
-            invalid = (cand == own[:, None]) | (cand >= len(targets))  # only ever ties at -inf
+            invalid = (cand == own[:, None]) | (cand >= m)  # only ever ties at -inf
             cand[invalid] = 0
-            exact = torch.einsum("bd,bkd->bk", Ft[rows], Ft[cand])
+            Fc = torch.index_select(Ft, 0, cand.reshape(-1), out=cand_buffer[:cand.numel()]).view(b, keep, d)
+            exact = torch.bmm(Fc, Ft[rows, :, None])[:, :, 0]
             exact[invalid] = -math.inf
             top_sim, top = torch.topk(exact, k, dim=1)
             sim[queries[rows]] = top_sim

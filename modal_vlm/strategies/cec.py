@@ -72,16 +72,26 @@ def class_priors(proba, top_n=None) -> np.ndarray:
 
 
 def _priors_of_blocks(blocks, n: int, top_n=None) -> np.ndarray:
-    """:func:`class_priors` over probability blocks, keeping a running top ``top_n`` per class."""
-    top = None
+    """:func:`class_priors` over probability blocks: per class, the mean of its ``top_n`` largest.
+
+    Per class, only the entries above its current ``top_n``-th largest can enter its top, so
+    only those are kept, and the top is re-selected when twice ``top_n`` have gathered: on a
+    pool of 10^7 the selection then runs a few times per class rather than once per block
+    (a top-k over the kept rows and each block took about 1 s per block, 5 minutes in all).
+    """
+    kept = threshold = None
     for P in blocks:
-        if top is None:
-            C = P.shape[1]
-            top_n = min(max(math.ceil(n / C) if top_n is None else int(top_n), 1), n)
-            top = P[:0]
-        top = torch.cat([top, P])
-        top = torch.topk(top, min(top_n, len(top)), dim=0).values
-    return top.mean(0).numpy()
+        if kept is None:
+            top_n = min(max(math.ceil(n / P.shape[1]) if top_n is None else int(top_n), 1), n)
+            kept = [P[:0, 0]] * P.shape[1]
+            threshold = torch.full((P.shape[1],), -math.inf, dtype=P.dtype)
+        above = P > threshold  # equal to the top_n-th largest: the top's mean stays the same
+        for c in torch.nonzero(above.any(0)).reshape(-1).tolist():
+            kept[c] = torch.cat([kept[c], P[above[:, c], c]])
+            if len(kept[c]) >= 2 * top_n:
+                kept[c] = torch.topk(kept[c], top_n).values
+                threshold[c] = kept[c][-1]
+    return np.array([float(torch.topk(v, min(top_n, len(v))).values.mean()) for v in kept], dtype=np.float32)
 
 
 def _pool_entropy(pool, top_n, calibrate):

@@ -165,3 +165,48 @@ def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query
     assert len(rest) == 2992 and isinstance(rest.features(), _linalg.DiskMatrix)
     np.testing.assert_array_equal(rest.features()[:5].numpy(), np.delete(F, on_disk, 0)[:5].astype(np.float32))
     assert rest[[0]].tolist() == [np.delete(np.asarray(pool), on_disk)[0]]
+
+
+def test_priors_over_blocks_equal_the_priors_of_the_whole(monkeypatch):
+    from modal_vlm.strategies.cec import _priors_of_blocks, class_priors
+
+    P = torch.softmax(3 * torch.randn(5000, 7, generator=torch.Generator().manual_seed(0)), 1)
+    P[:300, 2] = P[300, 2]  # ties at the top
+    blocks = [P[i:i + 128] for i in range(0, len(P), 128)]
+    for top_n in (None, 1, 40, 5000):
+        np.testing.assert_allclose(_priors_of_blocks(blocks, len(P), top_n), class_priors(P, top_n), rtol=1e-5)
+
+
+def test_disk_matrix_reads_rows_as_numpy_indexes_them(tmp_path):
+    F = blobs(200).numpy().astype(np.float16)
+    np.save(tmp_path / "F.npy", F)
+    M = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"))
+    assert M._file is not None  # a whole .npy: positioned reads, not the mapping
+    for rows in (slice(3, 50), slice(None, None, 7), np.array([5, 4, 4, 199, 0, 6, 7]), np.array([-1, -200]),
+                 torch.tensor([10, 2, 3])):
+        expected = F[rows.numpy() if isinstance(rows, torch.Tensor) else rows].astype(np.float32)
+        np.testing.assert_array_equal(M[rows].numpy(), expected)
+    with pytest.raises(IndexError, match="out of range"):
+        M[np.array([200])]
+    subset = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"), rows=np.array([1, 5, 9]))
+    np.testing.assert_array_equal(subset[[2, 0]].numpy(), F[[9, 1]].astype(np.float32))
+
+
+def test_reordered_copy_holds_the_rows_in_the_new_order_and_leaves_no_file(tmp_path):
+    F = blobs(1000).numpy().astype(np.float16)
+    np.save(tmp_path / "F.npy", F)
+    order = np.random.default_rng(0).permutation(1000)
+    copy = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")).reordered(order)
+    np.testing.assert_array_equal(copy[:].numpy(), F[order].astype(np.float32))
+    np.testing.assert_array_equal(copy[[3, 999]].numpy(), F[order[[3, 999]]].astype(np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["F.npy"]  # the copy has no name
+
+
+def test_approximate_knn_on_disk_equals_in_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(_knn, "SCANNED", 300)
+    F = blobs(2000).numpy().astype(np.float16)
+    np.save(tmp_path / "F.npy", F)
+    on_disk = _knn.approximate_knn(_linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")), 5,
+                                   np.random.RandomState(0))
+    in_memory = _knn.approximate_knn(torch.from_numpy(F.astype(np.float32)), 5, np.random.RandomState(0))
+    torch.testing.assert_close(on_disk, in_memory)
