@@ -109,8 +109,7 @@ class DiskMatrix:
         ordered = index[order]
         rows = np.empty((len(index), self.shape[1]), dtype=self.array.dtype)
         raw, row_bytes = memoryview(rows.reshape(-1).view(np.uint8)), rows.itemsize * self.shape[1]
-        starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)
-        for start, stop in zip(starts.tolist(), np.append(starts[1:], len(index)).tolist()):
+        for start, stop in _runs(ordered):
             chunk = raw[start * row_bytes:stop * row_bytes]
             if os.preadv(self._file.fileno(), [chunk], self._offset + int(ordered[start]) * row_bytes) != len(chunk):
                 raise OSError(f"{self.array.filename} holds fewer than its {len(self.array)} rows.")
@@ -156,8 +155,7 @@ class DiskMatrix:
                 by_dest = np.argsort(dest, kind="stable")
                 dest, block = dest[by_dest], self._stored(rows)[by_dest]
                 raw = memoryview(block.reshape(-1).view(np.uint8))
-                starts = np.flatnonzero(np.diff(dest, prepend=-2) != 1)
-                for start, stop in zip(starts.tolist(), np.append(starts[1:], len(dest)).tolist()):
+                for start, stop in _runs(dest):
                     os.pwritev(file.fileno(), [raw[start * row_bytes:stop * row_bytes]], int(dest[start]) * row_bytes)
         except OSError as error:
             if file is not None:
@@ -176,6 +174,13 @@ class DiskMatrix:
             base = getattr(base, "_mmap", None) or getattr(base, "base", None)
         if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
             base.madvise(mmap.MADV_DONTNEED)
+
+
+def _runs(ordered):
+    """``(start, stop)`` positions of the runs of consecutive values in increasing ``ordered``:
+    each run is one positioned read or write of a :class:`DiskMatrix` file."""
+    starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)
+    return zip(starts.tolist(), np.append(starts[1:], len(ordered)).tolist())
 
 
 def as_matrix(features):
