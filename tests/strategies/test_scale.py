@@ -42,6 +42,28 @@ def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeyp
     torch.testing.assert_close(index, again)
 
 
+def test_cell_assignment_by_shortlist_agrees_with_full_scoring():
+    F = blobs(3000, d=256, n_blobs=40)
+    centers = F[torch.randperm(len(F), generator=torch.Generator().manual_seed(0))[:400]]
+    full = torch.argmax(F @ centers.T, 1)
+    projection = _knn._shortlist_projection(centers)
+    assert projection is not None  # 400 centers in 256-d: the shortlist costs less
+    shortlist = _knn._nearest_center(F, centers, projection, torch.float32)
+    assert (shortlist == full).float().mean() > 0.98
+    # Where a shortlist would cost more (few centers), every center is scored in full.
+    assert _knn._shortlist_projection(centers[:50]) is None
+    torch.testing.assert_close(_knn._nearest_center(F, centers[:50], None, torch.float32),
+                               torch.argmax(F @ centers[:50].T, 1))
+
+
+def test_bfloat16_products_only_with_amx(monkeypatch):
+    monkeypatch.setattr(_knn, "_has_amx", lambda: False)
+    assert _knn._scan_dtype.__wrapped__() is torch.float32
+    monkeypatch.setattr(_knn, "_has_amx", lambda: True)
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert _knn._scan_dtype.__wrapped__() is (torch.bfloat16 if native else torch.float32)
+
+
 def test_two_stage_selection_finds_the_top_columns():
     S = torch.randn(50, 8 * 40, generator=torch.Generator().manual_seed(0))  # not the global RNG
     for keep in (3, 20, 39, 45):  # fewer and more than the 40 groups
