@@ -57,6 +57,9 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     "cec, centroid member (spec)": ("cec", {"selection": "centroid"}, {}),
     "cec, candidates 10 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 10}, {}),
     "cec, candidates 3 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 3}, {}),
+    # Clusters that hold a labeled sample skipped (n_instances + L clusters, TypiClust's covering).
+    "cec, avoid labeled clusters": ("cec", {"avoid_labeled": True}, {}),
+    "cec, avoid labeled clusters, centroid member": ("cec", {"avoid_labeled": True, "selection": "centroid"}, {}),
     # The neighbourhood term's weight (default 0.5).
     "cec, alpha 0": ("cec", {"alpha": 0.0}, {}),
     "cec, alpha 1": ("cec", {"alpha": 1.0}, {}),

@@ -75,23 +75,27 @@ def _priors_of_blocks(blocks, n: int, top_n=None) -> np.ndarray:
     """:func:`class_priors` over probability blocks: per class, the mean of its ``top_n`` largest.
 
     Per class, only the entries above its current ``top_n``-th largest can enter its top, so
-    only those are kept, and the top is re-selected when twice ``top_n`` have gathered: on a
-    pool of 10^7 the selection then runs a few times per class rather than once per block
-    (a top-k over the kept rows and each block took about 1 s per block, 5 minutes in all).
+    only those are kept (as a list of chunks: growing one array would copy it for every
+    block), and the top is re-selected when twice ``top_n`` have gathered: on a pool of 10^7
+    the selection then runs a few times per class rather than once per block (a top-k over
+    the kept rows and each block took about 1 s per block, 5 minutes in all).
     """
-    kept = threshold = None
+    chunks = counts = threshold = None
     for P in blocks:
-        if kept is None:
+        if chunks is None:
             top_n = min(max(math.ceil(n / P.shape[1]) if top_n is None else int(top_n), 1), n)
-            kept = [P[:0, 0]] * P.shape[1]
+            chunks, counts = [[] for _ in range(P.shape[1])], [0] * P.shape[1]
             threshold = torch.full((P.shape[1],), -math.inf, dtype=P.dtype)
-        above = P > threshold  # equal to the top_n-th largest: the top's mean stays the same
-        for c in torch.nonzero(above.any(0)).reshape(-1).tolist():
-            kept[c] = torch.cat([kept[c], P[above[:, c], c]])
-            if len(kept[c]) >= 2 * top_n:
-                kept[c] = torch.topk(kept[c], top_n).values
-                threshold[c] = kept[c][-1]
-    return np.array([float(torch.topk(v, min(top_n, len(v))).values.mean()) for v in kept], dtype=np.float32)
+        by_class = P.T.contiguous()  # each class's column as one contiguous row
+        above = by_class > threshold[:, None]  # equal to the top_n-th largest: the mean stays
+        for c in torch.nonzero(above.any(1)).reshape(-1).tolist():
+            chunks[c].append(by_class[c][above[c]])
+            counts[c] += len(chunks[c][-1])
+            if counts[c] >= 2 * top_n:
+                chunks[c] = [torch.topk(torch.cat(chunks[c]), top_n).values]
+                counts[c], threshold[c] = top_n, chunks[c][0][-1]
+    return np.array([float(torch.topk(v, min(top_n, len(v))).values.mean())
+                     for v in (torch.cat(c) for c in chunks)], dtype=np.float32)
 
 
 def _pool_entropy(pool, top_n, calibrate):
@@ -203,8 +207,8 @@ def _refill(picks, U, n_instances, rng) -> np.ndarray:
     return np.concatenate([picks, by_u[~taken[by_u]][:n_instances - len(picks)]])
 
 
-def _centroid_picks(features, centers, members_count, U, rng):
-    """The untaken pool sample nearest to each non-empty cluster's centroid, then refills."""
+def _centroid_picks(features, centers, members_count, U, n_instances, rng):
+    """The untaken pool sample nearest to each centroid with members, then refills."""
     K = len(centers)
     # Each centroid's K nearest samples: at most K - 1 of them can be taken before its turn.
     nearest = nearest_rows(centers, features, min(K, len(features))).numpy()
@@ -213,19 +217,31 @@ def _centroid_picks(features, centers, members_count, U, rng):
         pick = next(int(i) for i in nearest[cluster] if int(i) not in taken)
         taken.add(pick)
         picks.append(pick)
-    return _refill(picks, U, K, rng)
+    return _refill(picks, U, n_instances, rng)
 
 
 def _most_uncertain_picks(labels, U, n_instances, rng):
-    """The highest-``U`` member of each non-empty cluster (ties: lowest index), then refills."""
+    """The highest-``U`` member of each cluster ``>= 0`` (ties: lowest index), then refills."""
     order = np.lexsort((-U, labels))  # by cluster, then decreasing U; stable
+    order = order[labels[order] >= 0]
     first = np.ones(len(order), dtype=bool)
     first[1:] = labels[order[1:]] != labels[order[:-1]]
     return _refill(order[first], U, n_instances, rng)
 
 
+def _uncovered_clusters(labels, U, labeled_labels, n_instances):
+    """The ``n_instances`` clusters to pick from: those holding no labeled sample first,
+    each group by decreasing total ``U`` of its pool members (ties: lowest index)."""
+    K = max(int(labels.max()) + 1, n_instances)
+    covered = np.bincount(labeled_labels, minlength=K) > 0
+    mass = np.bincount(labels, weights=U, minlength=K)
+    order = np.lexsort((np.arange(K), -mass, covered))
+    return order[:n_instances]
+
+
 def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection="centroid",
-                                    kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY):
+                                    kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY,
+                                    labeled_features=None):
     """Step 3: ``n_instances`` distinct pool indices from weighted k-means on ``features``.
 
     Parameters
@@ -247,11 +263,16 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
         when the pool is larger, then assign the whole pool; None clusters the whole pool.
     candidates_per_query : int, default=10
         With ``selection="candidates"``: the candidate set's size per pick (at least 1).
+    labeled_features : array-like of shape (L, d), optional
+        Embeddings of the labeled samples. When given (and ``L > 0``), k-means makes
+        ``n_instances + L`` clusters and the picks come from the ``n_instances`` of them
+        that hold no labeled sample, heaviest (total ``U``) first; covered clusters only
+        where fewer are uncovered. Without it, ``K = n_instances`` (the spec).
 
     Returns
     -------
     np.ndarray of shape (n_instances,), int
-        Distinct pool indices: one per non-empty cluster, and for empty clusters the
+        Distinct pool indices: one per chosen non-empty cluster, and for empty clusters the
         highest-``U`` samples not yet picked.
 
     Raises
@@ -277,24 +298,33 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     if selection == "candidates":
         candidates = np.sort(top_scores(U, min(len(F), candidates_per_query * n_instances), rng))
         Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
-    fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_instances)
+    n_labeled = 0 if labeled_features is None else len(labeled_features)
+    # At most one cluster per sample: a pool that small has every sample in a cluster.
+    n_clusters = min(n_instances + n_labeled, len(Fc))
+    fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_clusters)
     if len(Fc) > fit_size:
         fit_rows = np.sort(rng.choice(len(Fc), fit_size, replace=False))
-        centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_instances, rng, weights=Uc[fit_rows])
+        centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_clusters, rng, weights=Uc[fit_rows])
     else:
-        centers = weighted_kmeans(Fc, n_instances, rng, weights=Uc)
+        centers = weighted_kmeans(Fc, n_clusters, rng, weights=Uc)
     labels = nearest_centers(Fc, centers)[0][:, 0].numpy()
-    counts = np.bincount(labels, minlength=n_instances)
+    if n_labeled:
+        labeled_labels = nearest_centers(as_tensor(labeled_features), centers)[0][:, 0].numpy()
+        chosen = np.zeros(n_clusters, dtype=bool)
+        chosen[_uncovered_clusters(labels, Uc, labeled_labels, n_instances)] = True
+        labels = np.where(chosen[labels], labels, -1)  # members of the other clusters: not picked
+    counts = np.bincount(labels[labels >= 0], minlength=n_clusters)
     if selection == "most_uncertain":
         picks = _most_uncertain_picks(labels, Uc, n_instances, rng)
     else:
-        picks = _centroid_picks(Fc, centers, counts, Uc, rng)
+        picks = _centroid_picks(Fc, centers, counts, Uc, n_instances, rng)
     return picks if candidates is None else candidates[picks]
 
 
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
               calibrate=True, clustering=True, selection="most_uncertain", knn="auto",
-              kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, return_metrics=False):
+              kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, avoid_labeled=False,
+              return_metrics=False):
     """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
 
     Parameters
@@ -329,6 +359,10 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         k-means sample size on large pools; None clusters the whole pool.
     candidates_per_query : int, default=10
         With ``selection="candidates"``: the candidate set's size per pick.
+    avoid_labeled : bool, default=False
+        Cluster into ``n_instances + L`` clusters (``L`` labeled samples) and pick from the
+        ``n_instances`` heaviest that hold no labeled sample (TypiClust's covering, Hacohen
+        et al., ICML 2022), rather than ``n_instances`` clusters regardless of the labels.
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 
@@ -368,9 +402,11 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     features = pool.features if needs_features else None
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
     if clustering:
+        labeled = pool.labeled_features if avoid_labeled else None
         picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
                                                 kmeans_subsample=kmeans_subsample,
-                                                candidates_per_query=candidates_per_query)
+                                                candidates_per_query=candidates_per_query,
+                                                labeled_features=labeled)
     else:
         picks = top_scores(U, n_instances, rng)
     return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)

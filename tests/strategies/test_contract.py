@@ -167,3 +167,21 @@ def test_cec_parameters(fake):
         cec_query(clf, X, 2, alpha=1.5)
     with pytest.raises(ValueError, match="selection"):
         cec_query(clf, X, 2, selection="best")
+
+
+def test_cec_avoid_labeled_reads_the_learners_labeled_set(fake):
+    from types import SimpleNamespace
+
+    clf, X = fake
+    pool = X[10:]
+    # Without labels the parameter changes nothing: K = n_instances either way.
+    np.testing.assert_array_equal(cec_query(clf, pool, 4, random_state=0, avoid_labeled=True),
+                                  cec_query(clf, pool, 4, random_state=0))
+    # The labeled set itself: a sample of the pool was labeled, its cluster is avoided.
+    learner = SimpleNamespace(estimator=clf, X_training=X[:10], y_training=np.zeros(10, int))
+    before = clf.calls["transform"]
+    idx = cec_query(learner, pool, 4, random_state=0, avoid_labeled=True)
+    assert len(set(idx.tolist())) == 4 and clf.calls["transform"] == before + 2  # pool + labeled
+    labeled_as_pool = SimpleNamespace(estimator=clf, X_training=pool[idx], y_training=np.zeros(4, int))
+    again = cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=True)
+    assert not set(again.tolist()) & set(idx.tolist())  # the labeled samples' clusters are skipped

@@ -58,6 +58,27 @@ def test_weighted_kmeans_picks_centroid_nearest_samples():
     assert sorted(most.tolist()) == [1, 3]
 
 
+def test_clustering_avoids_clusters_that_hold_a_label():
+    # Three groups; group 0 is the heaviest (U) but holds the labeled sample.
+    F = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2], [10.0], [10.1], [10.2]])
+    U = np.array([9, 9, 9, 1, 1, 1, 2, 3, 2.0])
+    rng = lambda: np.random.RandomState(0)  # noqa: E731
+    spec = uncertainty_weighted_clustering(F, U, 1, rng(), selection="most_uncertain")
+    assert spec.tolist() == [0]  # one cluster of everything: its most uncertain member
+    avoid = uncertainty_weighted_clustering(F, U, 1, rng(), selection="most_uncertain",
+                                            labeled_features=np.array([[0.05]]))
+    assert avoid.tolist() == [7]  # K = 2 + ... clusters: the heaviest uncovered one is 10.x
+    both = uncertainty_weighted_clustering(F, U, 2, rng(), labeled_features=np.array([[0.05]]))
+    assert sorted(both.tolist()) == [4, 7]  # centroid members of the two uncovered groups
+    # Labels in every group: picks still come, distinct.
+    covered = uncertainty_weighted_clustering(F, U, 2, rng(), selection="most_uncertain",
+                                              labeled_features=np.array([[0.1], [5.1], [10.1]]))
+    assert len(set(covered.tolist())) == 2
+    # More clusters than samples are never asked of k-means.
+    small = uncertainty_weighted_clustering(F[:3], U[:3], 2, rng(), labeled_features=np.zeros((4, 1)))
+    assert len(set(small.tolist())) == 2
+
+
 def test_clustering_always_returns_distinct_indices():
     F = np.zeros((5, 2))  # all samples identical: clusters collapse, picks must not
     picks = uncertainty_weighted_clustering(F, np.arange(5.0), 4, np.random.RandomState(0))
