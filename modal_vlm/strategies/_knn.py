@@ -8,14 +8,15 @@ per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minute
 1. faiss's k-means (:class:`faiss.Kmeans`, spherical, seeded by ``rng``) splits a sample of
    the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center
    (the centers scored in their leading 128 singular directions, the 8 best re-ranked
-   exactly: at 10^7 the full scoring was the largest part of the query);
+   exactly: at 10^7 the full scoring was the largest part of the query), and cells of more
+   than twice the mean size are cut into slabs of the mean size (:func:`_split_large_cells`);
 2. the samples of a cell search the cell and its nearest cells (by center), about
    :data:`SCANNED` candidates per sample, with matrix products of :data:`SCAN_ROWS` queries
    of the cell against all its targets; a pool on disk is first copied in cell order into
    a temporary file (:meth:`DiskMatrix.reordered`), so that a cell's rows are one read;
 3. the product runs in bfloat16 where the CPU has AMX matrix units (3-4 times the float32
-   speed; without AMX, float32 is the faster), keeps the :data:`CANDIDATE_FACTOR` ``* k`` best candidates, and re-ranks
-   them with exact float32 inner products.
+   speed; without AMX, float32 is the faster), keeps the :data:`CANDIDATE_FACTOR` ``* k``
+   best candidates, and re-ranks them with exact float32 inner products.
 
 The neighbours returned are true pool samples with exact similarities; some true neighbours
 may be missed (recall is measured in ``benchmarks/bench_query_scaling.py``). A sample whose
@@ -59,6 +60,8 @@ GROUP = 8
 #: and 3,162 cells, 3.4 times fewer multiply-adds than scoring every center in full.
 ASSIGN_DIMS = 128
 ASSIGN_SHORTLIST = 8
+#: Cells of more than this many times the mean size are cut into slabs of the mean size.
+MAX_CELL_FACTOR = 2
 
 METHODS = ("auto", "exact", "approximate")
 
@@ -150,7 +153,39 @@ def _cells(F, rng, n_lists: int, dtype):
     projection = _shortlist_projection(centers)
     for rows in row_blocks(n, 4 * (n_lists + d + ASSIGN_SHORTLIST * d)):
         cell[rows] = _nearest_center(F[rows], centers, projection, dtype)
-    return centers, cell
+    return _split_large_cells(F, centers, cell, max(1, n // n_lists))
+
+
+def _split_large_cells(F, centers, cell, mean_size: int):
+    """Cut every cell of more than :data:`MAX_CELL_FACTOR` ``* mean_size`` samples into
+    slabs of ``mean_size`` along its members' first principal direction.
+
+    k-means cells are uneven where a class has no inner structure: the centroid nearest a
+    blob's middle is the nearest of all for many of its samples (at 10^7 on the benchmark's
+    pool the largest cell held 48,150 samples, 15 times the mean), and every member of a
+    cell scans all of its probed cells, so those cells set the cost (5.6 times the budget of
+    :data:`SCANNED`). Each slab gets its members' normalised mean as center.
+    """
+    counts = torch.bincount(cell, minlength=len(centers))
+    large = torch.nonzero(counts > MAX_CELL_FACTOR * mean_size).reshape(-1).tolist()
+    if not large:
+        return centers, cell
+    order = torch.argsort(cell, stable=True)  # each cell's members, in increasing row order
+    start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+    new_centers = [centers]
+    for c in large:
+        rows = order[start[c]:start[c + 1]]
+        X = F[rows]
+        direction = torch.linalg.svd(X - X.mean(0), full_matrices=False)[2][0]
+        slabs = torch.tensor_split(torch.argsort(X @ direction), math.ceil(len(rows) / mean_size))
+        for j, slab in enumerate(slabs):
+            center = torch.nn.functional.normalize(X[slab].mean(0), dim=0)
+            if j == 0:
+                centers[c] = center  # the first slab keeps the cell's number
+            else:
+                cell[rows[slab]] = len(centers) + sum(len(x) for x in new_centers[1:])
+                new_centers.append(center[None])
+    return torch.cat(new_centers), cell
 
 
 def _shortlist_projection(centers):
@@ -200,6 +235,7 @@ def approximate_knn(F, k: int, rng):
     dtype = _scan_dtype()
     n_lists = max(1, min(n // TRAIN_PER_LIST, round(math.sqrt(n))))
     centers, cell = _cells(F, rng, n_lists, dtype)
+    n_lists = len(centers)  # large cells were split
     order = torch.argsort(cell, stable=True)
     counts = torch.bincount(cell, minlength=n_lists)
     start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])

@@ -56,6 +56,24 @@ def test_cell_assignment_by_shortlist_agrees_with_full_scoring():
                                torch.argmax(F @ centers[:50].T, 1))
 
 
+def test_large_cells_are_cut_into_slabs_of_the_mean_size():
+    F = blobs(1000, d=16, n_blobs=4)
+    centers = torch.nn.functional.normalize(torch.randn(10, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    cell = torch.zeros(1000, dtype=torch.int64)
+    cell[900:] = torch.arange(100) % 9 + 1  # cell 0 holds 900 samples, cells 1..9 about 11 each
+    new_centers, new_cell = _knn._split_large_cells(F, centers.clone(), cell.clone(), mean_size=100)
+    counts = torch.bincount(new_cell, minlength=len(new_centers))
+    assert len(new_centers) == 18 and counts[:1].tolist() + counts[10:].tolist() == [100] * 9
+    torch.testing.assert_close(new_cell[900:], cell[900:])  # small cells untouched
+    torch.testing.assert_close(new_centers[1:10], centers[1:10])
+    torch.testing.assert_close(torch.linalg.vector_norm(new_centers, dim=1), torch.ones(18))
+    # Each slab's center is its members' normalised mean.
+    slab = new_cell == 12
+    torch.testing.assert_close(new_centers[12], torch.nn.functional.normalize(F[slab].mean(0), dim=0))
+    same_centers, _ = _knn._split_large_cells(F, centers, torch.randperm(1000) % 10, 100)
+    assert len(same_centers) == 10  # nothing above twice the mean: nothing changes
+
+
 def test_bfloat16_products_only_with_amx(monkeypatch):
     monkeypatch.setattr(_knn, "_has_amx", lambda: False)
     assert _knn._scan_dtype.__wrapped__() is torch.float32
