@@ -24,7 +24,12 @@ def test_exact_knn_matches_brute_force_and_excludes_self():
     np.testing.assert_allclose(sim.numpy(), -np.sort(-S, 1)[:, :5], rtol=1e-5)
 
 
-@pytest.mark.parametrize("scan_dtype", [torch.bfloat16, torch.float32])
+INT8_PRODUCT = hasattr(torch, "_int_mm")
+
+
+@pytest.mark.parametrize("scan_dtype", [
+    pytest.param(torch.int8, marks=pytest.mark.skipif(not INT8_PRODUCT, reason="this torch has no int8 product")),
+    torch.float32])
 def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeypatch, scan_dtype):
     monkeypatch.setattr(_knn, "_scan_dtype", lambda: scan_dtype)  # both product paths, on any CPU
     monkeypatch.setattr(_knn, "SCANNED", 160)  # 3 of ~55 cells: a real approximation
@@ -48,11 +53,11 @@ def test_cell_assignment_by_shortlist_agrees_with_full_scoring():
     full = torch.argmax(F @ centers.T, 1)
     projection = _knn._shortlist_projection(centers)
     assert projection is not None  # 400 centers in 256-d: the shortlist costs less
-    shortlist = _knn._nearest_center(F, centers, projection, torch.float32)
+    shortlist = _knn._nearest_center(F, centers, projection)
     assert (shortlist == full).float().mean() > 0.98
     # Where a shortlist would cost more (few centers), every center is scored in full.
     assert _knn._shortlist_projection(centers[:50]) is None
-    torch.testing.assert_close(_knn._nearest_center(F, centers[:50], None, torch.float32),
+    torch.testing.assert_close(_knn._nearest_center(F, centers[:50], None),
                                torch.argmax(F @ centers[:50].T, 1))
 
 
@@ -74,17 +79,30 @@ def test_large_cells_are_cut_into_slabs_of_the_mean_size():
     assert len(same_centers) == 10  # nothing above twice the mean: nothing changes
 
 
-def test_bfloat16_products_only_with_amx(monkeypatch):
-    monkeypatch.setattr(_knn, "_has_amx", lambda: False)
+def test_int8_products_only_with_integer_dot_product_instructions(monkeypatch):
+    monkeypatch.setattr(_knn, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert _knn._scan_dtype.__wrapped__() is torch.float32
-    monkeypatch.setattr(_knn, "_has_amx", lambda: True)
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert _knn._scan_dtype.__wrapped__() is (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setattr(_knn, "_cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert _knn._scan_dtype.__wrapped__() is (torch.int8 if INT8_PRODUCT else torch.float32)
+    monkeypatch.delattr(torch, "_int_mm", raising=False)  # an older torch: float32 after all
+    assert _knn._scan_dtype.__wrapped__() is torch.float32
 
 
-def test_two_stage_selection_finds_the_top_columns():
-    S = torch.randn(50, 8 * 40, generator=torch.Generator().manual_seed(0))  # not the global RNG
-    for keep in (3, 20, 39, 45):  # fewer and more than the 40 groups
+@pytest.mark.skipif(not INT8_PRODUCT, reason="this torch has no int8 product")
+def test_int8_scan_ranks_as_the_float_products_do():
+    F = blobs(400, d=64)
+    Q = _knn._quantize(F, torch.empty(F.shape, dtype=torch.int8))
+    assert int(Q.abs().max()) == 127
+    S = _knn._product(Q, Q, torch.empty(400, 400, dtype=torch.int32)).double()
+    scale = 127.0 / float(F.abs().max())
+    np.testing.assert_allclose(S.numpy() / scale**2, (F @ F.T).double().numpy(), atol=0.02)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_selection_by_groups_finds_the_top_columns(dtype):
+    generator = torch.Generator().manual_seed(0)  # not the global RNG
+    S = torch.randperm(50 * 8 * 8 * 10, generator=generator).reshape(50, -1).to(dtype)  # no ties
+    for keep in (3, 9, 20, 79, 85):  # fewer and more than the 80 groups and their 10 groups
         picked = _knn._select(S, keep)
         expected = torch.topk(S, keep, dim=1)[1]
         assert torch.equal(picked.sort(1).values, expected.sort(1).values)
