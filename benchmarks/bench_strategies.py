@@ -60,6 +60,9 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     # Clusters that hold a labeled sample skipped (n_instances + L clusters, TypiClust's covering).
     "cec, avoid labeled clusters": ("cec", {"avoid_labeled": True}, {}),
     "cec, avoid labeled clusters, centroid member": ("cec", {"avoid_labeled": True, "selection": "centroid"}, {}),
+    # The k-means weights U ** weight_power (default 1, the spec; 0: unweighted clusters).
+    "cec, weights U^0 (unweighted clusters)": ("cec", {"weight_power": 0.0}, {}),
+    "cec, weights U^3": ("cec", {"weight_power": 3.0}, {}),
     # The neighbourhood term's weight (default 0.5).
     "cec, alpha 0": ("cec", {"alpha": 0.0}, {}),
     "cec, alpha 1": ("cec", {"alpha": 1.0}, {}),

@@ -9,7 +9,7 @@ per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minute
    the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center
    (the centers scored in their leading 128 singular directions, the 8 best re-ranked
    exactly: at 10^7 the full scoring was the largest part of the query), and cells of more
-   than twice the mean size are cut into slabs of the mean size (:func:`_split_large_cells`);
+   than twice the mean size are cut into slabs of about the mean size (:func:`_slab_rule`);
 2. the samples of a cell search the cell and its nearest cells (by center), about
    :data:`SCANNED` candidates per sample, with matrix products of :data:`SCAN_ROWS` queries
    of the cell against all its targets; a pool on disk is first copied in cell order into
@@ -170,63 +170,92 @@ def _quantize(X, out):
     return out
 
 
-def _product(A, B, out):
-    """``A @ B.T`` into ``out``: int32 sums of int8 products, or float32."""
+def _product(A, B, out=None):
+    """``A @ B.T`` (into ``out``, if given): int32 sums of int8 products, or float32."""
     return torch._int_mm(A, B.T, out=out) if A.dtype == torch.int8 else torch.matmul(A, B.T, out=out)
 
 
 def _cells(F, rng, n_lists: int):
-    """faiss k-means centers of a sample, each sample's cell, and each cell's probe list."""
+    """Cell centers (their members' normalised means) and each sample's cell.
+
+    faiss's k-means of a sample gives the centers that assign; large cells are cut into
+    slabs (:func:`_slab_rule`) in the same pass over the pool.
+    """
     n, d = F.shape
     train = F[torch.as_tensor(np.sort(rng.choice(n, min(n, TRAIN_PER_LIST * n_lists), replace=False)))]
     kmeans = faiss.Kmeans(d, n_lists, niter=KMEANS_ITER, spherical=True, seed=int(rng.randint(2**31)),
                           max_points_per_centroid=len(train), min_points_per_centroid=1)
     kmeans.train(train.numpy())
-    centers = torch.from_numpy(kmeans.centroids)
     # Normalised centers: the nearest by inner product is the nearest by distance.
+    centroids = torch.from_numpy(kmeans.centroids)
+    projection = _shortlist_projection(centroids)
+    rule = _slab_rule(train, _nearest_center(train, centroids, projection), n_lists)
     cell = torch.empty(n, dtype=torch.int64)
-    projection = _shortlist_projection(centers)
+    sums = torch.zeros(rule[-1], d)
     for rows in row_blocks(n, 4 * (n_lists + d + ASSIGN_SHORTLIST * d)):
-        cell[rows] = _nearest_center(F[rows], centers, projection)
-    return _split_large_cells(F, centers, cell, max(1, n // n_lists))
+        block = F[rows]
+        cell[rows] = _cut(block, _nearest_center(block, centroids, projection), rule)
+        sums.index_add_(0, cell[rows], block)
+    return torch.nn.functional.normalize(sums, dim=1), cell
 
 
-def _split_large_cells(F, centers, cell, mean_size: int):
-    """Cut every cell of more than :data:`MAX_CELL_FACTOR` ``* mean_size`` samples into
-    slabs of ``mean_size`` along its members' first principal direction.
+def _slab_rule(train, train_cell, n_lists: int):
+    """How to cut the cells that hold more than :data:`MAX_CELL_FACTOR` times the mean share
+    of the k-means sample ``train`` (so about that share of the pool) into slabs of about the
+    mean size: along their training members' leading principal direction, at the quantiles
+    of those members' projections.
 
     k-means cells are uneven where a class has no inner structure: the centroid nearest a
     blob's middle is the nearest of all for many of its samples (at 10^7 on the benchmark's
     pool the largest cell held 48,150 samples, 15 times the mean), and every member of a
     cell scans all of its probed cells, so those cells set the cost (5.6 times the budget of
-    :data:`SCANNED`). Each slab gets its members' normalised mean as center.
+    :data:`SCANNED`). Learned from the sample and applied by :func:`_cut` as each block is
+    assigned, the cut needs no second read of the pool (cutting the assigned cells read
+    every large cell's members again: 94 s of scattered reads at 10^7 on disk).
+
+    Returns
+    -------
+    direction : torch.Tensor of shape (n_lists, d)
+        Each large cell's cutting direction (zero for the others).
+    bounds : torch.Tensor of shape (n_lists, n_cuts)
+        Each large cell's slab boundaries along it, increasing, padded with +inf (all +inf
+        for the others).
+    first_slab : torch.Tensor of shape (n_lists,), int64
+        The cell number of each large cell's second slab (its first keeps the cell's number).
+    n_cells : int
+        Cells after the cut.
     """
-    counts = torch.bincount(cell, minlength=len(centers))
-    large = torch.nonzero(counts > MAX_CELL_FACTOR * mean_size).reshape(-1).tolist()
-    if not large:
-        return centers, cell
-    order = torch.argsort(cell, stable=True)  # each cell's members, in increasing row order
-    start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-    new_centers = [centers]
-    for c in large:
-        rows = order[start[c]:start[c + 1]]
-        X = F[rows]
-        direction = _principal_direction(X)
-        slabs = torch.tensor_split(torch.argsort(X @ direction), math.ceil(len(rows) / mean_size))
-        for j, slab in enumerate(slabs):
-            center = torch.nn.functional.normalize(X[slab].mean(0), dim=0)
-            if j == 0:
-                centers[c] = center  # the first slab keeps the cell's number
-            else:
-                cell[rows[slab]] = len(centers) + sum(len(x) for x in new_centers[1:])
-                new_centers.append(center[None])
-    return torch.cat(new_centers), cell
+    counts = torch.bincount(train_cell, minlength=n_lists)
+    mean = len(train) / n_lists
+    large = torch.nonzero(counts > MAX_CELL_FACTOR * mean).reshape(-1).tolist()
+    n_slabs = [math.ceil(int(counts[c]) / mean) for c in large]
+    direction = torch.zeros(n_lists, train.shape[1])
+    bounds = torch.full((n_lists, max(n_slabs, default=1) - 1), math.inf)
+    first_slab = torch.zeros(n_lists, dtype=torch.int64)
+    n_cells = n_lists
+    for c, slabs in zip(large, n_slabs):
+        members = train[train_cell == c]
+        direction[c] = _principal_direction(members)
+        bounds[c, :slabs - 1] = torch.quantile(members @ direction[c], torch.arange(1, slabs) / slabs)
+        first_slab[c], n_cells = n_cells, n_cells + slabs - 1
+    return direction, bounds, first_slab, n_cells
+
+
+def _cut(block, cell, rule):
+    """The cells of the rows of ``block`` after :func:`_slab_rule`'s cut (``cell`` updated)."""
+    direction, bounds, first_slab, _ = rule
+    if bounds.shape[1] == 0:
+        return cell
+    rows = torch.nonzero(bounds[cell, 0] < math.inf).reshape(-1)  # members of large cells
+    large = cell[rows]
+    slab = (torch.linalg.vecdot(block[rows], direction[large])[:, None] > bounds[large]).sum(1)
+    cell[rows] = torch.where(slab == 0, large, first_slab[large] + slab - 1)
+    return cell
 
 
 def _principal_direction(X, iterations: int = 10):
-    """A leading principal direction of the rows of ``X``, by power iteration (a full SVD of
-    every large cell took half the cell building at 10^6; a slab cut needs a direction of
-    large spread, not the exact first one)."""
+    """A leading principal direction of the rows of ``X``, by power iteration (a slab cut
+    needs a direction of large spread, not the exact first one)."""
     centred = X - X.mean(0)
     # Start from the member farthest from the mean: deterministic, and rarely orthogonal
     # to the leading direction.
@@ -238,13 +267,17 @@ def _principal_direction(X, iterations: int = 10):
 
 def _shortlist_projection(centers):
     """``(basis, projected centers)`` for :func:`_nearest_center`, or None where scoring every
-    center in full costs less than the projection, the shortlist and its re-ranking."""
+    center in full costs less than the projection, the shortlist and its re-ranking. The
+    projected centers are int8 where the scan's products are (:func:`_scan_dtype`)."""
     n_lists, d = centers.shape
     if ASSIGN_DIMS * (d + n_lists) + ASSIGN_SHORTLIST * d >= n_lists * d:
         return None
     # The centers' leading right singular vectors keep most of their inner products.
     basis = torch.linalg.svd(centers, full_matrices=False)[2][:ASSIGN_DIMS].T.contiguous()
-    return basis, centers @ basis
+    projected = centers @ basis
+    if _scan_dtype() == torch.int8:
+        projected = _quantize(projected, torch.empty(projected.shape, dtype=torch.int8))
+    return basis, projected
 
 
 def _nearest_center(block, centers, projection):
@@ -257,7 +290,10 @@ def _nearest_center(block, centers, projection):
     # SCAN_ROWS rows at a time: the gathered shortlist then stays in cache (2 times faster).
     for rows in row_blocks(len(block), 1, SCAN_ROWS):
         x = block[rows]
-        shortlist = torch.topk((x @ basis) @ projected.T, ASSIGN_SHORTLIST, dim=1)[1]
+        scores = x @ basis
+        if projected.dtype == torch.int8:
+            scores = _quantize(scores, torch.empty(scores.shape, dtype=torch.int8))
+        shortlist = torch.topk(_product(scores, projected), ASSIGN_SHORTLIST, dim=1)[1]
         exact = torch.linalg.vecdot(centers[shortlist], x[:, None, :])
         nearest[rows] = torch.gather(shortlist, 1, exact.argmax(1, keepdim=True))[:, 0]
     return nearest
@@ -290,7 +326,7 @@ def approximate_knn(F, k: int, rng):
     dtype = _scan_dtype()
     n_lists = max(1, min(n // TRAIN_PER_LIST, round(math.sqrt(n))))
     centers, cell = _cells(F, rng, n_lists)
-    n_lists = len(centers)  # large cells were split
+    n_lists = len(centers)  # large cells were cut
     order = torch.argsort(cell, stable=True)
     counts = torch.bincount(cell, minlength=n_lists)
     start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])

@@ -239,9 +239,14 @@ def _uncovered_clusters(labels, U, labeled_labels, n_instances):
     return order[:n_instances]
 
 
+def _check_weight_power(weight_power):
+    if not weight_power >= 0:  # also refuses NaN
+        raise ValueError(f"weight_power must be >= 0, got {weight_power!r}.")
+
+
 def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection="centroid",
                                     kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY,
-                                    labeled_features=None):
+                                    labeled_features=None, weight_power=1.0):
     """Step 3: ``n_instances`` distinct pool indices from weighted k-means on ``features``.
 
     Parameters
@@ -268,6 +273,10 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
         ``n_instances + L`` clusters and the picks come from the ``n_instances`` of them
         that hold no labeled sample, heaviest (total ``U``) first; covered clusters only
         where fewer are uncovered. Without it, ``K = n_instances`` (the spec).
+    weight_power : float, default=1.0
+        The k-means sample weights are ``U ** weight_power``: 1 is the spec, larger values
+        pull the centroids further towards uncertain regions, 0 clusters unweighted (the
+        within-cluster rules still read ``U``).
 
     Returns
     -------
@@ -278,7 +287,8 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     Raises
     ------
     ValueError
-        ``selection`` is not one of the three rules, or ``candidates_per_query < 1``.
+        ``selection`` is not one of the three rules, ``candidates_per_query < 1`` or
+        ``weight_power < 0``.
 
     Examples
     --------
@@ -292,6 +302,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     if isinstance(candidates_per_query, bool) or not isinstance(candidates_per_query, (int, np.integer)) \
             or candidates_per_query < 1:
         raise ValueError(f"candidates_per_query must be an integer >= 1, got {candidates_per_query!r}.")
+    _check_weight_power(weight_power)
     F, U = as_matrix(features), np.asarray(U, dtype=np.float32)
     # Index copies only where a subset is meant: a copy of a 10^6-sample pool costs 2 GB.
     candidates, Fc, Uc = None, F, U
@@ -302,11 +313,12 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     # At most one cluster per sample: a pool that small has every sample in a cluster.
     n_clusters = min(n_instances + n_labeled, len(Fc))
     fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_clusters)
+    weights = Uc ** weight_power
     if len(Fc) > fit_size:
         fit_rows = np.sort(rng.choice(len(Fc), fit_size, replace=False))
-        centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_clusters, rng, weights=Uc[fit_rows])
+        centers = weighted_kmeans(Fc[torch.as_tensor(fit_rows)], n_clusters, rng, weights=weights[fit_rows])
     else:
-        centers = weighted_kmeans(Fc, n_clusters, rng, weights=Uc)
+        centers = weighted_kmeans(Fc, n_clusters, rng, weights=weights)
     labels = nearest_centers(Fc, centers)[0][:, 0].numpy()
     if n_labeled:
         labeled_labels = nearest_centers(as_tensor(labeled_features), centers)[0][:, 0].numpy()
@@ -324,7 +336,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
               calibrate=True, clustering=True, selection="most_uncertain", knn="auto",
               kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, avoid_labeled=False,
-              return_metrics=False):
+              weight_power=1.0, return_metrics=False):
     """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
 
     Parameters
@@ -363,6 +375,9 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         Cluster into ``n_instances + L`` clusters (``L`` labeled samples) and pick from the
         ``n_instances`` heaviest that hold no labeled sample (TypiClust's covering, Hacohen
         et al., ICML 2022), rather than ``n_instances`` clusters regardless of the labels.
+    weight_power : float, default=1.0
+        k-means weights ``U ** weight_power`` (1: the spec; 0: unweighted clusters), see
+        :func:`uncertainty_weighted_clustering`.
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 
@@ -376,8 +391,8 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     ------
     ValueError
         ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, ``alpha``
-        lies outside ``[0, 1]``, ``selection`` / ``knn`` is unknown, or
-        ``candidates_per_query < 1``.
+        lies outside ``[0, 1]``, ``selection`` / ``knn`` is unknown,
+        ``candidates_per_query < 1`` or ``weight_power < 0``.
     TypeError
         The classifier has no ``transform``: CEC needs image embeddings (unless
         ``alpha=0`` and ``clustering=False``).
@@ -397,6 +412,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    _check_weight_power(weight_power)  # before the costly steps
     H, prior = _pool_entropy(pool, top_n, calibrate)
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
@@ -406,7 +422,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
                                                 kmeans_subsample=kmeans_subsample,
                                                 candidates_per_query=candidates_per_query,
-                                                labeled_features=labeled)
+                                                labeled_features=labeled, weight_power=weight_power)
     else:
         picks = top_scores(U, n_instances, rng)
     return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)

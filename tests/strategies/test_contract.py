@@ -165,6 +165,8 @@ def test_cec_parameters(fake):
     assert metrics["U"][default].min() > np.median(metrics["U"])  # each pick: its cluster's most uncertain
     with pytest.raises(ValueError, match="alpha"):
         cec_query(clf, X, 2, alpha=1.5)
+    with pytest.raises(ValueError, match="weight_power"):
+        cec_query(clf, X, 2, weight_power=-0.5)
     with pytest.raises(ValueError, match="selection"):
         cec_query(clf, X, 2, selection="best")
 

@@ -58,6 +58,21 @@ def test_weighted_kmeans_picks_centroid_nearest_samples():
     assert sorted(most.tolist()) == [1, 3]
 
 
+def test_weight_power_sharpens_or_removes_the_pull_of_uncertainty():
+    F = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
+    U = np.array([1, 1, 3, 1, 1, 1.0])  # weights 1, 1, 3: centroid 1.4, nearest sample 1.0
+    picks = {p: sorted(uncertainty_weighted_clustering(F, U, 2, np.random.RandomState(0), weight_power=p).tolist())
+             for p in (0.0, 1.0, 2.0)}
+    assert picks == {0.0: [1, 4], 1.0: [1, 4], 2.0: [2, 4]}  # weights 1, 1, 9: centroid 1.73
+    # Power 0 clusters unweighted, but the within-cluster rule still reads U.
+    most = uncertainty_weighted_clustering(F, U, 2, np.random.RandomState(0), selection="most_uncertain",
+                                           weight_power=0.0)
+    assert sorted(most.tolist()) == [2, 3]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="weight_power must be >= 0"):
+            uncertainty_weighted_clustering(F, U, 2, np.random.RandomState(0), weight_power=bad)
+
+
 def test_clustering_avoids_clusters_that_hold_a_label():
     # Three groups; group 0 is the heaviest (U) but holds the labeled sample.
     F = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2], [10.0], [10.1], [10.2]])

@@ -47,7 +47,11 @@ def test_approximate_knn_returns_true_neighbours_with_exact_similarities(monkeyp
     torch.testing.assert_close(index, again)
 
 
-def test_cell_assignment_by_shortlist_agrees_with_full_scoring():
+@pytest.mark.parametrize("scan_dtype", [
+    pytest.param(torch.int8, marks=pytest.mark.skipif(not INT8_PRODUCT, reason="this torch has no int8 product")),
+    torch.float32])
+def test_cell_assignment_by_shortlist_agrees_with_full_scoring(monkeypatch, scan_dtype):
+    monkeypatch.setattr(_knn, "_scan_dtype", lambda: scan_dtype)
     F = blobs(3000, d=256, n_blobs=40)
     centers = F[torch.randperm(len(F), generator=torch.Generator().manual_seed(0))[:400]]
     full = torch.argmax(F @ centers.T, 1)
@@ -61,22 +65,35 @@ def test_cell_assignment_by_shortlist_agrees_with_full_scoring():
                                torch.argmax(F @ centers[:50].T, 1))
 
 
-def test_large_cells_are_cut_into_slabs_of_the_mean_size():
+def test_large_cells_are_cut_into_slabs_of_about_the_mean_size():
     F = blobs(1000, d=16, n_blobs=4)
-    centers = torch.nn.functional.normalize(torch.randn(10, 16, generator=torch.Generator().manual_seed(0)), dim=1)
-    cell = torch.zeros(1000, dtype=torch.int64)
-    cell[900:] = torch.arange(100) % 9 + 1  # cell 0 holds 900 samples, cells 1..9 about 11 each
-    new_centers, new_cell = _knn._split_large_cells(F, centers.clone(), cell.clone(), mean_size=100)
-    counts = torch.bincount(new_cell, minlength=len(new_centers))
-    assert len(new_centers) == 18 and counts[:1].tolist() + counts[10:].tolist() == [100] * 9
-    torch.testing.assert_close(new_cell[900:], cell[900:])  # small cells untouched
-    torch.testing.assert_close(new_centers[1:10], centers[1:10])
-    torch.testing.assert_close(torch.linalg.vector_norm(new_centers, dim=1), torch.ones(18))
-    # Each slab's center is its members' normalised mean.
-    slab = new_cell == 12
-    torch.testing.assert_close(new_centers[12], torch.nn.functional.normalize(F[slab].mean(0), dim=0))
-    same_centers, _ = _knn._split_large_cells(F, centers, torch.randperm(1000) % 10, 100)
-    assert len(same_centers) == 10  # nothing above twice the mean: nothing changes
+    train_cell = torch.zeros(1000, dtype=torch.int64)
+    train_cell[900:] = torch.arange(100) % 9 + 1  # cell 0 holds 900 samples, cells 1..9 about 11 each
+    rule = _knn._slab_rule(F, train_cell, 10)
+    assert rule[-1] == 18  # cell 0 in 9 slabs of the mean size, 100
+    cell = _knn._cut(F, train_cell.clone(), rule)
+    counts = torch.bincount(cell, minlength=18)
+    assert counts[:1].tolist() + counts[10:].tolist() == [100] * 9  # at the sample's quantiles
+    torch.testing.assert_close(cell[900:], train_cell[900:])  # small cells untouched
+    # The cut is a rule: any block of the pool is cut as the sample was.
+    torch.testing.assert_close(_knn._cut(F[::7], train_cell[::7].clone(), rule), cell[::7])
+    # Slabs are slices along one direction: their projections do not overlap.
+    along = F @ rule[0][0]
+    slab_of = {int(c): along[cell == c] for c in [0] + list(range(10, 18))}
+    ranges = sorted((float(v.min()), float(v.max())) for v in slab_of.values())
+    assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:]))
+    nothing = _knn._slab_rule(F, torch.randperm(1000) % 10, 10)
+    assert nothing[-1] == 10  # nothing above twice the mean: nothing changes
+    torch.testing.assert_close(_knn._cut(F, train_cell.clone() % 10, nothing), train_cell % 10)
+
+
+def test_cells_are_even_and_centred_on_their_members():
+    F = blobs(4000, d=128, n_blobs=2, noise=0.5)  # two blobs, no inner structure: k-means is uneven
+    centers, cell = _knn._cells(F, np.random.RandomState(0), 40)
+    counts = torch.bincount(cell, minlength=len(centers))
+    assert len(centers) > 40 and counts.max() <= 2.5 * len(F) / 40
+    for c in torch.nonzero(counts).reshape(-1).tolist():
+        torch.testing.assert_close(centers[c], torch.nn.functional.normalize(F[cell == c].mean(0), dim=0))
 
 
 def test_int8_products_only_with_integer_dot_product_instructions(monkeypatch):
