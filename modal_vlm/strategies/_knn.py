@@ -43,9 +43,10 @@ from ._linalg import DiskMatrix, as_matrix, row_blocks
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
 #: Candidates scanned per sample: the samples of a cell search their cell and the nearest
-#: cells up to about this many samples (12 of 1,522 cells at 10^6 on the benchmark's pool,
-#: 4 of 5,305 at 10^7, after the large cells are cut), so the cost grows linearly with the
-#: pool (and on pools without local structure the recall falls beyond 10^6).
+#: cells up to about this many samples (4 of 5,293 cells at 10^7 on the benchmark's pool,
+#: after the large cells are cut: 11,800 candidates per sample, as cells are uneven), so
+#: the cost grows linearly with the pool (and on pools without local structure the recall
+#: falls beyond 10^6).
 SCANNED = 8_000
 #: Candidates kept per sample from the fast product, as a multiple of k, for exact re-ranking.
 CANDIDATE_FACTOR = 2
