@@ -189,7 +189,7 @@ def _cells(F, rng, n_lists: int):
     # the mean size.
     drawn = rng.permutation(n)[:2 * TRAIN_PER_LIST * n_lists]
     train_rows = np.sort(drawn[:TRAIN_PER_LIST * n_lists])
-    held_out_rows = np.sort(drawn[TRAIN_PER_LIST * n_lists:]) if len(drawn) >= 2 * len(train_rows) else train_rows
+    disjoint = len(drawn) >= 2 * len(train_rows)
     train = F[torch.as_tensor(train_rows)]
     kmeans = faiss.Kmeans(d, n_lists, niter=KMEANS_ITER, spherical=True, seed=int(rng.randint(2**31)),
                           max_points_per_centroid=len(train), min_points_per_centroid=1)
@@ -197,7 +197,7 @@ def _cells(F, rng, n_lists: int):
     # Normalised centers: the nearest by inner product is the nearest by distance.
     centroids = torch.from_numpy(kmeans.centroids)
     projection = _shortlist_projection(centroids)
-    held_out = F[torch.as_tensor(held_out_rows)]
+    held_out = F[torch.as_tensor(np.sort(drawn[len(train_rows):]))] if disjoint else train
     rule = _slab_rule(held_out, _nearest_center(held_out, centroids, projection), n_lists)
     cell = torch.empty(n, dtype=torch.int64)
     sums = torch.zeros(rule[-1], d)
@@ -358,7 +358,9 @@ def approximate_knn(F, k: int, rng):
     # Buffers for the largest target list, reused by every cell: allocations of a new size
     # per cell fragment the C heap (1.6 GB more resident memory on a disk pool of 2 x 10^6).
     width = max(sizes) + GROUP ** SELECT_LEVELS
-    Ft_buffer, scan_buffer = torch.empty(width, d), torch.empty(width, d, dtype=dtype)
+    Ft_buffer = torch.empty(width, d)
+    # int8 scans a rounded copy of the gathered rows; float32 scans those rows themselves.
+    scan_buffer = torch.empty(width, d, dtype=torch.int8) if dtype == torch.int8 else Ft_buffer
     S_buffer = torch.empty(SCAN_ROWS * width, dtype=torch.int32 if dtype == torch.int8 else dtype)
     masked = torch.iinfo(torch.int32).min if dtype == torch.int8 else -math.inf
     cand_buffer = torch.empty(SCAN_ROWS * n_cand, d)
@@ -376,8 +378,6 @@ def approximate_knn(F, k: int, rng):
         Ft_scan = scan_buffer[:m + (-m % GROUP ** SELECT_LEVELS)]
         if dtype == torch.int8:
             _quantize(Ft, Ft_scan[:m])
-        else:
-            Ft_scan[:m] = Ft
         Ft_scan[m:] = 0
         keep = min(n_cand, m - 1)
         for rows in row_blocks(len(queries), 1, SCAN_ROWS):
