@@ -35,8 +35,14 @@ from _protocol import OFFLINE_MODEL, ROOT, curve_area, protocol_data
 from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier, get_strategy
 from modal_vlm.experiment import run_active_learning
 
+#: CEC's defaults before this benchmark chose the covering (``K = n_instances``, the cluster's most
+#: uncertain member): the arms that vary one parameter of it pin the rest, so their rows stay
+#: what was run.
+PREVIOUS_CEC = {"avoid_labeled": False, "selection": "most_uncertain"}
+
 ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters); in run order
     "random": ("random", {}, {}),
+    # The default: K = n_instances + 2 L clusters, the centroid member of the heaviest without a label.
     "cec": ("cec", {}, {}),
     "entropy": ("entropy", {}, {}),
     "margin": ("margin", {}, {}),
@@ -49,25 +55,27 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     "coreset+pcb": ("coreset+pcb", {}, {}),
     "badge+pcb": ("badge+pcb", {}, {}),
     "random+pcb": ("random+pcb", {}, {}),
-    # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering (= cec).
+    # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering.
     "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}, {}),
     "cec: + neighbours": ("cec", {"clustering": False}, {}),
-    # CEC's within-cluster rule and candidate set, which the spec leaves open ("cec" above:
-    # the default, chosen by this benchmark: the cluster's most uncertain member).
-    "cec, centroid member (spec)": ("cec", {"selection": "centroid"}, {}),
-    "cec, candidates 10 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 10}, {}),
-    "cec, candidates 3 per pick": ("cec", {"selection": "candidates", "candidates_per_query": 3}, {}),
-    # Clusters that hold a labeled sample skipped (n_instances + L clusters, TypiClust's covering).
-    "cec, avoid labeled clusters": ("cec", {"avoid_labeled": True}, {}),
-    "cec, avoid labeled clusters, centroid member": ("cec", {"avoid_labeled": True, "selection": "centroid"}, {}),
+    # The spec's clustering (K = n_instances, whatever the labels) and its within-cluster rules.
+    "cec, K = b, centroid member (spec)": ("cec", {**PREVIOUS_CEC, "selection": "centroid"}, {}),
+    "cec, K = b, most uncertain member (previous default)": ("cec", PREVIOUS_CEC, {}),
+    "cec, K = b, candidates 10 per pick": ("cec", {**PREVIOUS_CEC, "selection": "candidates",
+                                                   "candidates_per_query": 10}, {}),
+    "cec, K = b, candidates 3 per pick": ("cec", {**PREVIOUS_CEC, "selection": "candidates",
+                                                  "candidates_per_query": 3}, {}),
+    # Clusters that hold a labeled sample skipped (TypiClust's covering), one cluster per label.
+    "cec, K = b + L, most uncertain member": ("cec", {"clusters_per_label": 1, "selection": "most_uncertain"}, {}),
+    "cec, K = b + L, centroid member": ("cec", {"clusters_per_label": 1}, {}),
     # The k-means weights U ** weight_power (default 1, the spec; 0: unweighted clusters).
-    "cec, weights U^0 (unweighted clusters)": ("cec", {"weight_power": 0.0}, {}),
-    "cec, weights U^3": ("cec", {"weight_power": 3.0}, {}),
+    "cec, K = b, weights U^0 (unweighted clusters)": ("cec", {**PREVIOUS_CEC, "weight_power": 0.0}, {}),
+    "cec, K = b, weights U^3": ("cec", {**PREVIOUS_CEC, "weight_power": 3.0}, {}),
     # The neighbourhood term's weight (default 0.5).
-    "cec, alpha 0": ("cec", {"alpha": 0.0}, {}),
-    "cec, alpha 1": ("cec", {"alpha": 1.0}, {}),
+    "cec, K = b, alpha 0": ("cec", {**PREVIOUS_CEC, "alpha": 0.0}, {}),
+    "cec, K = b, alpha 1": ("cec", {**PREVIOUS_CEC, "alpha": 1.0}, {}),
     # The field's reference learner in the same loop.
-    "cec, CoOp protocol learner": ("cec", {}, COOP_PROTOCOL),
+    "cec, K = b, CoOp protocol learner": ("cec", PREVIOUS_CEC, COOP_PROTOCOL),
     "random, CoOp protocol learner": ("random", {}, COOP_PROTOCOL),
 }
 

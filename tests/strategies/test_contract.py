@@ -159,14 +159,19 @@ def test_cec_parameters(fake):
     for selection in ("centroid", "most_uncertain", "candidates"):
         idx = cec_query(clf, X, 5, random_state=0, selection=selection, return_metrics=True)[0]
         assert len(set(idx.tolist())) == 5
-    # The default rule is the benchmark's choice, the cluster's most uncertain member.
-    default, metrics = cec_query(clf, X, 5, random_state=0, return_metrics=True)
-    np.testing.assert_array_equal(default, cec_query(clf, X, 5, random_state=0, selection="most_uncertain"))
-    assert metrics["U"][default].min() > np.median(metrics["U"])  # each pick: its cluster's most uncertain
+    # The defaults are the benchmark's choice: the centroid member of the heaviest clusters
+    # without a label, 2 clusters per label; before any label that is the spec.
+    default = cec_query(clf, X, 5, random_state=0)
+    np.testing.assert_array_equal(default, cec_query(clf, X, 5, random_state=0, selection="centroid",
+                                                     avoid_labeled=False))
+    most = cec_query(clf, X, 5, random_state=0, selection="most_uncertain", return_metrics=True)
+    assert most[1]["U"][most[0]].min() > np.median(most[1]["U"])  # each pick: its cluster's most uncertain
     with pytest.raises(ValueError, match="alpha"):
         cec_query(clf, X, 2, alpha=1.5)
     with pytest.raises(ValueError, match="weight_power"):
         cec_query(clf, X, 2, weight_power=-0.5)
+    with pytest.raises(ValueError, match="clusters_per_label"):
+        cec_query(clf, X, 2, avoid_labeled=True, clusters_per_label=0)
     with pytest.raises(ValueError, match="selection"):
         cec_query(clf, X, 2, selection="best")
 
@@ -187,3 +192,11 @@ def test_cec_avoid_labeled_reads_the_learners_labeled_set(fake):
     labeled_as_pool = SimpleNamespace(estimator=clf, X_training=pool[idx], y_training=np.zeros(4, int))
     again = cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=True)
     assert not set(again.tolist()) & set(idx.tolist())  # the labeled samples' clusters are skipped
+    # With labels, the default is the covering with 2 clusters per label, not the spec's K = b.
+    np.testing.assert_array_equal(cec_query(labeled_as_pool, pool, 4, random_state=0),
+                                  cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=True,
+                                            clusters_per_label=2, selection="centroid"))
+    one = cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=True, clusters_per_label=1,
+                    selection="centroid")
+    spec = cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=False, selection="centroid")
+    assert len({tuple(again.tolist()), tuple(one.tolist()), tuple(spec.tolist())}) > 1

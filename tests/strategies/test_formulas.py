@@ -94,6 +94,23 @@ def test_clustering_avoids_clusters_that_hold_a_label():
     assert len(set(small.tolist())) == 2
 
 
+def test_more_clusters_per_label_free_the_groups_beside_a_label():
+    # Group A holds the label; group B lies close to it, C far away; B is the most uncertain.
+    F = np.array([[0.0], [0.1], [0.2], [1.0], [1.1], [1.2], [10.0], [10.1], [10.2]])
+    U = np.array([1, 1, 1, 5, 5, 5, 1, 1, 1.0])
+    labeled = np.array([[0.05]])
+    rng = lambda: np.random.RandomState(0)  # noqa: E731
+    # One cluster per label: K = 2, A and B share the covered cluster, the pick comes from C.
+    one = uncertainty_weighted_clustering(F, U, 1, rng(), labeled_features=labeled)
+    assert one.tolist() == [7]
+    # Two per label: K = 3, B is a cluster of its own, uncovered and heaviest.
+    two = uncertainty_weighted_clustering(F, U, 1, rng(), labeled_features=labeled, clusters_per_label=2)
+    assert two.tolist() == [4]
+    for bad in (0, 1.5, True, None):
+        with pytest.raises(ValueError, match="clusters_per_label must be an integer >= 1"):
+            uncertainty_weighted_clustering(F, U, 1, rng(), labeled_features=labeled, clusters_per_label=bad)
+
+
 def test_clustering_always_returns_distinct_indices():
     F = np.zeros((5, 2))  # all samples identical: clusters collapse, picks must not
     picks = uncertainty_weighted_clustering(F, np.arange(5.0), 4, np.random.RandomState(0))
