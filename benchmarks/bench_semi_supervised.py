@@ -4,7 +4,7 @@ A modAL ``ActiveLearner`` around ``ClipPromptClassifier`` with the default offli
 (``--model``) at ``--image-size`` px (160), shared CIFAR-10 (pool: the first
 ``--pool-per-class`` = 150 training images of every class; test: the first
 ``--test-per-class`` = 100 test images of every class), ``--rounds`` = 8 rounds, round 1 at
-random, rounds 2.. queried by CEC (``get_strategy("cec")``, spec defaults, ``random_state`` =
+random, rounds 2.. queried by CEC (``get_strategy("cec")``, its defaults, ``random_state`` =
 the run's RandomState), a fresh prompt every round with the classifier's defaults (context from
 the zero-shot template, KgCoOp, the CoOp authors' shot schedule; ``--epochs`` overrides the
 schedule). Round 0 is zero-shot ("a photo of a {}.").

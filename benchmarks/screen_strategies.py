@@ -9,7 +9,8 @@ features, trained with cross-entropy plus KgCoOp's ``lambda * mean_c (1 - cos(w_
 so a candidate gets 40 seeds before it gets the full benchmark. It is a screen, not a result:
 the tables of ``results/strategies.md`` are the measurement.
 
-    python benchmarks/screen_strategies.py [--seeds 40] [--strategies random cec badge ...]
+    python benchmarks/screen_strategies.py [--seeds 40] [--strategies random cec badge ...] \
+        > benchmarks/results/strategies_screen.md
 
 Prints, per arm: final accuracy and area under the curve (mean ± std over seeds), and the
 per-seed paired difference of the final accuracy against random (mean, seeds above).
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 
 import numpy as np
 import torch
@@ -137,6 +140,12 @@ def main():
     data = embeddings(args)
     names = ["random"] + [name for name in args.strategies if name != "random"]
     finals = {}
+    print(f"Screen (not the benchmark): `{args.model}` ({args.image_size}px) embeddings, CIFAR-10 pool "
+          f"{args.pool_per_class}/class, test {args.test_per_class}/class, {args.rounds} rounds x 10 labels (round 1 "
+          f"random), a linear KgCoOp-regularised head for the learner, seeds 0-{args.seeds - 1}.\n\n"
+          "Command: `python benchmarks/screen_strategies.py " + shlex.join(sys.argv[1:]) + "`. "
+          "Area under curve: mean accuracy over rounds 1..8 (trapezoids); \"vs random\": per-seed paired "
+          "difference of the final accuracy (mean, and the seeds where it is > 0).\n")
     print("| strategy | seeds | final accuracy | area under curve | final vs random | seeds > random |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in names:
