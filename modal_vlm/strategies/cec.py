@@ -42,6 +42,10 @@ SELECTIONS = ("centroid", "most_uncertain", "candidates")
 KMEANS_SUBSAMPLE = 20_000
 #: ``selection="candidates"`` clusters this many top-``U`` samples per query (default).
 CANDIDATES_PER_QUERY = 10
+#: Most k-means clusters the covering of the labeled set makes (TypiClust's cap is 500 too):
+#: k-means costs O(pool x clusters), and with thousands of labels coverage would cost more
+#: than it tells (more clusters then hold a label, and the picks fall back to covered ones).
+MAX_COVERING_CLUSTERS = 500
 EPS = 1e-8
 
 
@@ -278,10 +282,10 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
         With ``selection="candidates"``: the candidate set's size per pick (at least 1).
     labeled_features : array-like of shape (L, d), optional
         Embeddings of the labeled samples. When given (and ``L > 0``), k-means makes
-        ``n_instances + clusters_per_label * L`` clusters and the picks come from the
-        ``n_instances`` of them that hold no labeled sample, heaviest (total ``U``) first;
-        covered clusters only where fewer are uncovered. Without it, ``K = n_instances``
-        (the spec).
+        ``n_instances + clusters_per_label * L`` clusters (at most ``MAX_COVERING_CLUSTERS``
+        = 500, or ``n_instances`` if more) and the picks come from the ``n_instances`` of
+        them that hold no labeled sample, heaviest (total ``U``) first; covered clusters only
+        where fewer are uncovered. Without it, ``K = n_instances`` (the spec).
     clusters_per_label : int, default=1
         With ``labeled_features``: k-means clusters added per labeled sample (at least 1).
         More clusters are smaller, so "holds no label" excludes less of the pool around each
@@ -325,7 +329,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
         Fc, Uc = F[torch.as_tensor(candidates)], U[candidates]
     n_labeled = 0 if labeled_features is None else len(labeled_features)
     # At most one cluster per sample: a pool that small has every sample in a cluster.
-    n_clusters = min(n_instances + clusters_per_label * n_labeled, len(Fc))
+    n_clusters = min(n_instances + clusters_per_label * n_labeled, max(n_instances, MAX_COVERING_CLUSTERS), len(Fc))
     fit_size = len(Fc) if kmeans_subsample is None else max(int(kmeans_subsample), 50 * n_clusters)
     weights = Uc ** weight_power
     if len(Fc) > fit_size:

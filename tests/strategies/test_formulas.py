@@ -111,7 +111,24 @@ def test_more_clusters_per_label_free_the_groups_beside_a_label():
             uncertainty_weighted_clustering(F, U, 1, rng(), labeled_features=labeled, clusters_per_label=bad)
 
 
-def test_clustering_always_returns_distinct_indices():
+def test_covering_clusters_are_capped_for_large_labeled_sets(monkeypatch):
+    from modal_vlm.strategies import cec
+
+    made = []
+    real = cec.weighted_kmeans
+    monkeypatch.setattr(cec, "weighted_kmeans", lambda X, K, *a, **kw: made.append(K) or real(X, K, *a, **kw))
+    monkeypatch.setattr(cec, "MAX_COVERING_CLUSTERS", 12)
+    F = np.random.default_rng(0).normal(size=(200, 4))
+    U = np.ones(200)
+    for n_labeled, n_instances in ((3, 2), (30, 2), (30, 20)):
+        picks = uncertainty_weighted_clustering(F, U, n_instances, np.random.RandomState(0),
+                                                labeled_features=F[:n_labeled], clusters_per_label=2)
+        assert len(set(picks.tolist())) == n_instances
+    # 2 + 2 * 3 = 8 clusters; 2 + 60 capped at 12; a batch above the cap keeps K = n_instances.
+    assert made == [8, 12, 20]
+
+
+
     F = np.zeros((5, 2))  # all samples identical: clusters collapse, picks must not
     picks = uncertainty_weighted_clustering(F, np.arange(5.0), 4, np.random.RandomState(0))
     assert len(set(picks.tolist())) == 4
