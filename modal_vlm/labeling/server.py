@@ -101,10 +101,12 @@ class Guard:
         Required as ``?token=`` (or the ``X-Token`` header) on every request when set.
     loopback_only : bool
         Refuse requests whose ``Host`` header is not a loopback name.
+    max_body : int, optional
+        Body limit of every path; default: ``MAX_BODY``, ``MAX_IMPORT_BODY`` on the import.
     """
 
-    def __init__(self, app, token=None, loopback_only=True):
-        self.app, self.token, self.loopback_only = app, token, loopback_only
+    def __init__(self, app, token=None, loopback_only=True, max_body=None):
+        self.app, self.token, self.loopback_only, self.max_body = app, token, loopback_only, max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -117,7 +119,7 @@ class Guard:
             given = given or headers.get(b"x-token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await _refuse(send, 403, "a valid token is required: open the URL the server printed")
-        limit = MAX_IMPORT_BODY if scope["path"] == IMPORT_PATH else MAX_BODY
+        limit = self.max_body or (MAX_IMPORT_BODY if scope["path"] == IMPORT_PATH else MAX_BODY)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _refuse(send, 413, f"request body over {limit} bytes")
