@@ -52,6 +52,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from ..datasets import IMAGE_EXTENSIONS
 from .commands import DEFAULT_BACKEND_PORT, DEFAULT_DEBOUNCE
@@ -492,7 +494,9 @@ class TaskImages:
             if not found or not found[0]:
                 raise BackendError(f"{where}: local-files URL {url!r} without ?d=")
             relative = self._inside(found[0], where, url, local=True)
-            if relative not in paths and self.document_root is None:
+            if self.document_root is not None:
+                fetch = None   # its files are on this disk: a missing one is missing
+            elif relative not in paths:
                 suffix = [p for p in paths if ("/" + found[0].lstrip("/")).endswith("/" + p)]
                 if len(suffix) == 1:
                     relative = suffix[0]
@@ -503,6 +507,8 @@ class TaskImages:
     def _inside(self, path, where, url, local=False) -> str:
         """``path`` as a path relative to the image folder, refused when it leads out."""
         path = path.replace("\\", "/")
+        if "\x00" in path or any(part in (".", "..") for part in path.split("/")):
+            raise BackendError(f"{where}: {url!r}: '.', '..' and NUL are not allowed in image paths")
         if local and self.document_root is not None:
             target = (self.document_root / path.lstrip("/")).resolve()
         else:
@@ -637,6 +643,22 @@ class LabelStudioWorker(LabelingWorker):
         with self._timer_lock:
             self._first_pending, self._timer = None, None
         self.wake()
+
+    def wait_idle(self, timeout=60.0) -> dict:
+        """Block until no retraining waits for its debounce and the worker is idle (tests,
+        benchmarks); see :meth:`LabelingWorker.wait_idle`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._timer_lock:
+                waiting = self._timer is not None
+            if not waiting:
+                status = super().wait_idle(max(0.0, deadline - time.monotonic()))
+                with self._timer_lock:
+                    if self._timer is None:
+                        return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Label Studio worker is still busy after {timeout} s: {self.status()}")
+            time.sleep(0.05)
 
     def stop(self, timeout=None) -> None:
         with self._timer_lock:
@@ -938,9 +960,6 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
     ASGI app
         Ready for uvicorn or a test client.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     from .server import Guard
 
     classes = list(project.settings.classes)
