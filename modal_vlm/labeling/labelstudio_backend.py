@@ -79,6 +79,8 @@ ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UP
 DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 #: Webhook actions that change labels or ask for training; others are acknowledged only.
 TRAIN_EVENTS = ANNOTATION_EVENTS + DELETE_EVENTS + ("START_TRAINING",)
+#: New tasks (an import, a storage sync): their images are ranked and pushed.
+TASK_EVENTS = ("TASKS_CREATED",)
 LOCAL_FILES_PATH = "/data/local-files/"
 
 
@@ -692,6 +694,8 @@ class LabelStudioWorker(LabelingWorker):
                                f"{PUSH_RETRY:.0f} s): {exc}", error=str(exc))
             self.schedule(PUSH_RETRY)
             return
+        if self.images.new_images.is_set():   # the push met tasks of new images: rank them too
+            self.schedule(0)
         counts = self.store.counts(self.project.settings.classes)
         self._set("ready", f"{self.model_version}: {sum(counts['per_class'].values())} labels, "
                            f"{counts['unlabeled']} images ranked")
@@ -1057,10 +1061,13 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
     async def webhook(request: Request):
         body = await body_of(request)
         action = body.get("action")
-        if action not in TRAIN_EVENTS:
+        if action not in TRAIN_EVENTS + TASK_EVENTS:
             return JSONResponse({"status": "Unknown event"}, status_code=200)
         config = connect_project(_project_id(body.get("project"), f"webhook {action}"),
                                  (body.get("project") or {}).get("label_config"))
+        if action in TASK_EVENTS:
+            worker.schedule()
+            return JSONResponse({"status": "ok", "result": "ranking"}, status_code=201)
         if action == "START_TRAINING":
             worker.schedule(0)
             return JSONResponse({"status": "ok", "result": "training"}, status_code=201)
