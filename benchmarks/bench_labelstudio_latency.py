@@ -122,7 +122,8 @@ def main(argv=None) -> int:
         project = api.post("/api/projects/", json={"title": "modal-vlm latency",
                                                    "label_config": label_studio_config(classes)}).json()["id"]
         storage = api.post("/api/storages/localfiles/", json={"project": project, "path": str(docroot / "images"),
-                                                              "use_blob_urls": True, "regex_filter": r".*\.jpg"})
+                                                              "use_blob_urls": True, "recursive_scan": True,
+                                                              "regex_filter": r".*\.jpg"})
         api.post(f"/api/storages/localfiles/{storage.json()['id']}/sync")
         view = api.post("/api/dm/views/", json={"project": project, "data": {
             "title": "priority", "ordering": ["-tasks:predictions_score"]}}).json()["id"]

@@ -30,7 +30,7 @@ def main(step, options):
     project = ls.projects.create(title=options.get("title", "modal-vlm live test"),
                                  label_config=options["label_config"])
     storage = ls.import_storage.local.create(project=project.id, path=options["path"], use_blob_urls=True,
-                                             regex_filter=r".*\.(jpg|png)")
+                                             recursive_scan=True, regex_filter=r".*\.(jpg|png)")
     ls.import_storage.local.sync(id=storage.id)
     view = ls.views.create(project=project.id, data={"title": "modal-vlm priority",
                                                      "ordering": ["-tasks:predictions_score"]})
