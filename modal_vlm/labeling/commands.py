@@ -61,13 +61,18 @@ def _add_project_arguments(p) -> None:
     model.add_argument("--device", metavar="NAME", help="torch device (default cpu)")
 
 
-def _add_serve_arguments(p) -> None:
-    _add_project_arguments(p)
+def _add_server_arguments(p, port, elsewhere):
+    """``--host`` and ``--port``; ``elsewhere``: what another address than 127.0.0.1 requires."""
     server = p.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; any other address requires "
-                             "the token printed in the URL)")
-    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+                        help=f"address to listen on (default 127.0.0.1; any other address requires {elsewhere})")
+    server.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any free)")
+    return server
+
+
+def _add_serve_arguments(p) -> None:
+    _add_project_arguments(p)
+    _add_server_arguments(p, DEFAULT_PORT, "the token printed in the URL")
 
 
 def _export_parser(prog) -> argparse.ArgumentParser:
@@ -309,12 +314,7 @@ def _add_backend_arguments(p) -> None:
                          "(default: $LOCAL_FILES_DOCUMENT_ROOT)")
     ls.add_argument("--debounce", type=float, default=DEFAULT_DEBOUNCE, metavar="SECONDS",
                     help=f"retrain once no annotation arrived for this long (default {DEFAULT_DEBOUNCE})")
-    server = p.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; any other address requires "
-                             "basic auth)")
-    server.add_argument("--port", type=int, default=DEFAULT_BACKEND_PORT,
-                        help=f"port (default {DEFAULT_BACKEND_PORT}; 0: any free)")
+    server = _add_server_arguments(p, DEFAULT_BACKEND_PORT, "basic auth")
     server.add_argument("--basic-auth-user", default=os.environ.get("BASIC_AUTH_USER"), metavar="USER",
                         help="require HTTP basic auth (default: $BASIC_AUTH_USER)")
     server.add_argument("--basic-auth-pass", default=os.environ.get("BASIC_AUTH_PASS"), metavar="PASSWORD",

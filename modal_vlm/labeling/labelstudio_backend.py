@@ -1139,7 +1139,7 @@ def serve_backend(project, host="127.0.0.1", port=DEFAULT_BACKEND_PORT, *, label
     import uvicorn
 
     from .labelstudio_client import LabelStudioClient
-    from .server import _lock_project, is_loopback
+    from .server import _listen, _lock_project, is_loopback
     from .store import LabelStore
 
     local = is_loopback(host)
@@ -1151,16 +1151,7 @@ def serve_backend(project, host="127.0.0.1", port=DEFAULT_BACKEND_PORT, *, label
                          "not pushed and only local-storage images are read)")
     client = None if label_studio_url is None else LabelStudioClient(label_studio_url, api_key)
     lock = _lock_project(project)
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        lock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
+    sock = _listen(host, port, lock)
     port = sock.getsockname()[1]
     store = LabelStore(project.database)
     state = BackendState(project.root / "label-studio.sqlite")

@@ -422,16 +422,7 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     lock = _lock_project(project)
     local = is_loopback(host)
     token = None if local else secrets.token_urlsafe(24)
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-        sock.listen(128)   # from here on connections wait in the backlog until uvicorn runs
-    except OSError as exc:
-        sock.close()
-        lock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
+    sock = _listen(host, port, lock)
     port = sock.getsockname()[1]
     store = LabelStore(project.database)
     worker = LabelingWorker(project, store).start()
@@ -447,6 +438,23 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
         worker.stop(timeout=1.0)
         store.close()
         lock.close()
+
+
+def _listen(host, port, lock):
+    """A socket listening on ``host:port``; from then on connections wait in its backlog until
+    uvicorn runs. When it cannot be bound, the project's ``lock`` is released and the error
+    names the address."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        lock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
+    return sock
 
 
 def _lock_project(project):

@@ -452,3 +452,21 @@ def test_client_renews_personal_access_tokens():
     for url in ("ftp://x", "localhost:8080", ""):
         with pytest.raises(ValueError):
             LabelStudioClient(url, "key")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--host", "0.0.0.0"], "give --basic-auth-user and --basic-auth-pass"),
+    (["--basic-auth-user", "ls"], "give both --basic-auth-user and --basic-auth-pass"),
+    (["--label-studio-url", "http://localhost:8080"], "give both --label-studio-url and --api-key"),
+    (["--label-studio-url", "localhost:8080", "--api-key", "k"], "must be http(s)://host[:port]"),
+    (["--debounce", "-1"], "--debounce must be >= 0"),
+])
+def test_command_line_refuses_unsafe_or_incomplete_settings(shapes, tmp_path, capsys, monkeypatch, options, message):
+    from modal_vlm.cli import main
+
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    folder, _ = shapes
+    status = main(["label-studio-backend", str(folder), "--classes", *SHAPES, "--project", str(tmp_path / "cli"),
+                   "--model", "tiny-vit", "--port", "0", *options])
+    assert status == 2 and message in capsys.readouterr().err
