@@ -32,8 +32,14 @@ def main(step, options):
     storage = ls.import_storage.local.create(project=project.id, path=options["path"], use_blob_urls=True,
                                              recursive_scan=True, regex_filter=r".*\.(jpg|png)")
     ls.import_storage.local.sync(id=storage.id)
-    view = ls.views.create(project=project.id, data={"title": "modal-vlm priority",
-                                                     "ordering": ["-tasks:predictions_score"]})
+    hidden = ["inner_id", "completed_at", "cancelled_annotations", "total_predictions", "annotators",
+              "annotations_results", "annotations_ids", "predictions_results", "predictions_model_versions",
+              "file_upload", "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time",
+              "draft_exists", "comment_count", "unresolved_comment_count", "last_comment_updated_at",
+              "comment_authors", "meta"]
+    view = ls.views.create(project=project.id, data={
+        "title": "modal-vlm priority", "ordering": ["-tasks:predictions_score"],
+        "hiddenColumns": {"explore": [f"tasks:{name}" for name in hidden], "labeling": []}})
     return {"project": project.id, "storage": storage.id, "view": view.id}
 
 

@@ -249,12 +249,11 @@ def screenshot(ls, connected, name):
         browser.get(f"{ls['url']}/user/login/")
         browser.find_element(By.NAME, "email").send_keys(USER)
         browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-        browser.find_element(By.CSS_SELECTOR, "form button[type=submit], form [type=submit]").click()
+        browser.find_element(By.NAME, "password").submit()
         WebDriverWait(browser, 60).until(lambda b: "/user/login" not in b.current_url)
         browser.get(f"{ls['url']}/projects/{connected['project']}/data?tab={connected['view']}")
-        WebDriverWait(browser, 90).until(
-            lambda b: len(b.find_elements(By.CSS_SELECTOR, "[class*='table'] [class*='row'], .dm-table__row")) > 5)
-        time.sleep(3)   # thumbnails
+        WebDriverWait(browser, 90).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".lsf-table-row")) > 5)
+        time.sleep(5)   # thumbnails
         browser.save_screenshot(str(Path(folder) / name))
     finally:
         browser.quit()
