@@ -85,7 +85,15 @@ LOCAL_FILES_PATH = "/data/local-files/"
 
 
 class BackendError(ValueError):
-    """A request the backend refuses: the message names the problem (answered as 4xx)."""
+    """A request the backend refuses: the message names the problem (answered as 4xx).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, for Label Studio's log and the user.
+    status : int, default=422
+        The HTTP status of the answer.
+    """
 
     def __init__(self, message, status=422):
         super().__init__(message)
@@ -299,12 +307,33 @@ class BackendState:
             return [dict(row) for row in self._db.execute(sql, params)]
 
     def get(self, key, default=None):
-        """A meta value (JSON-decoded)."""
+        """A meta value.
+
+        Parameters
+        ----------
+        key : str
+            Its name (``ls_project``, ``label_config``, ``version``, ``pushed_version``...).
+        default : object, optional
+            Returned when it is not set.
+
+        Returns
+        -------
+        object
+            The JSON-decoded value.
+        """
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0]["value"]) if rows else default
 
     def set(self, key, value) -> None:
-        """Store a meta value (JSON-encoded)."""
+        """Store a meta value.
+
+        Parameters
+        ----------
+        key : str
+            Its name.
+        value : object
+            Anything JSON can encode.
+        """
         self._write("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (key, json.dumps(value)))
 
@@ -336,6 +365,11 @@ class BackendState:
     def delete_annotations(self, ids) -> int:
         """Mark annotations deleted, to apply; unknown ids are ignored.
 
+        Parameters
+        ----------
+        ids : iterable of int
+            Label Studio's annotation ids.
+
         Returns
         -------
         int
@@ -349,17 +383,37 @@ class BackendState:
         return len(known)
 
     def pending(self) -> list[dict]:
-        """Annotations not yet applied to the label store, with their task's image."""
+        """Annotations not yet applied to the label store, with their task's image.
+
+        Returns
+        -------
+        list of dict
+            Annotation rows plus ``image_id``, ``url`` and ``problem`` of their task, in order
+            of arrival.
+        """
         return self._rows("SELECT a.*, t.image_id, t.url, t.problem FROM annotations a "
                           "JOIN tasks t ON t.task_id = a.task_id WHERE a.applied = 0 ORDER BY a.seq")
 
     def mark_applied(self, ids, applied=1) -> None:
-        """Mark annotations applied (1) or unresolvable (2)."""
+        """Mark annotations as applied or set aside.
+
+        Parameters
+        ----------
+        ids : iterable of int
+            Annotation ids.
+        applied : {1, 2}, default=1
+            1: in the label store; 2: its image cannot be resolved.
+        """
         self._write("UPDATE annotations SET applied = ? WHERE annotation_id = ?",
                     [(applied, int(i)) for i in ids])
 
     def latest_decision(self, image_id):
         """The decision of the image's latest annotation that holds one, over all its tasks.
+
+        Parameters
+        ----------
+        image_id : int
+            An image of the label store.
 
         Returns
         -------
@@ -372,7 +426,13 @@ class BackendState:
         return Decision(rows[0]["kind"], rows[0]["label"]) if rows else None
 
     def tasks(self) -> dict:
-        """Task id -> row (``url``, ``image_id``, ``problem``, ``pushed_version``)."""
+        """The tasks the backend has met.
+
+        Returns
+        -------
+        dict
+            Task id -> row (``url``, ``image_id``, ``problem``, ``pushed_version``).
+        """
         return {row["task_id"]: row for row in self._rows("SELECT * FROM tasks")}
 
     def set_tasks(self, rows) -> None:
@@ -389,12 +449,27 @@ class BackendState:
                     [(int(task_id), url, image_id, problem) for task_id, url, image_id, problem in rows])
 
     def mark_pushed(self, task_ids, version) -> None:
-        """Record that these tasks have a prediction of ``version`` in Label Studio."""
+        """Record that tasks have a prediction of ``version`` in Label Studio.
+
+        Parameters
+        ----------
+        task_ids : iterable of int
+            The tasks.
+        version : str
+            The model version.
+        """
         self._write("UPDATE tasks SET pushed_version = ? WHERE task_id = ?",
                     [(version, int(task_id)) for task_id in task_ids])
 
     def counts(self) -> dict:
-        """Annotations and tasks known, and what could not be applied or resolved."""
+        """Annotations and tasks known, and what could not be applied or resolved.
+
+        Returns
+        -------
+        dict
+            ``annotations`` (not deleted), ``pending``, ``unresolvable``, ``tasks`` and
+            ``tasks_refused``.
+        """
         one = self._rows(
             "SELECT (SELECT COUNT(*) FROM annotations WHERE deleted = 0) AS annotations, "
             "(SELECT COUNT(*) FROM annotations WHERE applied = 0) AS pending, "
@@ -647,8 +722,23 @@ class LabelStudioWorker(LabelingWorker):
         self.wake()
 
     def wait_idle(self, timeout=60.0) -> dict:
-        """Block until no retraining waits for its debounce and the worker is idle (tests,
-        benchmarks); see :meth:`LabelingWorker.wait_idle`."""
+        """Block until no retraining waits for its debounce and the worker is idle.
+
+        Parameters
+        ----------
+        timeout : float, default=60
+            Seconds to wait.
+
+        Returns
+        -------
+        dict
+            :meth:`status` at that point.
+
+        Raises
+        ------
+        TimeoutError
+            Still busy after ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
         while True:
             with self._timer_lock:
@@ -663,6 +753,13 @@ class LabelStudioWorker(LabelingWorker):
             time.sleep(0.05)
 
     def stop(self, timeout=None) -> None:
+        """Cancel a waiting retraining and stop the thread after its current step.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for the thread.
+        """
         with self._timer_lock:
             if self._timer is not None:
                 self._timer.cancel()
