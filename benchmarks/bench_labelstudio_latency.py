@@ -112,10 +112,11 @@ def main(argv=None) -> int:
     classes = sorted(set(truth.values()))
     ls, ls_url = start_label_studio(args.label_studio, work, docroot)
     api = httpx.Client(base_url=ls_url, headers={"Authorization": f"Token {TOKEN}"}, timeout=300)
-    backend = None
+    backend, ls_version = None, "?"
     rows = []
     try:
         pat = api.post("/api/token/").json()["token"]   # the backend uses a personal access token
+        ls_version = api.get("/api/version").json().get("release", "?")
         backend, backend_url = start_backend(docroot / "images", work / "project", classes, ls_url, pat, docroot)
         status = httpx.Client(base_url=backend_url, timeout=60)
         until(lambda: status.get("/health").json()["worker"]["phase"] == "ready", 900, "first ranking")
@@ -175,8 +176,7 @@ def main(argv=None) -> int:
         f"`modal-vlm label-studio-backend` on {len(truth)} Label Studio tasks (local storage, CIFAR-10 test images, "
         f"{args.per_class} per class, 10 classes), {DEFAULT_MODEL}, {DEFAULT_STRATEGY}, the defaults (batches of "
         "10, 100 training steps, 1 s debounce); a simulated person annotates the 10 tasks of highest priority "
-        "through Label Studio's API. Label Studio "
-        f"{api.headers.get('x-ls-version', '')}".rstrip() + f" ({args.label_studio}). Load average (1 min) "
+        f"through Label Studio's API. Label Studio {ls_version} ({args.label_studio}). Load average (1 min) "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores.",
         "",
         f"Command: `{command}` (run it alone).",
