@@ -133,7 +133,7 @@ def main(argv=None) -> int:
 
         def version_pushed(after=None):
             health = status.get("/health").json()
-            current = api.get(f"/api/projects/{project}").json()["model_version"]
+            current = api.get(f"/api/projects/{project}").json()["model_version"] or ""
             push = health["last_push"] or {}
             done = current.startswith("modal-vlm-v") and current != after and push.get("version") == current \
                 and push.get("tasks") == len(truth) and health["worker"]["phase"] == "ready"

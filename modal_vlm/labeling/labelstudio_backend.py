@@ -969,8 +969,9 @@ class LabelStudioWorker(LabelingWorker):
                 if image_id in readable:
                     predictions.append(self.prediction(task["id"], image_id, config, ranking))
             self.state.set_tasks(resolved)
-            if pushed != version:
+            if pushed != version and self.state.get("pushing") == version:
                 self.client.delete_model_version(project_id, version)   # what a cut-short push left
+            self.state.set("pushing", version)
             self.client.import_predictions(project_id, predictions)
             if pushed != version and predictions:
                 self.client.set_model_version(project_id, version)

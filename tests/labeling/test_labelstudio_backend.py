@@ -35,6 +35,7 @@ class FakeLabelStudio:
         self.model_version = ""
         self.files = {}
         self.calls = []
+        self.failures = 0             # PATCH requests to refuse (Label Studio down)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.calls.append((request.method, request.url.path, request.url.query.decode()))
@@ -50,6 +51,9 @@ class FakeLabelStudio:
             body = json.loads(request.content)
             self.predictions += [(p["task"], p["model_version"], p["score"], p["result"]) for p in body]
             return httpx.Response(201, json={"created": len(body)})
+        if path == f"/api/projects/{LS_PROJECT}" and request.method == "PATCH" and self.failures:
+            self.failures -= 1
+            return httpx.Response(503, json={"detail": "unavailable"})
         if path == f"/api/projects/{LS_PROJECT}" and request.method == "PATCH":
             self.model_version = json.loads(request.content)["model_version"]
             return httpx.Response(200, json={"id": LS_PROJECT, "model_version": self.model_version})
@@ -284,6 +288,26 @@ def test_malformed_webhooks_change_nothing(shapes, make_backend, body, status):
                        (json.dumps(body).encode(), "text/plain")):
         response = b.client.post("/webhook", content=raw, headers={"content-type": media})
         assert 400 <= response.status_code < 500
+
+
+def test_a_push_cut_short_is_retried_without_duplicates(shapes, make_backend, monkeypatch):
+    from modal_vlm.labeling import labelstudio_backend
+
+    monkeypatch.setattr(labelstudio_backend, "PUSH_RETRY", 0.3)
+    folder, truth = shapes
+    b = make_backend(folder, truth)
+    b.ls.failures = 1                  # the next version's predictions arrive, the switch fails
+    path = sorted(truth)[0]
+    b.client.post("/webhook", json=webhook("ANNOTATION_CREATED", [annotation(1, b.by_path[path], truth[path])],
+                                           [b.by_path[path]]))
+    wait = time.monotonic() + 120
+    while b.ls.model_version != "modal-vlm-v2" and time.monotonic() < wait:
+        time.sleep(0.2)
+    idle(b)
+    versions = [version for _, version, _, _ in b.ls.predictions]
+    assert b.ls.model_version == "modal-vlm-v2" and versions == ["modal-vlm-v2"] * len(truth)   # once each
+    deletions = [call for call in b.ls.calls if call[0] == "DELETE"]
+    assert len(deletions) == 2           # the half-pushed v2, then v1
 
 
 def test_annotations_received_before_a_crash_are_applied_on_restart(shapes, make_backend, tmp_path):
