@@ -717,9 +717,9 @@ class LabelStudioWorker(LabelingWorker):
             self._timer.start()
 
     def _fire(self):
-        with self._timer_lock:
+        with self._timer_lock:   # woken before the timer is cleared: wait_idle never sees neither
+            self.wake()
             self._first_pending, self._timer = None, None
-        self.wake()
 
     def wait_idle(self, timeout=60.0) -> dict:
         """Block until no retraining waits for its debounce and the worker is idle.
