@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -166,6 +167,7 @@ def main(argv=None) -> int:
         ls.terminate()
         ls.wait(60)
         api.close()
+        shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
     refreshed = [row["refreshed"] for row in rows]
