@@ -13,7 +13,7 @@ imports every task's new prediction first, then switches the version). The backe
 records split the time into the debounce, the retraining and the push of 1,000
 predictions. Target: at most 10 s on 1,000 tasks, idle machine.
 
-    python benchmarks/bench_labelstudio_latency.py [--rounds 5] [--per-class 100]
+    python benchmarks/bench_labelstudio_latency.py [--rounds 5] [--per-class 100] [--timeout 600]
         [--label-studio .venv-label-studio/bin/label-studio]
         [--out benchmarks/results/labelstudio_latency.md]
 
@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="batches to annotate and time")
     parser.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for each new model version")
     parser.add_argument("--label-studio", type=Path,
                         default=Path(os.environ.get("MODAL_VLM_LABEL_STUDIO",
                                                     ROOT / ".venv-label-studio" / "bin" / "label-studio")))
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
                     {"from_name": "label", "to_name": "image", "type": "choices",
                      "value": {"choices": [choice]}}]}).raise_for_status()
             clock = time.perf_counter()
-            new_version, health = until(lambda: version_pushed(version), 300, "a new model version")
+            new_version, health = until(lambda: version_pushed(version), args.timeout, "a new model version")
             refreshed = time.perf_counter() - clock
             info = json.loads((work / "project" / "model.json").read_text())
             rows.append({"round": number, "labels": n_labels, "train": info["seconds"],
