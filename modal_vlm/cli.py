@@ -26,6 +26,7 @@ DEMO_EPOCHS = 50
 DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on an "
                "embedded CIFAR-10 sample, no data needed. run: active learning on an image "
                "folder, resumable. label: label images in the browser while the model learns. "
+               "label-studio-backend: the same loop inside Label Studio, as its ML backend. "
                "encode: image files into an embedding cache, optionally on a Ray cluster.")
 
 #: ``run`` options that set a :class:`~modal_vlm.runner.RunConfig` field.
@@ -199,9 +200,10 @@ def _add_run_parser(sub) -> None:
 
 
 def _add_label_parser(sub) -> None:
-    from .labeling.commands import add_label_parser   # the app's command line; no web stack yet
+    from .labeling.commands import add_label_parser, add_label_studio_backend_parser   # no web stack yet
 
     add_label_parser(sub)
+    add_label_studio_backend_parser(sub)
 
 
 def encode(args) -> int:

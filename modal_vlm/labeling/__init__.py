@@ -12,7 +12,10 @@ them like any user would. One module per part, in the order a request meets them
 * :mod:`~modal_vlm.labeling.worker`: the background thread that encodes, trains and queries;
 * :mod:`~modal_vlm.labeling.scan`: which files of the image folder exist (and may be served);
 * :mod:`~modal_vlm.labeling.exports` and :mod:`~modal_vlm.labeling.labelstudio`: files out
-  and in.
+  and in;
+* :mod:`~modal_vlm.labeling.labelstudio_backend` (with
+  :mod:`~modal_vlm.labeling.labelstudio_client`): the second front end, ``modal-vlm
+  label-studio-backend``, Label Studio's ML backend on the same project, store and worker.
 
 Nothing here imports the web stack until a server starts.
 

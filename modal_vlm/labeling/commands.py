@@ -23,6 +23,9 @@ from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, Project, open_p
 from .store import LabelStore
 
 DEFAULT_PORT = 8765
+#: ``label-studio-backend``'s port (the official backends' default) and retraining debounce.
+DEFAULT_BACKEND_PORT = 9090
+DEFAULT_DEBOUNCE = 1.0
 
 
 SERVE_DESCRIPTION = """\
@@ -33,7 +36,9 @@ image embeddings and the trained model. Run the same command again, or just
 'modal-vlm label --project DIR', to resume."""
 
 
-def _add_serve_arguments(p) -> None:
+def _add_project_arguments(p) -> None:
+    """The project, its images and classes, the model and strategy: ``label`` and
+    ``label-studio-backend`` share them."""
     p.add_argument("images_dir", nargs="?", metavar="IMAGES_DIR",
                    help="folder of images, any layout (read recursively); required for a new project")
     p.add_argument("--project", required=True, metavar="DIR", help="project directory (created if absent)")
@@ -54,11 +59,20 @@ def _add_serve_arguments(p) -> None:
                             "classes' (UEO's unlabeled loss; default supervised)")
     model.add_argument("--seed", type=int, metavar="N", help="seed of training and queries (default 0)")
     model.add_argument("--device", metavar="NAME", help="torch device (default cpu)")
+
+
+def _add_server_arguments(p, port, elsewhere):
+    """``--host`` and ``--port``; ``elsewhere``: what another address than 127.0.0.1 requires."""
     server = p.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; any other address requires "
-                             "the token printed in the URL)")
-    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+                        help=f"address to listen on (default 127.0.0.1; any other address requires {elsewhere})")
+    server.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any free)")
+    return server
+
+
+def _add_serve_arguments(p) -> None:
+    _add_project_arguments(p)
+    _add_server_arguments(p, DEFAULT_PORT, "the token printed in the URL")
 
 
 def _export_parser(prog) -> argparse.ArgumentParser:
@@ -112,17 +126,9 @@ def serve_command(args) -> int:
         The exit status.
     """
     try:
-        project, notes = open_project(
-            args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
-            strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-            fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+        project = _open(args, "modal-vlm label")
         from .server import serve   # the web stack: the 'app' extra
 
-        s = project.settings
-        print(f"modal-vlm label: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
-              f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"
-              f"  model: {s.model}, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
-              f"  labels so far: {_counts(project)}", flush=True)
         serve(project, args.host, args.port,
               announce=lambda url: print(f"Open {url} in a browser (Ctrl-C stops; every label is "
                                          f"saved as you go).", flush=True))
@@ -130,6 +136,20 @@ def serve_command(args) -> int:
         pass
     print(f"modal-vlm label: stopped; run the same command to resume {args.project}", flush=True)
     return 0
+
+
+def _open(args, prog):
+    """Open or create the project of ``_add_project_arguments``' options, and say what it is."""
+    project, notes = open_project(
+        args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
+        strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
+        fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+    s = project.settings
+    print(f"{prog}: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
+          f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"
+          f"  model: {s.model}, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
+          f"  labels so far: {_counts(project)}", flush=True)
+    return project
 
 
 def _counts(project) -> str:
@@ -265,4 +285,89 @@ def add_label_parser(sub) -> None:
     p.parse_known_args, p.format_help = parse_known_args, format_help
 
 
-__all__ = ["add_label_parser", "export_command", "import_command", "serve_command"]
+BACKEND_DESCRIPTION = """\
+Serve the project to Label Studio as an ML backend (Label Studio > project Settings > Model >
+Connect Model, URL as printed): every task gets the model's class as a pre-annotation and the
+strategy's priority as its prediction score; after each burst of annotations the model
+retrains and the priorities are refreshed in Label Studio, so that the Data Manager sorted by
+prediction score shows the next batch to label first. The project directory is the same as
+'modal-vlm label' uses (labels, model, embeddings): both front ends share it, one at a time.
+
+Label Studio must be allowed to call a backend on this machine: start it with
+ML_BLOCK_LOCAL_IP=false and SSRF_PROTECTION_ENABLED=false when both run on localhost."""
+
+
+def _add_backend_arguments(p) -> None:
+    import os
+
+    _add_project_arguments(p)
+    ls = p.add_argument_group("Label Studio")
+    ls.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"), metavar="URL",
+                    help="Label Studio's address, to push priorities and fetch /data/ files "
+                         "(default: $LABEL_STUDIO_URL)")
+    ls.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), metavar="KEY",
+                    help="a personal access token (or a legacy token) of a Label Studio user who may "
+                         "change the project (default: $LABEL_STUDIO_API_KEY, which keeps it out of "
+                         "the process list)")
+    ls.add_argument("--document-root", default=os.environ.get("LOCAL_FILES_DOCUMENT_ROOT"), metavar="DIR",
+                    help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT, where local-storage paths start "
+                         "(default: $LOCAL_FILES_DOCUMENT_ROOT)")
+    ls.add_argument("--debounce", type=float, default=DEFAULT_DEBOUNCE, metavar="SECONDS",
+                    help=f"retrain once no annotation arrived for this long (default {DEFAULT_DEBOUNCE})")
+    server = _add_server_arguments(p, DEFAULT_BACKEND_PORT, "basic auth")
+    server.add_argument("--basic-auth-user", default=os.environ.get("BASIC_AUTH_USER"), metavar="USER",
+                        help="require HTTP basic auth (default: $BASIC_AUTH_USER)")
+    server.add_argument("--basic-auth-pass", default=os.environ.get("BASIC_AUTH_PASS"), metavar="PASSWORD",
+                        help="its password (default: $BASIC_AUTH_PASS)")
+
+
+def backend_command(args) -> int:
+    """``modal-vlm label-studio-backend``: serve the project to Label Studio until Ctrl-C.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    if (args.basic_auth_user is None) != (args.basic_auth_pass is None):
+        raise ValueError("give both --basic-auth-user and --basic-auth-pass, or neither")
+    if args.debounce < 0:
+        raise ValueError(f"--debounce must be >= 0, got {args.debounce}")
+    prog = "modal-vlm label-studio-backend"
+    try:
+        project = _open(args, prog)
+        from .labelstudio_backend import serve_backend   # the web stack: the 'app' extra
+
+        auth = None if args.basic_auth_user is None else (args.basic_auth_user, args.basic_auth_pass)
+        serve_backend(project, args.host, args.port, label_studio_url=args.label_studio_url,
+                      api_key=args.api_key, document_root=args.document_root, basic_auth=auth,
+                      debounce=args.debounce,
+                      announce=lambda url: print(f"Label Studio ML backend at {url} (connect it in the project's "
+                                                 f"Settings > Model; Ctrl-C stops)", flush=True))
+    except KeyboardInterrupt:
+        pass
+    print(f"{prog}: stopped; every annotation received is in {args.project}", flush=True)
+    return 0
+
+
+def add_label_studio_backend_parser(sub) -> None:
+    """Register ``label-studio-backend`` with ``modal-vlm``.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        ``modal-vlm``'s sub-command registry.
+    """
+    p = sub.add_parser("label-studio-backend", help="serve a labeling project to Label Studio as its ML backend",
+                       description=BACKEND_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_backend_arguments(p)
+    p.set_defaults(func=backend_command)
+
+
+__all__ = ["add_label_parser", "add_label_studio_backend_parser", "backend_command", "export_command",
+           "import_command", "serve_command"]

@@ -101,10 +101,12 @@ class Guard:
         Required as ``?token=`` (or the ``X-Token`` header) on every request when set.
     loopback_only : bool
         Refuse requests whose ``Host`` header is not a loopback name.
+    max_body : int, optional
+        Body limit of every path; default: ``MAX_BODY``, ``MAX_IMPORT_BODY`` on the import.
     """
 
-    def __init__(self, app, token=None, loopback_only=True):
-        self.app, self.token, self.loopback_only = app, token, loopback_only
+    def __init__(self, app, token=None, loopback_only=True, max_body=None):
+        self.app, self.token, self.loopback_only, self.max_body = app, token, loopback_only, max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -117,7 +119,7 @@ class Guard:
             given = given or headers.get(b"x-token", "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await _refuse(send, 403, "a valid token is required: open the URL the server printed")
-        limit = MAX_IMPORT_BODY if scope["path"] == IMPORT_PATH else MAX_BODY
+        limit = self.max_body or (MAX_IMPORT_BODY if scope["path"] == IMPORT_PATH else MAX_BODY)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _refuse(send, 413, f"request body over {limit} bytes")
@@ -420,16 +422,7 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
     lock = _lock_project(project)
     local = is_loopback(host)
     token = None if local else secrets.token_urlsafe(24)
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-        sock.listen(128)   # from here on connections wait in the backlog until uvicorn runs
-    except OSError as exc:
-        sock.close()
-        lock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
+    sock = _listen(host, port, lock)
     port = sock.getsockname()[1]
     store = LabelStore(project.database)
     worker = LabelingWorker(project, store).start()
@@ -445,6 +438,23 @@ def serve(project, host="127.0.0.1", port=8765, *, announce=print):
         worker.stop(timeout=1.0)
         store.close()
         lock.close()
+
+
+def _listen(host, port, lock):
+    """A socket listening on ``host:port``; from then on connections wait in its backlog until
+    uvicorn runs. When it cannot be bound, the project's ``lock`` is released and the error
+    names the address."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        lock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)") from None
+    return sock
 
 
 def _lock_project(project):

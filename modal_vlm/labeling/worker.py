@@ -133,6 +133,30 @@ def make_classifier(project, max_epochs=1, callbacks=None):
                                 random_state=s.seed, verbose=0, callbacks=callbacks, **extra)
 
 
+def confidence(proba) -> np.ndarray:
+    """The confidence shown with each of the model's guesses: its maximum probability.
+
+    Every front end (the label page's batches, the Label Studio backend's predictions) shows
+    this number, so that a calibrated confidence replaces it here, in one place.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_images, n_classes)
+        Class probabilities.
+
+    Returns
+    -------
+    ndarray of shape (n_images,)
+        One confidence per image, in [0, 1].
+
+    Examples
+    --------
+    >>> confidence([[0.2, 0.8], [0.5, 0.5]])
+    array([0.8, 0.5])
+    """
+    return np.asarray(proba, dtype=float).max(axis=1)
+
+
 class LabelingWorker:
     """Scan, encode, train and query in a background thread (see the module docstring).
 
@@ -398,19 +422,35 @@ class LabelingWorker:
         return [image for image in self.store.images("ok")
                 if image["id"] not in states or states[image["id"]]["kind"] == "unlabel"]
 
-    def _query(self):
+    def choose(self, pool, n, query_number):
+        """The strategy's choice of ``n`` images of ``pool`` under the current model.
+
+        The one place where a next batch is chosen, for every front end: the same labels,
+        model and ``query_number`` give the same images in the same order.
+
+        Parameters
+        ----------
+        pool : list of dict
+            Candidate images (rows of the store, as :meth:`_pool` returns them).
+        n : int
+            Images to choose, at most ``len(pool)``.
+        query_number : int
+            Which query of the project this is (1 for the first); seeds the strategy
+            through :func:`~modal_vlm.experiment.round_seed` with the project's seed.
+
+        Returns
+        -------
+        picked : ndarray of int
+            Positions in ``pool``, in the strategy's order.
+        proba : ndarray of shape (n, n_classes)
+            The chosen images' class probabilities.
+        """
         from modAL.models import ActiveLearner
 
         from ..strategies import get_strategy
 
         settings = self.project.settings
-        pool = self._pool()
-        if not pool:
-            return None
-        n = min(settings.images_per_batch, len(pool))
-        self._set("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
         X_pool = np.array([self._path(image) for image in pool])
-        n_batches = len(self.store.batches())
         labeled, y, _ = self._labeled()
         with self._model_lock:
             clf = self._current()
@@ -419,11 +459,21 @@ class LabelingWorker:
                 learner.X_training = np.array([self._path(row) for row in labeled])
                 learner.y_training = np.asarray(y)
             picked, _ = learner.query(X_pool, n_instances=n,
-                                      random_state=round_seed(settings.seed, n_batches + 1))
+                                      random_state=round_seed(settings.seed, query_number))
             picked = np.asarray(picked, dtype=int).reshape(-1)
             proba = clf.predict_proba_from_features(clf.transform(X_pool[picked]))
-        items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(p.max()))
-                 for i, p in zip(picked, proba)]
+        return picked, proba
+
+    def _query(self):
+        settings = self.project.settings
+        pool = self._pool()
+        if not pool:
+            return None
+        n = min(settings.images_per_batch, len(pool))
+        self._set("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
+        picked, proba = self.choose(pool, n, len(self.store.batches()) + 1)
+        items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(c))
+                 for i, p, c in zip(picked, proba, confidence(proba))]
         round_ = self.model_info["round"] if self.model_info else 0
         batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_)
         return self.store.batch(batch_id)
@@ -460,4 +510,4 @@ class LabelingWorker:
                 clf.transform([self._path(image) for image in images]))
 
 
-__all__ = ["LabelingWorker", "TrainingProgress", "epochs_for", "make_classifier", "model_key"]
+__all__ = ["LabelingWorker", "TrainingProgress", "confidence", "epochs_for", "make_classifier", "model_key"]
