@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..classifier import ClipPromptClassifier
+from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
 from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
 from .curves import plot_learning_curves, summarize
@@ -35,6 +36,24 @@ from .rundir import PLOT, SUMMARY, RunDirectory, RunDirectoryError
 # Testing hook, not part of the API: a run kills its own process (SIGKILL) right after
 # checkpointing the round whose number this environment variable holds, to simulate a crash.
 CRASH_AFTER_ROUND_ENV = "MODAL_VLM_CRASH_AFTER_ROUND"
+#: Seed stream of ``label_noise``'s flips (with the run's seed): the same for every strategy.
+_NOISE_STREAM = 0xF11B
+
+
+def oracle_labels(y_pool, label_noise, n_classes, seed):
+    """The labels a run's simulated oracle gives: ``y_pool``, with ``label_noise`` of them
+    flipped (:func:`~modal_vlm.evaluation.flip_labels`, seeded by ``seed`` alone, so every
+    strategy of a seed meets the same careless oracle).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.arange(40) % 4
+    >>> int((oracle_labels(y, 0.1, 4, seed=0) != y).sum()), bool((oracle_labels(y, 0.0, 4, 0) == y).all())
+    (4, True)
+    """
+    return flip_labels(y_pool, label_noise, n_classes, random_state=[int(seed), _NOISE_STREAM]) \
+        if label_noise else np.asarray(y_pool)
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     data = load_run_data(config) if data is None else data
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
+    audit_count(config.audit_fraction, 1, budget)   # an audit share that leaves the strategy no pick
     estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
     run_dir = RunDirectory(out)
     header = _header(config, budget, estimator, data)
@@ -192,9 +212,15 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
             bar.write(ROUND_TABLE_HEADER)
         for strategy, seed in runs:
             bar.set_description(f"{strategy} seed {seed}")
+            y_oracle = oracle_labels(data.y_pool, config.label_noise, len(data.class_names), seed)
+            flipped = set(np.flatnonzero(y_oracle != data.y_pool).tolist())
+            asked = [i for record in done.get((strategy, seed), []) for i in record["queried"]]
 
-            def on_round(record, strategy=strategy, seed=seed):
+            def on_round(record, strategy=strategy, seed=seed, flipped=flipped, asked=asked):
                 record = {"strategy": strategy, "seed": seed, **record}
+                if config.label_noise:   # the oracle's slips among the labels so far
+                    asked += record["queried"]
+                    record["flipped_labels"] = sorted(i for i in asked if i in flipped)
                 if paths is not None:
                     record["queried_files"] = paths[record["queried"]].tolist()
                     record["pseudo_labeled_files"] = paths[record["pseudo_labeled"]].tolist()
@@ -204,9 +230,10 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
                 if progress:
                     bar.write(format_round(record))
 
-            run_active_learning(estimator, strategy, data.X_pool, data.y_pool, data.X_test, data.y_test,
+            run_active_learning(estimator, strategy, data.X_pool, y_oracle, data.X_test, data.y_test,
                                 rounds=config.rounds, budget=budget, first_round=config.first_round,
-                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round)
+                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round,
+                                monitor=LoopMonitor(config.audit_fraction, random_state=seed))
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:
@@ -221,4 +248,4 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
 
 
 __all__ = ["ExperimentResult", "RunConfig", "RunData", "RunDirectory",
-           "RunDirectoryError", "load_run_data", "run_experiment"]
+           "RunDirectoryError", "load_run_data", "oracle_labels", "run_experiment"]
