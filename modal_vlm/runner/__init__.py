@@ -92,23 +92,32 @@ class ExperimentResult:
 def format_round(record) -> str:
     """One line of the per-round table (see :data:`ROUND_TABLE_HEADER`).
 
+    ``estimate`` is the accuracy estimated without the test set, with its interval; ``stable``
+    marks the rounds where the stopping signal says more labels of this kind change little.
+
     Examples
     --------
     >>> print(ROUND_TABLE_HEADER)
-    strategy      seed  round  labels  accuracy  per-class  query_s  train_s
+    strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)
     >>> print(format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
     ...                     "accuracy": 0.5, "mean_per_class_accuracy": 0.45,
-    ...                     "seconds": {"query": 0.21, "train": 3.4}}))
-    cec              0      1      10     0.500      0.450      0.2      3.4
+    ...                     "seconds": {"query": 0.21, "train": 3.4},
+    ...                     "estimate": {"accuracy": 0.52, "low": 0.4, "high": 0.63, "n": 10},
+    ...                     "stable": False}))
+    cec              0      1      10     0.500      0.450      0.2      3.4  0.520 (0.400-0.630)
     """
     seconds = record["seconds"]
+    estimate = record.get("estimate")
+    trust = "" if estimate is None else f"  {estimate['accuracy']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
+    if record.get("stable"):
+        trust += "  stable"
     return (f"{record['strategy']:<12}  {record['seed']:>4}  {record['round']:>5}  {record['n_labeled']:>6}  "
             f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>9.3f}  "
-            f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}")
+            f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}{trust}")
 
 
 #: Header of the per-round table printed while an experiment runs.
-ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s"
+ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)"
 
 
 def _jsonable(value):
