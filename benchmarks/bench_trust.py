@@ -37,10 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
-from modal_vlm import ClipPromptClassifier
+from modal_vlm import ClipPromptClassifier, get_strategy
 from modal_vlm.evaluation import LoopMonitor
-from modal_vlm.experiment import run_active_learning
+from modal_vlm.experiment import round_seed, run_active_learning
 from modal_vlm.runner import oracle_labels
+from modal_vlm.strategies import random_query
+from modal_vlm.strategies._result import split_result
 
 N_CLASSES = 10
 
@@ -81,6 +83,50 @@ def loop_run(strategy, seed, audit, noise, data, args):
     return records, y_oracle
 
 
+def stopping_run(strategy, seed, data, args):
+    """A long budget with the screen's linear head: accuracy and kappa after every round.
+
+    A hand-written modAL-style loop (the way a user would wire :class:`LoopMonitor`): round 1
+    random, then the strategy with the audit share, 10 labels per round.
+    """
+    import torch
+    from screen_strategies import LinearHead, _Learner
+
+    pool, y_pool, test, y_test, text, scale = data
+    classes = np.unique(y_pool)
+    rows = np.arange(len(y_pool))
+
+    def fitted(labeled):
+        head = LinearHead(pool, text, scale, classes)
+        if len(labeled):
+            torch.manual_seed(seed)
+            head.fit(labeled, y_pool[labeled])
+        return head
+
+    def point(head, report):
+        accuracy = float((classes[(test @ head.weights_.T).argmax(1).numpy()] == y_test).mean())
+        return {"accuracy": accuracy, "kappa": report["kappa"], "estimate": report["estimate"]}
+
+    head, labeled = fitted([]), np.zeros(0, dtype=np.intp)
+    monitor = LoopMonitor(args.audit, random_state=seed).start(head, rows)
+    curve = [point(head, monitor.update(head, rows))]
+    for round_ in range(1, args.long_rounds + 1):
+        unlabeled = np.setdiff1d(rows, labeled)
+        query = random_query if round_ == 1 else get_strategy(strategy)
+        audit = np.zeros(0, dtype=np.intp) if round_ == 1 else \
+            unlabeled[monitor.audit_positions(round_, len(unlabeled), N_CLASSES)]
+        rest = np.setdiff1d(unlabeled, audit)
+        learner = _Learner(head, labeled if len(labeled) else None, y_pool[labeled] if len(labeled) else None)
+        picked = rest[np.asarray(split_result(query(learner, rest, n_instances=N_CLASSES - len(audit),
+                                                    random_state=round_seed(seed, round_)))[0])]
+        new = np.concatenate([picked, audit])
+        monitor.observe(head, new, y_pool[new], ids=new, audit=np.isin(new, audit) | (round_ == 1))
+        labeled = np.concatenate([labeled, new])
+        head = fitted(labeled)
+        curve.append(point(head, monitor.update(head, np.setdiff1d(rows, labeled))))
+    return curve
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["runs", "noise", "stopping"])
@@ -88,6 +134,8 @@ def main():
     parser.add_argument("--strategies", nargs="+", default=["cec", "random"])
     parser.add_argument("--audit", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--long-rounds", type=int, default=30)
+    parser.add_argument("--long-seeds", type=int, default=10, help="stopping: seeds 0 .. N-1")
     parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)
@@ -117,6 +165,23 @@ def main():
         store.write_text(json.dumps(results))
         print(f"{job}: final {records[-1]['accuracy']:.3f}, estimate {records[-1]['estimate']} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if "stopping" in args.parts:
+        from screen_strategies import embeddings
+
+        proxy = embeddings(argparse.Namespace(pool_per_class=args.pool_per_class, test_per_class=args.test_per_class,
+                                              model=args.model, image_size=args.image_size, cache_dir=args.cache_dir))
+        results.setdefault("stopping", [])
+        done = {(r["strategy"], r["seed"]) for r in results["stopping"]}
+        for seed in range(args.long_seeds):
+            for strategy in args.strategies:
+                if (strategy, seed) in done:
+                    continue
+                start = time.perf_counter()
+                curve = stopping_run(strategy, seed, proxy, args)
+                results["stopping"].append({"strategy": strategy, "seed": seed, "curve": curve})
+                store.write_text(json.dumps(results))
+                print(f"stopping {strategy} seed {seed}: {curve[-1]['accuracy']:.3f} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .assessment import assess
 from .calibration import TemperatureScaling, expected_calibration_error
-from .estimate import prediction_powered_accuracy
 from .stopping import DEFAULT_KAPPA_THRESHOLD, DEFAULT_KAPPA_WINDOW, is_stable, prediction_agreement
-from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order
+from .suspects import DEFAULT_SUSPECT_RATIO
 
 #: Share of every batch drawn at random for the accuracy estimate (see trust.md).
 DEFAULT_AUDIT_FRACTION = 0.2
@@ -215,7 +215,7 @@ class LoopMonitor(BaseEstimator):
             self._add(_take(X_pool, ids), self._positions(estimator, record["queried_labels"]),
                       np.asarray(record["queried_proba"], dtype=float), ids, [i in audit for i in ids])
         if self._proba:
-            self._refit()
+            self.calibrator_ = TemperatureScaling().fit(np.asarray(self._proba), np.asarray(self._labels))
         return self
 
     @staticmethod
@@ -237,9 +237,6 @@ class LoopMonitor(BaseEstimator):
         self._proba.extend(proba)
         self._ids.extend(int(i) for i in ids)
         self._audit.extend(bool(a) for a in audit)
-
-    def _refit(self):
-        self.calibrator_ = TemperatureScaling().fit(np.asarray(self._proba), np.asarray(self._labels))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -323,13 +320,11 @@ class LoopMonitor(BaseEstimator):
         self.kappas_.append(agreement["kappa"])
         estimate, suspects = None, []
         if self._proba:
-            self._refit()
-            held_out = self.calibrator_.transform(np.asarray(self._proba))
-            labels = np.asarray(self._labels)
-            pool = self.calibrate(estimator.predict_proba(X_unlabeled)) if len(X_unlabeled) else np.zeros((0, 2))
-            estimate = prediction_powered_accuracy(pool.max(axis=1), held_out.max(axis=1),
-                                                   held_out.argmax(axis=1) == labels, level=self.level)
-            suspects = np.asarray(self._ids)[suspect_order(held_out, labels, self.suspect_ratio)].tolist()
+            pool = np.asarray(estimator.predict_proba(X_unlabeled)) if len(X_unlabeled) else np.zeros((0, 2))
+            found = assess(np.asarray(self._proba), np.asarray(self._labels), pool, level=self.level,
+                           suspect_ratio=self.suspect_ratio)
+            self.calibrator_, estimate = found.calibrator, found.estimate
+            suspects = np.asarray(self._ids)[found.suspects].tolist()
         return {"estimate": None if estimate is None else estimate.as_dict(),
                 "kappa": agreement["kappa"], "changed": agreement["changed"],
                 "stable": is_stable(self.kappas_, self.kappa_threshold, self.kappa_window),

@@ -54,6 +54,9 @@ def _add_serve_arguments(p) -> None:
                             "classes' (UEO's unlabeled loss; default supervised)")
     model.add_argument("--seed", type=int, metavar="N", help="seed of training and queries (default 0)")
     model.add_argument("--device", metavar="NAME", help="torch device (default cpu)")
+    model.add_argument("--audit-fraction", type=float, metavar="F",
+                       help="share of each batch drawn at random, for the accuracy estimate in the header "
+                            "(default 0.2; 0: none)")
     server = p.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; any other address requires "
@@ -115,7 +118,7 @@ def serve_command(args) -> int:
         project, notes = open_project(
             args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
             strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-            fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+            fit_mode=args.fit_mode, seed=args.seed, device=args.device, audit_fraction=args.audit_fraction)
         from .server import serve   # the web stack: the 'app' extra
 
         s = project.settings

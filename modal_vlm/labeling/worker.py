@@ -6,8 +6,9 @@ One thread does all the model work, in this order:
 2. encode every readable image, in chunks through ``ClipPromptClassifier.transform``
    (progress shown; embeddings cached on disk in the project, so this happens once);
 3. whenever no batch is open: retrain on every label (a fresh prompt, seeded), then let the
-   strategy pick the next batch from the unlabeled images and store it with the model's
-   guesses; then save the classifier (``model.pkl``).
+   strategy pick the next batch from the unlabeled images (an audit share of it drawn at
+   random, :mod:`~modal_vlm.labeling.trust`) and store it with the model's guesses and their
+   calibrated confidence; then save the classifier (``model.pkl``).
 
 The worker then sleeps until :meth:`LabelingWorker.wake` (a finished batch, an edit). A
 failure is reported in :meth:`LabelingWorker.status` and the worker waits for the next
@@ -33,6 +34,7 @@ from skorch.callbacks import Callback
 from ..experiment import round_seed
 from ..runner.rundir import write_atomic
 from .scan import scan_images
+from .trust import ProjectTrust, choose_audit, stop_set
 
 #: Images per ``transform`` call while encoding the folder (one progress step each).
 ENCODE_CHUNK = 32
@@ -156,6 +158,8 @@ class LabelingWorker:
         self._status = {"phase": "starting", "message": "starting", "done": 0, "total": 0,
                         "error": None}
         self._thread = None
+        self.trust = ProjectTrust(project, store)
+        self._pool_proba = None      # (model key, image ids, raw probabilities) of the current model
 
     # -- control --------------------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class LabelingWorker:
         Returns
         -------
         dict
-            ``phase`` (``starting``, ``scanning``, ``encoding``, ``training``, ``querying``,
+            ``phase`` (``starting``, ``scanning``, ``encoding``, ``training``, ``scoring``, ``querying``,
             ``saving``, ``ready``: a batch is open, ``done``: nothing left to label,
             ``error``), ``message``, progress ``done`` / ``total``, ``error`` (the failure,
             or None).
@@ -321,6 +325,7 @@ class LabelingWorker:
         open_batch = self.store.batch()
         if self._needs_training(open_batch):
             self._train()
+        self._score_images()
         if open_batch is None:
             open_batch = self._query()   # on screen from here on
         if self.model_info is not None and not self.model_info["saved"]:
@@ -398,6 +403,41 @@ class LabelingWorker:
         return [image for image in self.store.images("ok")
                 if image["id"] not in states or states[image["id"]]["kind"] == "unlabel"]
 
+    def _model_key(self) -> int:
+        """The current model's training watermark (0: zero-shot)."""
+        return self.model_info["trained_through"] if self.model_info else 0
+
+    def _score_images(self):
+        """Once per model: its probabilities on every readable image (the estimate's pool, the
+        exports) and its predictions on the stop set, compared with the previous model's."""
+        key = self._model_key()
+        images = self.store.images("ok")
+        if self._pool_proba is not None and self._pool_proba[0] == key and len(self._pool_proba[1]) == len(images):
+            return
+        self._set("scoring", f"scoring {len(images)} images")
+        with self._model_lock:
+            clf = self._current()
+            proba = clf.predict_proba_from_features(clf.transform([self._path(image) for image in images])) \
+                if images else np.zeros((0, len(self.project.settings.classes)), np.float32)
+        ids = np.array([image["id"] for image in images], dtype=np.intp)
+        self._pool_proba = (key, ids, proba)
+        position = {int(i): k for k, i in enumerate(ids)}
+        classes = self.project.settings.classes
+        self.trust.record_model(key, {i: classes[int(proba[position[i]].argmax())]
+                                      for i in stop_set(ids.tolist(), self.project.settings.seed)})
+
+    def assessment(self):
+        """What the labels bought so far (:meth:`ProjectTrust.assessment`), or None before the
+        images are scored.
+
+        Returns
+        -------
+        tuple or None
+            ``(Assessment, pairs)``.
+        """
+        scored = self._pool_proba
+        return None if scored is None else self.trust.assessment(*scored)
+
     def _query(self):
         from modAL.models import ActiveLearner
 
@@ -410,22 +450,30 @@ class LabelingWorker:
         n = min(settings.images_per_batch, len(pool))
         self._set("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
         X_pool = np.array([self._path(image) for image in pool])
-        n_batches = len(self.store.batches())
+        number = len(self.store.batches()) + 1
+        audit = choose_audit(len(pool), n, number, settings)
+        rest = np.delete(np.arange(len(pool)), audit)
         labeled, y, _ = self._labeled()
+        calibrator = self.trust.calibrator()
         with self._model_lock:
             clf = self._current()
             learner = ActiveLearner(estimator=clf, query_strategy=get_strategy(settings.strategy))
             if labeled:  # what PCB's class counts and Coreset's distances read; no refit
                 learner.X_training = np.array([self._path(row) for row in labeled])
                 learner.y_training = np.asarray(y)
-            picked, _ = learner.query(X_pool, n_instances=n,
-                                      random_state=round_seed(settings.seed, n_batches + 1))
-            picked = np.asarray(picked, dtype=int).reshape(-1)
+            picked, _ = learner.query(X_pool[rest], n_instances=n - len(audit),
+                                      random_state=round_seed(settings.seed, number))
+            picked = np.concatenate([rest[np.asarray(picked, dtype=int).reshape(-1)], audit])
+            if len(audit):   # audit picks anywhere on the page, like any other card
+                picked = picked[np.random.default_rng([settings.seed, number]).permutation(len(picked))]
             proba = clf.predict_proba_from_features(clf.transform(X_pool[picked]))
-        items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(p.max()))
-                 for i, p in zip(picked, proba)]
+        shown = calibrator.transform(proba)
+        items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(p.max())) for i, p in zip(picked, shown)]
+        n_labels = self.model_info["n_labels"] if self.model_info else 0
+        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "calibrated": calibrator.fitted_}
+                  for i, p in zip(picked, proba)]
         round_ = self.model_info["round"] if self.model_info else 0
-        batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_)
+        batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_, scores=scores)
         return self.store.batch(batch_id)
 
     def _save_model(self):
@@ -442,22 +490,23 @@ class LabelingWorker:
     # -- exports --------------------------------------------------------------------------
 
     def predict(self):
-        """Class probabilities of every readable image under the current model.
+        """Calibrated class probabilities of every readable image under the current model.
 
         Returns
         -------
         images : list of dict
             The readable images (``id``, ``path``...).
         proba : ndarray of shape (n_images, n_classes)
-            Their probabilities (zero-shot before the first training).
+            Their probabilities (zero-shot before the first training), calibrated by the
+            labels so far (:mod:`~modal_vlm.labeling.trust`; unchanged before enough labels).
         """
         images = self.store.images("ok")
         with self._model_lock:
             clf = self._current()
             if not images:
                 return images, np.zeros((0, len(self.project.settings.classes)), np.float32)
-            return images, clf.predict_proba_from_features(
-                clf.transform([self._path(image) for image in images]))
+            proba = clf.predict_proba_from_features(clf.transform([self._path(image) for image in images]))
+        return images, self.trust.calibrator().transform(proba)
 
 
 __all__ = ["LabelingWorker", "TrainingProgress", "epochs_for", "make_classifier", "model_key"]
