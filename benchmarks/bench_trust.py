@@ -83,6 +83,38 @@ def loop_run(strategy, seed, audit, noise, data, args):
     return records, y_oracle
 
 
+def noise_refits(records, data, seed, args):
+    """At the last round of a noisy run: out-of-fold suspicion (5 refits, the comparison the
+    loop's free signal is measured against) and two refits on the labeled images, with the
+    true labels and with the monitor's flagged labels fixed."""
+    from sklearn.model_selection import StratifiedKFold, KFold
+
+    from modal_vlm.evaluation import TemperatureScaling, suspicion
+
+    X_pool, y_pool, X_test, y_test, names = data
+    y_oracle = oracle_labels(y_pool, 0.1, N_CLASSES, seed)
+    labeled = np.array([i for r in records for i in r["queried"]])
+    y_given = y_oracle[labeled]
+    flagged = np.array(records[-1]["suspect_labels"], dtype=int)
+
+    def accuracy(y):
+        clf = classifier(names, args, random_state=seed).fit(X_pool[labeled], y)
+        return float(clf.score(X_test, y_test))
+
+    fixed = y_given.copy()
+    fixed[np.isin(labeled, flagged)] = y_pool[labeled][np.isin(labeled, flagged)]
+    oof = np.zeros((len(labeled), N_CLASSES))
+    counts = np.bincount(y_given, minlength=N_CLASSES)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed) if counts[counts > 0].min() >= 5 \
+        else KFold(5, shuffle=True, random_state=seed)
+    for train, held in folds.split(labeled, y_given):
+        clf = classifier(names, args, random_state=seed).fit(X_pool[labeled[train]], y_given[train])
+        oof[held] = clf.predict_proba(X_pool[labeled[held]])
+    oof = TemperatureScaling().fit(oof, y_given).transform(oof)
+    return {"clean": accuracy(y_pool[labeled]), "fixed": accuracy(fixed),
+            "oof_suspicion": suspicion(oof, y_given).round(6).tolist()}
+
+
 def stopping_run(strategy, seed, data, args):
     """A long budget with the screen's linear head: accuracy and kappa after every round.
 
@@ -151,7 +183,9 @@ def main():
     jobs = []
     if "runs" in args.parts:
         jobs += [(s, seed, args.audit, 0.0) for seed in args.seeds for s in args.strategies]
-        jobs += [("cec", seed, 0.0, 0.0) for seed in args.seeds]
+        # CEC without audit picks: strategies.json holds it (the same loop, seeds and defaults);
+        # the first seed runs again here to check that it reproduces.
+        jobs += [("cec", seed, 0.0, 0.0) for seed in args.seeds[:1]]
     if "noise" in args.parts:
         jobs += [("cec", seed, args.audit, 0.1) for seed in args.seeds]
     done = {(r["strategy"], r["seed"], r["audit"], r["noise"]) for r in results["runs"]}
@@ -162,6 +196,8 @@ def main():
         records, _ = loop_run(*job, data, args)
         results["runs"].append({"strategy": job[0], "seed": job[1], "audit": job[2], "noise": job[3],
                                 "records": records})
+        if job[3]:
+            results["runs"][-1]["refits"] = noise_refits(records, data, job[1], args)
         store.write_text(json.dumps(results))
         print(f"{job}: final {records[-1]['accuracy']:.3f}, estimate {records[-1]['estimate']} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -25,13 +25,14 @@ my model?" page).
 >>> expected_calibration_error(y, scaler.transform(proba)) < expected_calibration_error(y, proba)
 True
 """
-from .assessment import Assessment, assess
+from .assessment import Assessment, HeldOutPairs, assess, fit_calibrator
 from .calibration import TemperatureScaling, expected_calibration_error
 from .estimate import AccuracyEstimate, audit_accuracy, prediction_powered_accuracy
 from .monitor import DEFAULT_AUDIT_FRACTION, LoopMonitor, audit_count
 from .stopping import is_stable, prediction_agreement
 from .suspects import flip_labels, suspect_order, suspicion
 
-__all__ = ["AccuracyEstimate", "Assessment", "DEFAULT_AUDIT_FRACTION", "LoopMonitor", "TemperatureScaling",
+__all__ = ["AccuracyEstimate", "Assessment", "DEFAULT_AUDIT_FRACTION", "HeldOutPairs", "LoopMonitor",
+           "TemperatureScaling", "fit_calibrator",
            "assess", "audit_accuracy", "audit_count", "expected_calibration_error", "flip_labels", "is_stable",
            "prediction_agreement", "prediction_powered_accuracy", "suspect_order", "suspicion"]

@@ -18,8 +18,8 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .assessment import assess
-from .calibration import TemperatureScaling, expected_calibration_error
+from .assessment import DEFAULT_CALIBRATION_DECAY, HeldOutPairs, assess, fit_calibrator
+from .calibration import expected_calibration_error
 from .stopping import DEFAULT_KAPPA_THRESHOLD, DEFAULT_KAPPA_WINDOW, is_stable, prediction_agreement
 from .suspects import DEFAULT_SUSPECT_RATIO
 
@@ -118,6 +118,9 @@ class LoopMonitor(BaseEstimator):
     suspect_ratio : float, default=DEFAULT_SUSPECT_RATIO
         A label is suspect when its class gets less than this share of the probability of
         the class predicted for it (see :func:`~modal_vlm.evaluation.suspect_order`).
+    calibration_decay : float, default=DEFAULT_CALIBRATION_DECAY
+        Weight factor per round of age of a pair in the calibration (see
+        :func:`~modal_vlm.evaluation.fit_calibrator`).
     random_state : int or None
         Seeds the stop set and the audit picks.
 
@@ -126,7 +129,10 @@ class LoopMonitor(BaseEstimator):
     stop_set_ : ndarray of int
         Positions in the pool of the stop set.
     calibrator_ : TemperatureScaling
-        Fitted on every pair so far (refitted by :meth:`update`).
+        Fitted on the pairs so far (:func:`~modal_vlm.evaluation.fit_calibrator`; refitted
+        by :meth:`update`).
+    pairs_ : HeldOutPairs
+        Every label observed so far.
     kappas_ : list of float or None
         Kappa between each model and the one before (None for the first).
 
@@ -151,13 +157,15 @@ class LoopMonitor(BaseEstimator):
 
     def __init__(self, audit_fraction=DEFAULT_AUDIT_FRACTION, *, level=0.9, stop_set_size=DEFAULT_STOP_SET_SIZE,
                  kappa_threshold=DEFAULT_KAPPA_THRESHOLD, kappa_window=DEFAULT_KAPPA_WINDOW,
-                 suspect_ratio=DEFAULT_SUSPECT_RATIO, random_state=None):
+                 suspect_ratio=DEFAULT_SUSPECT_RATIO, calibration_decay=DEFAULT_CALIBRATION_DECAY,
+                 random_state=None):
         self.audit_fraction = audit_fraction
         self.level = level
         self.stop_set_size = stop_set_size
         self.kappa_threshold = kappa_threshold
         self.kappa_window = kappa_window
         self.suspect_ratio = suspect_ratio
+        self.calibration_decay = calibration_decay
         self.random_state = random_state
 
     # -- set-up ---------------------------------------------------------------------------
@@ -171,8 +179,10 @@ class LoopMonitor(BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         if not isinstance(self.kappa_threshold, numbers.Real) or not -1 <= self.kappa_threshold <= 1:
             raise ValueError(f"kappa_threshold must be a number in [-1, 1], got {self.kappa_threshold!r}.")
-        if not isinstance(self.suspect_ratio, numbers.Real) or not 0 < self.suspect_ratio <= 1:
-            raise ValueError(f"suspect_ratio must be in (0, 1], got {self.suspect_ratio!r}.")
+        for name in ("suspect_ratio", "calibration_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}.")
 
     def _seed(self, *stream):
         return None if self.random_state is None else np.random.SeedSequence([int(self.random_state), *stream])
@@ -203,10 +213,11 @@ class LoopMonitor(BaseEstimator):
         self.stop_set_ = np.sort(rng.choice(n_pool, min(self.stop_set_size, n_pool), replace=False))
         self._X_stop = _take(X_pool, self.stop_set_)
         self._stop_predictions = self._predict(estimator, self._X_stop)
-        self._proba, self._labels, self._audit, self._ids, self._X = [], [], [], [], []
+        self._columns = {key: [] for key in ("proba", "labels", "audit", "shown", "rounds", "model_labels", "ids")}
+        self._X = []
         self.kappas_ = []
-        self.calibrator_ = TemperatureScaling().fit(np.zeros((0, 2)), np.zeros(0, dtype=int))
-        for record in history:
+        self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
+        for record in history:   # the same steps as observe and update took
             self.kappas_.append(record.get("kappa"))
             if "queried_proba" not in record:   # written before the monitor existed: no pairs
                 continue
@@ -214,9 +225,16 @@ class LoopMonitor(BaseEstimator):
             audit = set(record.get("audit", []))
             self._add(_take(X_pool, ids), self._positions(estimator, record["queried_labels"]),
                       np.asarray(record["queried_proba"], dtype=float), ids, [i in audit for i in ids])
-        if self._proba:
-            self.calibrator_ = TemperatureScaling().fit(np.asarray(self._proba), np.asarray(self._labels))
+            self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         return self
+
+    @property
+    def pairs_(self) -> HeldOutPairs:
+        """Every label observed so far, as :class:`~modal_vlm.evaluation.HeldOutPairs`."""
+        c = self._columns
+        n_classes = len(c["proba"][0]) if c["proba"] else 2
+        return HeldOutPairs(np.asarray(c["proba"], dtype=float).reshape(len(c["labels"]), n_classes), c["labels"],
+                            audit=c["audit"], shown=c["shown"], rounds=c["rounds"], model_labels=c["model_labels"])
 
     @staticmethod
     def _predict(estimator, X):
@@ -232,11 +250,16 @@ class LoopMonitor(BaseEstimator):
                              f"classifier's classes_ {classes[:10]}.") from None
 
     def _add(self, X, labels, proba, ids, audit):
+        """Record the pairs of one round, with the confidence the current calibration shows."""
+        c = self._columns
+        shown = self.calibrator_.transform(proba).max(axis=1) if self.calibrator_.fitted_ and len(proba) \
+            else np.full(len(proba), np.nan)
+        round_, learned = (c["rounds"][-1] + 1 if c["rounds"] else 1), len(c["labels"])
         self._X.extend(X)
-        self._labels.extend(int(c) for c in labels)
-        self._proba.extend(proba)
-        self._ids.extend(int(i) for i in ids)
-        self._audit.extend(bool(a) for a in audit)
+        for key, values in (("labels", labels), ("proba", proba), ("ids", ids), ("audit", audit), ("shown", shown)):
+            c[key].extend(np.asarray(values).tolist())
+        c["rounds"].extend([round_] * len(labels))
+        c["model_labels"].extend([learned] * len(labels))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -286,8 +309,8 @@ class LoopMonitor(BaseEstimator):
             ``queried_proba`` (the probabilities, rounded as a checkpoint stores them) and
             ``audit`` (the ids of the audit picks): what :meth:`start` needs to replay.
         """
-        n = len(X)
-        ids = np.arange(len(self._ids), len(self._ids) + n) if ids is None else np.asarray(ids, dtype=np.intp)
+        n, seen = len(X), len(self._columns["ids"])
+        ids = np.arange(seen, seen + n) if ids is None else np.asarray(ids, dtype=np.intp)
         audit = np.zeros(n, dtype=bool) if audit is None else np.asarray(audit, dtype=bool)
         if ids.shape != (n,) or audit.shape != (n,) or len(np.asarray(y)) != n:
             raise ValueError(f"X, y, ids and audit must describe the same {n} images.")
@@ -314,17 +337,17 @@ class LoopMonitor(BaseEstimator):
             ``suspect_labels`` (ids, most suspect first).
         """
         current = self._predict(estimator, self._X_stop)
-        agreement = prediction_agreement(self._stop_predictions, current) if self.kappas_ or self._proba \
+        agreement = prediction_agreement(self._stop_predictions, current) if self.kappas_ or self._columns["ids"] \
             else {"kappa": None, "changed": None}
         self._stop_predictions = current
         self.kappas_.append(agreement["kappa"])
         estimate, suspects = None, []
-        if self._proba:
+        if self._columns["ids"]:
             pool = np.asarray(estimator.predict_proba(X_unlabeled)) if len(X_unlabeled) else np.zeros((0, 2))
-            found = assess(np.asarray(self._proba), np.asarray(self._labels), pool, level=self.level,
-                           suspect_ratio=self.suspect_ratio)
+            found = assess(self.pairs_, pool, level=self.level, suspect_ratio=self.suspect_ratio,
+                           decay=self.calibration_decay)
             self.calibrator_, estimate = found.calibrator, found.estimate
-            suspects = np.asarray(self._ids)[found.suspects].tolist()
+            suspects = np.asarray(self._columns["ids"])[found.suspects].tolist()
         return {"estimate": None if estimate is None else estimate.as_dict(),
                 "kappa": agreement["kappa"], "changed": agreement["changed"],
                 "stable": is_stable(self.kappas_, self.kappa_threshold, self.kappa_window),

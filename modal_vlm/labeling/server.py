@@ -257,12 +257,11 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         found = worker.assessment()
         if found is None:
             return []
-        assessment, pairs = found
+        assessment, pairs, image_ids = found
         rows = {row["image_id"]: row for row in store.labels(("class",))}
-        held_out = assessment.calibrator.transform(pairs["proba"]) if len(pairs["labels"]) else []
         return [{**rows[image_id], "suspicion": round(float(assessment.suspicion[k]), 4),
-                 "suggestion": classes[int(held_out[k].argmax())]}
-                for k in assessment.suspects for image_id in [int(pairs["image_ids"][k])] if image_id in rows]
+                 "suggestion": classes[int(pairs.proba[k].argmax())]}
+                for k in assessment.suspects for image_id in [int(image_ids[k])] if image_id in rows]
 
     def state() -> dict:
         info = worker.model_info

@@ -527,11 +527,12 @@ class LabelStore:
         -------
         list of dict
             ``batch_id``, ``image_id``, ``audit`` (bool), ``model_labels``, ``proba`` (list
-            of float), ``calibrated`` (bool), and ``kind`` / ``label`` of the image's latest
-            event (None without one): in batch order, then display order.
+            of float), ``calibrated`` (bool), ``confidence`` (shown on the card), and
+            ``kind`` / ``label`` of the image's latest event (None without one): in batch
+            order, then display order.
         """
         rows = self._rows(
-            f"SELECT s.*, e.kind, e.label FROM batch_scores s JOIN batch_items b "
+            f"SELECT s.*, b.confidence, e.kind, e.label FROM batch_scores s JOIN batch_items b "
             f"ON b.batch_id = s.batch_id AND b.image_id = s.image_id LEFT JOIN ({LATEST}) e "
             f"ON e.image_id = s.image_id ORDER BY s.batch_id, b.position")
         for row in rows:

@@ -22,7 +22,8 @@ import threading
 
 import numpy as np
 
-from ..evaluation import LoopMonitor, TemperatureScaling, assess, is_stable, prediction_agreement
+from ..evaluation import (HeldOutPairs, LoopMonitor, TemperatureScaling, assess, fit_calibrator, is_stable,
+                          prediction_agreement)
 from ..evaluation.monitor import DEFAULT_STOP_SET_SIZE
 
 #: File of the project holding the stop set's predictions and the agreement history.
@@ -106,7 +107,7 @@ class ProjectTrust:
 
     # -- the test-then-train pairs ----------------------------------------------------------
 
-    def pairs(self) -> dict:
+    def pairs(self) -> tuple:
         """Labeled cards with the probabilities their model gave them before the label.
 
         Only images whose current decision is a class of the project count (an image later
@@ -115,30 +116,32 @@ class ProjectTrust:
 
         Returns
         -------
-        dict
-            ``proba`` (n, n_classes), ``labels`` (class positions), ``audit`` (bool),
-            ``image_ids``; arrays.
+        pairs : HeldOutPairs
+            Rounds are batch ids; ``shown`` is the card's confidence where it was calibrated.
+        image_ids : ndarray of int
+            The image of each pair.
         """
         classes = list(self.project.settings.classes)
         latest = {row["image_id"]: row for row in self.store.batch_scores()}   # an image queried again: its last card
         rows = [row for row in latest.values()
                 if row["kind"] == "class" and row["label"] in classes and len(row["proba"]) == len(classes)]
-        return {"proba": np.array([row["proba"] for row in rows], dtype=float).reshape(len(rows), len(classes)),
-                "labels": np.array([classes.index(row["label"]) for row in rows], dtype=np.intp),
-                "audit": np.array([row["audit"] for row in rows], dtype=bool),
-                "image_ids": np.array([row["image_id"] for row in rows], dtype=np.intp)}
+        pairs = HeldOutPairs(np.array([row["proba"] for row in rows], dtype=float).reshape(len(rows), len(classes)),
+                             [classes.index(row["label"]) for row in rows],
+                             audit=[row["audit"] for row in rows],
+                             shown=[row["confidence"] if row["calibrated"] else np.nan for row in rows],
+                             rounds=[row["batch_id"] for row in rows], model_labels=[row["model_labels"] for row in rows])
+        return pairs, np.array([row["image_id"] for row in rows], dtype=np.intp)
 
     def calibrator(self) -> TemperatureScaling:
-        """The calibration of the shown confidences, fitted on the pairs so far (what
-        :meth:`assessment` fits too).
+        """The calibration of the shown confidences, fitted on the pairs so far
+        (:func:`~modal_vlm.evaluation.fit_calibrator`, as :meth:`assessment`).
 
         Returns
         -------
         TemperatureScaling
             Fitted (``fitted_`` False before enough labels: probabilities unchanged).
         """
-        pairs = self.pairs()
-        return TemperatureScaling().fit(pairs["proba"], pairs["labels"])
+        return fit_calibrator(self.pairs()[0])
 
     def assessment(self, model_key, pool_ids, pool_proba):
         """:func:`~modal_vlm.evaluation.assess` of the current pairs and pool, cached until the
@@ -156,19 +159,20 @@ class ProjectTrust:
         Returns
         -------
         tuple
-            ``(Assessment, pairs)``.
+            ``(Assessment, pairs, image_ids)``: the pairs it rests on and their images
+            (:meth:`pairs`).
         """
         key = (model_key, self.store.last_event_id(), len(pool_ids))
         with self._lock:
             if self._cache[0] == key:
                 return self._cache[1]
-        pairs = self.pairs()
+        pairs, image_ids = self.pairs()
         unlabeled = set(self._unlabeled_ids())
         in_pool = np.array([i in unlabeled for i in pool_ids], dtype=bool)
-        found = assess(pairs["proba"], pairs["labels"], np.asarray(pool_proba)[in_pool])
+        found = assess(pairs, np.asarray(pool_proba)[in_pool])
         with self._lock:
-            self._cache = (key, (found, pairs))
-        return found, pairs
+            self._cache = (key, (found, pairs, image_ids))
+        return found, pairs, image_ids
 
     def _unlabeled_ids(self):
         states = self.store.states()

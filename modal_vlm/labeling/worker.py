@@ -433,7 +433,7 @@ class LabelingWorker:
         Returns
         -------
         tuple or None
-            ``(Assessment, pairs)``.
+            ``(Assessment, pairs, image_ids)``.
         """
         scored = self._pool_proba
         return None if scored is None else self.trust.assessment(*scored)

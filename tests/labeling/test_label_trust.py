@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHAPES, label_batch
 
-from modal_vlm.evaluation import TemperatureScaling
+from modal_vlm.evaluation import fit_calibrator
 from modal_vlm.labeling.trust import TRUST_FILE, stop_set
 
 pytest.importorskip("fastapi", reason="the labeling app needs the 'app' extra: pip install modal-vlm[app]")
@@ -37,6 +37,8 @@ def test_audit_picks_are_stored_but_never_shown(shapes, make_session, client_for
         assert all(len(row["proba"]) == len(SHAPES) and abs(sum(row["proba"]) - 1) < 1e-4 for row in scores)
         label_batch(client, truth)
     assert len(set(positions)) > 1                        # shuffled in: not always the same places
+    estimate = next_batch(client, worker)["estimate"]     # batch 3's audit picks had calibrated cards
+    assert estimate["n"] == 3 and 0 <= estimate["low"] <= estimate["accuracy"] <= estimate["high"] <= 1
 
 
 def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, client_for):
@@ -51,15 +53,13 @@ def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, cl
     label_batch(client, truth)
     third = next_batch(client, worker)
     assert all(item["calibrated"] is True for item in third["batch"]["items"])    # 12 labels checked
-    pairs = worker.trust.pairs()
-    scaler = TemperatureScaling().fit(pairs["proba"], pairs["labels"])
+    scaler = fit_calibrator(worker.trust.pairs()[0])
     rows = {row["image_id"]: row for row in store.batch_scores() if row["batch_id"] == third["batch"]["id"]}
     for item in third["batch"]["items"]:
         expected = scaler.transform(np.array([rows[item["image_id"]]["proba"]]))[0]
         assert item["confidence"] == pytest.approx(expected.max(), abs=1e-9)
         assert item["guess"] == SHAPES[int(expected.argmax())]
-    estimate = third["estimate"]
-    assert estimate["n"] == 12 and 0 <= estimate["low"] <= estimate["accuracy"] <= estimate["high"] <= 1
+    assert third["estimate"] is None   # no audit pick was scored with a calibrated confidence yet
     stability = third["stability"]
     assert stability["n"] == len(truth) and 0 <= stability["changed"] <= 1 and isinstance(third["stable"], bool)
     predictions = list(csv.DictReader(io.StringIO(client.get("/export/predictions.csv").text)))
@@ -86,8 +86,8 @@ def test_likely_wrong_lists_the_slips_most_suspect_first(shapes, make_session, c
         label_batch(client, truth, decide=careless)
         next_batch(client, worker)
     listed = client.get("/api/review", params={"filter": "suspect"}).json()["items"]
-    found, pairs = worker.assessment()
-    expected = [int(pairs["image_ids"][k]) for k in found.suspects]
+    found, _, image_ids = worker.assessment()
+    expected = [int(image_ids[k]) for k in found.suspects]
     assert [row["image_id"] for row in listed] == expected
     assert all(row["suggestion"] in SHAPES and row["suggestion"] != row["label"] for row in listed)
     assert [row["suspicion"] for row in listed] == sorted((row["suspicion"] for row in listed), reverse=True)
