@@ -15,7 +15,9 @@ labels that model had learned, and whether the image was an audit pick (drawn at
   how far the shown confidences fell from the truth on the audit pairs, the rectifier of
   prediction-powered inference. The shown confidence is the one computed *then*, by the
   calibration of the time, so the rectifier measures the whole procedure, its lag behind a
-  learning model included; audit picks make it unbiased whatever the strategy prefers.
+  learning model included; audit picks make it unbiased whatever the strategy prefers. The
+  interval adds the uncertainty of the current temperature (its standard error moves the
+  pool's mean confidence) to the rectifier's.
 * **Suspects**: the labels whose held-out calibrated probability is far below that of the
   class the model predicted (:func:`~modal_vlm.evaluation.suspect_order`).
 """
@@ -25,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calibration import TemperatureScaling
+from .calibration import TemperatureScaling, _log_proba, _softmax
 from .estimate import AccuracyEstimate, prediction_powered_accuracy
 from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order, suspicion
 
 #: Each round back, a pair weighs this many times less in the calibration (see trust.md).
-DEFAULT_CALIBRATION_DECAY = 0.5
+DEFAULT_CALIBRATION_DECAY = 0.7
 #: Fewer audit pairs with a shown calibrated confidence than this: no estimate yet.
 MIN_ESTIMATE_PAIRS = 3
 
@@ -155,6 +157,15 @@ class Assessment:
     suspicion: np.ndarray
 
 
+def _temperature_variance(calibrator, pool_proba) -> float:
+    """Variance of the pool's mean calibrated confidence from the temperature's uncertainty:
+    half the change between one standard error of ``log T`` up and down, squared."""
+    se = min(calibrator.log_temperature_se_, 3.0)   # beyond e^3 the range's bounds rule
+    log_p = _log_proba(pool_proba)
+    high, low = (_softmax(log_p / (calibrator.temperature_ * np.exp(sign * se))).max(axis=1).mean() for sign in (1, -1))
+    return float((low - high) / 2) ** 2
+
+
 def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
            decay=DEFAULT_CALIBRATION_DECAY) -> Assessment:
     """Calibrate, estimate the accuracy on the pool and flag suspect labels, from the pairs.
@@ -195,7 +206,8 @@ def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
         pool_proba = np.asarray(pool_proba, dtype=float)
         if checked.sum() >= MIN_ESTIMATE_PAIRS and len(pool_proba):
             estimate = prediction_powered_accuracy(calibrator.transform(pool_proba).max(axis=1), pairs.shown[checked],
-                                                   pairs.correct[checked], level=level)
+                                                   pairs.correct[checked], level=level,
+                                                   extra_variance=_temperature_variance(calibrator, pool_proba))
         score = suspicion(calibrated, pairs.labels)
         ranked = suspect_order(calibrated, pairs.labels, suspect_ratio)
     return Assessment(calibrator, estimate, ranked, score)

@@ -67,6 +67,11 @@ class TemperatureScaling:
         Whether ``temperature_`` comes from at least ``min_samples`` pairs.
     n_samples_ : int
         Pairs seen by ``fit``.
+    log_temperature_se_ : float
+        Standard error of ``log(temperature_)``, from the curvature of the (weighted)
+        likelihood and the effective sample size; ``inf`` when not ``fitted_``. A few dozen
+        labels leave the temperature uncertain by tens of percent, and estimates built on it
+        must say so (:func:`~modal_vlm.evaluation.assess`).
 
     Examples
     --------
@@ -117,7 +122,7 @@ class TemperatureScaling:
             raise ValueError("sample_weight must be finite, non-negative, one weight per sample.")
         self.n_samples_ = len(y)
         self.fitted_ = len(y) >= self.min_samples and weight.sum() > 0
-        self.temperature_ = 1.0
+        self.temperature_, self.log_temperature_se_ = 1.0, float("inf")
         if self.fitted_:
             rows = np.arange(len(y))
 
@@ -128,8 +133,12 @@ class TemperatureScaling:
                 return float(np.sum(weight * (log_z - shifted[rows, y])) / weight.sum())
 
             low, high = np.log(TEMPERATURE_RANGE)
-            self.temperature_ = float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded",
-                                                             options={"xatol": 1e-4}).x))
+            best = float(minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x)
+            self.temperature_ = float(np.exp(best))
+            step = 1e-2
+            curvature = (nll(best + step) - 2 * nll(best) + nll(best - step)) / step ** 2
+            n_effective = weight.sum() ** 2 / np.sum(weight ** 2)
+            self.log_temperature_se_ = float(1 / np.sqrt(curvature * n_effective)) if curvature > 0 else float("inf")
         return self
 
     def transform(self, proba) -> np.ndarray:

@@ -65,7 +65,7 @@ def _check_level(level) -> float:
     return float(level)
 
 
-def prediction_powered_accuracy(pool_confidence, confidence, correct, level=0.9, weight=None):
+def prediction_powered_accuracy(pool_confidence, confidence, correct, level=0.9, weight=None, extra_variance=0.0):
     """Prediction-powered estimate of a classifier's accuracy on a pool, with its interval.
 
     ``accuracy = mean(pool_confidence) + mean(correct - confidence)``, the interval from a
@@ -86,6 +86,9 @@ def prediction_powered_accuracy(pool_confidence, confidence, correct, level=0.9,
     weight : array-like of shape (n,), optional
         Non-negative weights of the labeled pairs (e.g. down-weighting older rounds);
         the effective sample size then replaces ``n`` in the standard error.
+    extra_variance : float, default=0.0
+        Variance of the pool's mean confidence from elsewhere (the uncertainty of a fitted
+        calibration), added to the estimate's.
 
     Returns
     -------
@@ -116,7 +119,7 @@ def prediction_powered_accuracy(pool_confidence, confidence, correct, level=0.9,
     rectifier = float(np.sum(w * residual))
     n_eff = 1.0 / float(np.sum(w ** 2))
     spread = float(np.sum(w * (residual - rectifier) ** 2)) * n_eff / max(n_eff - 1, 1e-12)
-    variance = spread / n_eff + float(np.var(pool_confidence, ddof=0)) / len(pool_confidence)
+    variance = spread / n_eff + float(np.var(pool_confidence, ddof=0)) / len(pool_confidence) + float(extra_variance)
     half = float(stats.t.ppf(0.5 + level / 2, df=max(n_eff - 1, 1))) * np.sqrt(variance)
     accuracy = float(np.clip(pool_confidence.mean() + rectifier, 0, 1))
     return AccuracyEstimate(accuracy, max(0.0, accuracy - half), min(1.0, accuracy + half), len(correct), level)
