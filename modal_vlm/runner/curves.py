@@ -20,6 +20,14 @@ def area_under_curve(n_labeled, accuracy) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
 
+def _by_strategy_and_round(records) -> dict:
+    """``{strategy: {round: [records]}}``, strategies in order of first appearance."""
+    grouped = {}
+    for r in records:
+        grouped.setdefault(r["strategy"], {}).setdefault(r["round"], []).append(r)
+    return grouped
+
+
 def learning_curves(records) -> dict:
     """Per strategy, the mean and std accuracy over seeds at each round.
 
@@ -42,11 +50,7 @@ def learning_curves(records) -> dict:
     {'n_labeled': [0], 'mean': [0.5], 'std': [0.25], 'n_seeds': [2]}
     """
     curves = {}
-    for strategy in dict.fromkeys(r["strategy"] for r in records):
-        by_round = {}
-        for r in records:
-            if r["strategy"] == strategy:
-                by_round.setdefault(r["round"], []).append(r)
+    for strategy, by_round in _by_strategy_and_round(records).items():
         rounds = sorted(by_round)
         accuracy = [np.array([r["accuracy"] for r in by_round[k]]) for k in rounds]
         curves[strategy] = {"n_labeled": [by_round[k][0]["n_labeled"] for k in rounds],
@@ -125,11 +129,7 @@ def estimate_curves(records) -> dict:
     [0.4]
     """
     curves = {}
-    for strategy in dict.fromkeys(r["strategy"] for r in records):
-        by_round = {}
-        for r in records:
-            if r["strategy"] == strategy:
-                by_round.setdefault(r["round"], []).append(r)
+    for strategy, by_round in _by_strategy_and_round(records).items():
         rounds = [k for k in sorted(by_round) if all(r.get("estimate") for r in by_round[k])]
         if rounds:
             curves[strategy] = {"n_labeled": [by_round[k][0]["n_labeled"] for k in rounds],
