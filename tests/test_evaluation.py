@@ -260,3 +260,11 @@ def test_monitor_checks_its_settings_and_labels():
     with pytest.raises(ValueError, match="the same 2 images"):
         monitor.observe(clf, np.arange(2), [0, 1], audit=[True])
     assert LoopMonitor(random_state=0).start(clf, np.arange(100)).stop_set_.tolist() == monitor.stop_set_.tolist()
+
+
+def test_the_temperatures_uncertainty_shrinks_with_the_pairs():
+    logits, y = calibrated_world(4000)
+    proba = softmax(logits / 0.5)
+    few, many = (TemperatureScaling().fit(proba[:n], y[:n]).log_temperature_se_ for n in (400, 4000))
+    assert few / many == pytest.approx(np.sqrt(10), rel=0.25) and 0 < many < 0.1
+    assert TemperatureScaling().fit(proba[:5], y[:5]).log_temperature_se_ == float("inf")

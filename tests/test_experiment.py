@@ -410,3 +410,16 @@ def test_a_run_directory_from_before_audit_picks_resumes_only_without_them(tmp_p
     with pytest.raises(RunDirectoryError, match=r"config.audit_fraction: 0.0 -> 0.2"):
         run_experiment(config.override(audit_fraction=0.2), tmp_path / "run", progress=False)
     assert run_experiment(config, tmp_path / "run", progress=False).records == result.records
+
+
+def test_the_plot_draws_the_estimate_beside_the_truth(tmp_path):
+    from modal_vlm.runner.curves import estimate_curves
+
+    records = [{"strategy": "cec", "seed": seed, "round": k, "n_labeled": 10 * k, "accuracy": 0.4 + 0.05 * k,
+                "estimate": None if k == 0 else {"accuracy": 0.38 + 0.05 * k, "low": 0.3 + 0.05 * k,
+                                                 "high": 0.5 + 0.05 * k, "n": 4 * k}}
+               for seed in (0, 1) for k in range(3)]
+    curve = estimate_curves(records)["cec"]
+    assert curve["n_labeled"] == [10, 20] and curve["low"] == pytest.approx([0.35, 0.4])
+    assert estimate_curves([{**r, "estimate": None} for r in records]) == {}
+    assert Image.open(plot_learning_curves(records, tmp_path / "curve.png")).size[0] > 300
