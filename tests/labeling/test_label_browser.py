@@ -205,7 +205,6 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         shown = browser.find_elements(By.CSS_SELECTOR, "#labels .card")
         assert [card.get_attribute("title") for card in shown] == [row["path"] for row in suspects]
         assert all("model thought:" in card.text for card in shown)
-        browser.save_screenshot(str(shots / "label-app-likely-wrong.png"))
     finally:
         server.terminate()
         server.wait(30)
