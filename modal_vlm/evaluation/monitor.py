@@ -214,7 +214,6 @@ class LoopMonitor(BaseEstimator):
         self._X_stop = _take(X_pool, self.stop_set_)
         self._stop_predictions = self._predict(estimator, self._X_stop)
         self._columns = {key: [] for key in ("proba", "labels", "audit", "shown", "rounds", "model_labels", "ids")}
-        self._X = []
         self.kappas_ = []
         self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         for record in history:   # the same steps as observe and update took
@@ -223,7 +222,7 @@ class LoopMonitor(BaseEstimator):
                 continue
             ids = np.asarray(record["queried"], dtype=np.intp)
             audit = set(record.get("audit", []))
-            self._add(_take(X_pool, ids), self._positions(estimator, record["queried_labels"]),
+            self._add(self._positions(estimator, record["queried_labels"]),
                       np.asarray(record["queried_proba"], dtype=float), ids, [i in audit for i in ids])
             self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         return self
@@ -249,13 +248,12 @@ class LoopMonitor(BaseEstimator):
             raise ValueError(f"labels {sorted(set(np.asarray(y).tolist()) - set(classes))[:10]} are not among the "
                              f"classifier's classes_ {classes[:10]}.") from None
 
-    def _add(self, X, labels, proba, ids, audit):
+    def _add(self, labels, proba, ids, audit):
         """Record the pairs of one round, with the confidence the current calibration shows."""
         c = self._columns
         shown = self.calibrator_.transform(proba).max(axis=1) if self.calibrator_.fitted_ and len(proba) \
             else np.full(len(proba), np.nan)
         round_, learned = (c["rounds"][-1] + 1 if c["rounds"] else 1), len(c["labels"])
-        self._X.extend(X)
         for key, values in (("labels", labels), ("proba", proba), ("ids", ids), ("audit", audit), ("shown", shown)):
             c[key].extend(np.asarray(values).tolist())
         c["rounds"].extend([round_] * len(labels))
@@ -315,7 +313,7 @@ class LoopMonitor(BaseEstimator):
         if ids.shape != (n,) or audit.shape != (n,) or len(np.asarray(y)) != n:
             raise ValueError(f"X, y, ids and audit must describe the same {n} images.")
         proba = _rounded(estimator.predict_proba(X)) if n else np.zeros((0, len(estimator.classes_)))
-        self._add(X, self._positions(estimator, y), proba, ids, audit)
+        self._add(self._positions(estimator, y), proba, ids, audit)
         return {"queried_proba": proba.tolist(), "audit": ids[audit].tolist()}
 
     def update(self, estimator, X_unlabeled) -> dict:
