@@ -187,6 +187,7 @@ def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
     Returns
     -------
     Assessment
+        The calibrator, the estimate (or None) and the suspects.
 
     Examples
     --------

@@ -50,7 +50,13 @@ class AccuracyEstimate:
     level: float = 0.9
 
     def as_dict(self) -> dict:
-        """The JSON record of ``rounds.json`` and ``/api/state``: ``accuracy``, ``low``, ``high``, ``n``."""
+        """The JSON record of ``rounds.json`` and ``/api/state``.
+
+        Returns
+        -------
+        dict
+            ``accuracy``, ``low``, ``high`` (rounded to 6 digits) and ``n``.
+        """
         return {"accuracy": round(float(self.accuracy), 6), "low": round(float(self.low), 6),
                 "high": round(float(self.high), 6), "n": int(self.n)}
 

@@ -78,6 +78,7 @@ def audit_count(audit_fraction, round_, n_instances) -> int:
     Returns
     -------
     int
+        Audit picks of the round, less than ``n_instances``.
 
     Raises
     ------
@@ -386,6 +387,7 @@ class LoopMonitor(BaseEstimator):
         Returns
         -------
         ndarray of shape (n, n_classes)
+            Rows summing to 1, with the same argmax as ``proba``.
         """
         return self.calibrator_.transform(proba)
 

@@ -67,6 +67,7 @@ def is_stable(kappas, threshold=DEFAULT_KAPPA_THRESHOLD, window=DEFAULT_KAPPA_WI
     Returns
     -------
     bool
+        True when the predictions count as stable.
 
     Examples
     --------

@@ -32,6 +32,7 @@ def suspicion(proba, y) -> np.ndarray:
     Returns
     -------
     ndarray of float64 of shape (n,)
+        One score per label.
 
     Examples
     --------

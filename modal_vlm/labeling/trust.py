@@ -81,6 +81,7 @@ def choose_audit(n_pool, n_instances, batch_number, settings) -> np.ndarray:
     Returns
     -------
     ndarray of int
+        Sorted positions; none for a batch without audit picks.
     """
     monitor = LoopMonitor(settings.audit_fraction, random_state=settings.seed)
     try:

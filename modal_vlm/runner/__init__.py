@@ -45,6 +45,22 @@ def oracle_labels(y_pool, label_noise, n_classes, seed):
     flipped (:func:`~modal_vlm.evaluation.flip_labels`, seeded by ``seed`` alone, so every
     strategy of a seed meets the same careless oracle).
 
+    Parameters
+    ----------
+    y_pool : array-like of int, shape (n_pool,)
+        The pool's true labels.
+    label_noise : float
+        Share of them to flip, in [0, 1).
+    n_classes : int
+        Number of classes.
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    ndarray of int, shape (n_pool,)
+        The oracle's labels.
+
     Examples
     --------
     >>> import numpy as np
