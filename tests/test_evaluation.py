@@ -124,10 +124,11 @@ def test_agreement_is_cohens_kappa():
 
 
 def test_stable_needs_a_full_window_at_the_threshold():
-    assert not is_stable([None, 0.999, 0.999])
-    assert is_stable([None, 0.5, 0.999, 0.999, 0.999])
-    assert not is_stable([None, 0.999, 0.999, 0.95])
+    assert not is_stable([None, 0.999, 0.999], threshold=0.99, window=3)
+    assert is_stable([None, 0.5, 0.999, 0.999, 0.999], threshold=0.99, window=3)
+    assert not is_stable([None, 0.999, 0.999, 0.95], threshold=0.99, window=3)
     assert is_stable([None, 0.96, 0.97, 0.98], threshold=0.97, window=3)
+    assert not is_stable([None] + [0.99] * 4) and is_stable([None] + [0.99] * 4 + [0.9])   # defaults: 5 rounds, 0.95
 
 
 # -- suspect labels -----------------------------------------------------------------------
