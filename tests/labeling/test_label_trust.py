@@ -130,3 +130,11 @@ def test_stop_set_is_stable_when_images_are_added():
     assert len(first) == 20 and len(grown) == 20
     assert set(grown) - set(range(100, 110)) <= set(first)   # an old image leaves only for a new one
     assert stop_set(range(100), seed=4, size=20) != first
+
+
+def test_the_apps_audit_default_is_the_libraries():
+    from modal_vlm.evaluation import DEFAULT_AUDIT_FRACTION
+    from modal_vlm.labeling import Settings
+    from modal_vlm.runner import RunConfig
+
+    assert Settings("x", ("a", "b")).audit_fraction == RunConfig().audit_fraction == DEFAULT_AUDIT_FRACTION
