@@ -96,26 +96,28 @@ def loop_run(strategy, seed, audit, noise, data, args):
     return records, y_oracle
 
 
+def refit_accuracy(records, data, seed, args, fixed=()):
+    """Test accuracy of a refit on a run's labeled images with the oracle's labels, those in
+    ``fixed`` replaced by the truth (every one: the true labels)."""
+    X_pool, y_pool, X_test, y_test, names = data
+    labeled = np.array([i for r in records for i in r["queried"]])
+    y = oracle_labels(y_pool, 0.1, N_CLASSES, seed)[labeled]
+    mend = np.isin(labeled, list(fixed))
+    y[mend] = y_pool[labeled][mend]
+    clf = classifier(names, args, random_state=seed).fit(X_pool[labeled], y)
+    return float(clf.score(X_test, y_test))
+
+
 def noise_refits(records, data, seed, args):
-    """At the last round of a noisy run: out-of-fold suspicion (5 refits, the comparison the
-    loop's free signal is measured against) and two refits on the labeled images, with the
-    true labels and with the monitor's flagged labels fixed."""
+    """At the last round of a noisy run: out-of-fold suspicion (5 refits on the labeled images,
+    the comparison the loop's free signal is measured against)."""
     from sklearn.model_selection import StratifiedKFold, KFold
 
     from modal_vlm.evaluation import TemperatureScaling, suspicion
 
     X_pool, y_pool, X_test, y_test, names = data
-    y_oracle = oracle_labels(y_pool, 0.1, N_CLASSES, seed)
     labeled = np.array([i for r in records for i in r["queried"]])
-    y_given = y_oracle[labeled]
-    flagged = np.array(records[-1]["suspect_labels"], dtype=int)
-
-    def accuracy(y):
-        clf = classifier(names, args, random_state=seed).fit(X_pool[labeled], y)
-        return float(clf.score(X_test, y_test))
-
-    fixed = y_given.copy()
-    fixed[np.isin(labeled, flagged)] = y_pool[labeled][np.isin(labeled, flagged)]
+    y_given = oracle_labels(y_pool, 0.1, N_CLASSES, seed)[labeled]
     oof = np.zeros((len(labeled), N_CLASSES))
     counts = np.bincount(y_given, minlength=N_CLASSES)
     folds = StratifiedKFold(5, shuffle=True, random_state=seed) if counts[counts > 0].min() >= 5 \
@@ -124,8 +126,7 @@ def noise_refits(records, data, seed, args):
         clf = classifier(names, args, random_state=seed).fit(X_pool[labeled[train]], y_given[train])
         oof[held] = clf.predict_proba(X_pool[labeled[held]])
     oof = TemperatureScaling().fit(oof, y_given).transform(oof)
-    return {"clean": accuracy(y_pool[labeled]), "fixed": accuracy(fixed),
-            "oof_suspicion": suspicion(oof, y_given).round(6).tolist()}
+    return {"oof_suspicion": suspicion(oof, y_given).round(6).tolist()}
 
 
 def stopping_run(strategy, seed, data, args):
@@ -347,7 +348,7 @@ def stopping_table(results, replays):
 
 
 def suspects_table(results, args):
-    from modal_vlm.evaluation import HeldOutPairs, fit_calibrator, suspect_order
+    from modal_vlm.evaluation import assess
 
     runs = [r for r in results["runs"] if r["noise"]]
     if not runs:
@@ -356,7 +357,7 @@ def suspects_table(results, args):
              f"CEC with 10 % of the oracle's answers flipped (seeded, the same for every strategy of a seed), audit "
              f"share {runs[0]['audit']}, 80 labels. Flags: the labels whose held-out calibrated probability is "
              "below `ratio` times that of the predicted class. Held out: the probabilities the model gave each "
-             "image before it learned it (free: the loop's pairs); 5-fold: out-of-fold probabilities of five refits "
+             "image before it learned it, calibrated as they were then (free: the loop's pairs); 5-fold: out-of-fold probabilities of five refits "
              "on the 80 labels (five extra trainings). Accuracy: refits on the 80 labeled images with the oracle's "
              "labels, with the flagged ones fixed, and with the true labels.", "",
              "| signal | ratio | flips | flagged | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
@@ -365,12 +366,12 @@ def suspects_table(results, args):
         replayed, monitor, y_given, y_true = replay(run, args)
         pairs, ids = monitor.pairs_, np.asarray(monitor._columns["ids"])
         flipped = set(ids[y_given[ids] != y_true[ids]].tolist())
-        held = fit_calibrator(pairs).transform(pairs.proba)
+        held_out = assess(pairs, np.zeros((0, pairs.proba.shape[1]))).suspicion
         oof_score = np.asarray(run["refits"]["oof_suspicion"])
         for ratio in SUSPECT_RATIOS:
-            for signal, flagged in [("held out (default)" if ratio == 0.25 else "held out",
-                                     set(ids[suspect_order(held, pairs.labels, ratio)].tolist())),
-                                    ("5-fold refits", set(ids[oof_score > 1 - ratio].tolist()))]:
+            for signal, score in [("held out (default)" if ratio == 0.25 else "held out", held_out),
+                                  ("5-fold refits", oof_score)]:
+                flagged = set(ids[score > 1 - ratio].tolist())
                 hit = len(flagged & flipped)
                 rows.setdefault((signal, ratio), []).append((len(flipped), len(flagged), hit))
     for (signal, ratio), counts in rows.items():
@@ -469,6 +470,16 @@ def main():
                 store.write_text(json.dumps(results))
                 print(f"stopping {strategy} seed {seed}: {curve[-1]['accuracy']:.3f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
+    for run in results["runs"]:   # refits with the flags of this version's monitor fixed
+        if not run["noise"]:
+            continue
+        flags = replay(run, args)[0][-1]["suspect_labels"]
+        refits = run["refits"]
+        if refits.get("fixed_flags") != flags:
+            refits.setdefault("clean", refit_accuracy(run["records"], data, run["seed"], args,
+                                                      fixed=range(len(data[1]))))
+            refits.update(fixed=refit_accuracy(run["records"], data, run["seed"], args, fixed=flags), fixed_flags=flags)
+            store.write_text(json.dumps(results))
     write_tables(results, args)
 
 

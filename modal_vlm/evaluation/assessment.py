@@ -3,8 +3,9 @@ and the suspect labels, in one call that every front end shares (the runner's
 :class:`~modal_vlm.evaluation.LoopMonitor`, the labeling app, a Label Studio backend).
 
 A *pair* is one labeled image as the loop saw it before learning it: the probabilities the
-model gave it, the label, the confidence the front end showed for it, the round, how many
-labels that model had learned, and whether the image was an audit pick (drawn at random).
+model gave it, the label, the temperature that calibrated what the front end showed for it,
+the round, how many labels that model had learned, and whether the image was an audit pick
+(drawn at random).
 
 * **Calibration**: temperature scaling on the pairs, the most recent rounds weighing most
   (each round back counts ``decay`` times less) and the zero-shot model's pairs left out once
@@ -18,8 +19,10 @@ labels that model had learned, and whether the image was an audit pick (drawn at
   learning model included; audit picks make it unbiased whatever the strategy prefers. The
   interval adds the uncertainty of the current temperature (its standard error moves the
   pool's mean confidence) to the rectifier's.
-* **Suspects**: the labels whose held-out calibrated probability is far below that of the
-  class the model predicted (:func:`~modal_vlm.evaluation.suspect_order`).
+* **Suspects**: the labels whose held-out probability, calibrated as it was then, is far below
+  that of the class the model predicted (:func:`~modal_vlm.evaluation.suspect_order`): a weak
+  early model, calibrated by its own soft temperature, flags little; the same probabilities
+  sharpened by a later model's temperature would flag half its labels.
 """
 from __future__ import annotations
 
@@ -56,9 +59,9 @@ class HeldOutPairs:
         The labels given, as class positions (columns of ``proba``).
     audit : array-like of bool, shape (n,), optional
         Drawn at random from the unlabeled images (default: none).
-    shown : array-like of float, shape (n,), optional
-        The calibrated confidence shown for the image when it was scored; NaN where no
-        calibration existed yet (default: all NaN).
+    temperature : array-like of float, shape (n,), optional
+        The temperature that calibrated the confidence shown for the image when it was
+        scored; NaN where no calibration existed yet (default: all NaN).
     rounds : array-like of int, shape (n,), optional
         The round (batch) each image was labeled in (default: all 1).
     model_labels : array-like of int, shape (n,), optional
@@ -66,18 +69,19 @@ class HeldOutPairs:
 
     Examples
     --------
-    >>> pairs = HeldOutPairs([[0.9, 0.1], [0.3, 0.7]], [0, 0], audit=[True, False])
-    >>> len(pairs), pairs.correct.tolist()
-    (2, [True, False])
+    >>> pairs = HeldOutPairs([[0.9, 0.1], [0.3, 0.7]], [0, 0], audit=[True, False], temperature=[np.nan, 2.0])
+    >>> len(pairs), pairs.correct.tolist(), pairs.shown.round(3).tolist()
+    (2, [True, False], [nan, 0.604])
     """
 
     proba: np.ndarray
     labels: np.ndarray
     audit: np.ndarray = None
-    shown: np.ndarray = None
+    temperature: np.ndarray = None
     rounds: np.ndarray = None
     model_labels: np.ndarray = None
     correct: np.ndarray = field(init=False, repr=False)
+    shown: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
         labels = np.asarray(self.labels, dtype=np.intp).reshape(-1)
@@ -87,7 +91,7 @@ class HeldOutPairs:
             proba = np.zeros((0, proba.shape[1] if proba.ndim == 2 else 2))
         elif proba.ndim != 2 or len(proba) != n:
             raise ValueError(f"proba must be (n_pairs, n_classes) with one row per label, got shape {proba.shape}.")
-        defaults = {"audit": (False, bool), "shown": (np.nan, float), "rounds": (1, np.intp),
+        defaults = {"audit": (False, bool), "temperature": (np.nan, float), "rounds": (1, np.intp),
                     "model_labels": (1, np.intp)}
         for name, (default, dtype) in defaults.items():
             value = getattr(self, name)
@@ -96,6 +100,23 @@ class HeldOutPairs:
         object.__setattr__(self, "proba", proba)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "correct", proba.argmax(axis=1) == labels if n else np.zeros(0, dtype=bool))
+        object.__setattr__(self, "shown", self.calibrated().max(axis=1) if n else np.zeros(0))
+
+    def calibrated(self, fallback=np.nan) -> np.ndarray:
+        """Each pair's probabilities calibrated by its own temperature (``fallback`` where none).
+
+        Parameters
+        ----------
+        fallback : float, default=nan
+            Temperature of the pairs scored before any calibration (NaN leaves their rows NaN).
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            ``softmax(log(proba) / temperature)`` row by row; ``shown`` is its maximum.
+        """
+        temperature = np.where(np.isnan(self.temperature), fallback, self.temperature)
+        return _softmax(_log_proba(self.proba) / temperature[:, None])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -194,15 +215,16 @@ def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
     >>> import numpy as np
     >>> proba = np.full((40, 3), 0.05); proba[np.arange(40), np.arange(40) % 3] = 0.9
     >>> labels = np.arange(40) % 3; labels[:4] = (labels[:4] + 1) % 3   # four slips
-    >>> shown = np.where(np.arange(40) < 20, np.nan, 0.9)               # calibrated from the 21st on
-    >>> found = assess(HeldOutPairs(proba, labels, audit=np.arange(40) % 2 == 0, shown=shown), proba)
+    >>> temperature = np.where(np.arange(40) < 20, np.nan, 1.0)         # calibrated from the 21st on
+    >>> found = assess(HeldOutPairs(proba, labels, audit=np.arange(40) % 2 == 0, temperature=temperature), proba)
     >>> found.estimate.n, sorted(found.suspects.tolist())
     (10, [0, 1, 2, 3])
     """
     calibrator = fit_calibrator(pairs, decay)
     estimate, ranked, score = None, np.zeros(0, dtype=np.intp), np.zeros(0)
     if len(pairs):
-        calibrated = calibrator.transform(pairs.proba)
+        first = pairs.temperature[~np.isnan(pairs.temperature)]   # the pairs scored before any calibration:
+        calibrated = pairs.calibrated(first[0] if len(first) else calibrator.temperature_)   # the first one made
         checked = pairs.audit & ~np.isnan(pairs.shown)
         pool_proba = np.asarray(pool_proba, dtype=float)
         if checked.sum() >= MIN_ESTIMATE_PAIRS and len(pool_proba):

@@ -214,7 +214,8 @@ class LoopMonitor(BaseEstimator):
         self.stop_set_ = np.sort(rng.choice(n_pool, min(self.stop_set_size, n_pool), replace=False))
         self._X_stop = _take(X_pool, self.stop_set_)
         self._stop_predictions = self._predict(estimator, self._X_stop)
-        self._columns = {key: [] for key in ("proba", "labels", "audit", "shown", "rounds", "model_labels", "ids")}
+        self._columns = {key: [] for key in ("proba", "labels", "audit", "temperature", "rounds", "model_labels",
+                                             "ids")}
         self.kappas_ = []
         self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         for record in history:   # the same steps as observe and update took
@@ -234,7 +235,8 @@ class LoopMonitor(BaseEstimator):
         c = self._columns
         n_classes = len(c["proba"][0]) if c["proba"] else 2
         return HeldOutPairs(np.asarray(c["proba"], dtype=float).reshape(len(c["labels"]), n_classes), c["labels"],
-                            audit=c["audit"], shown=c["shown"], rounds=c["rounds"], model_labels=c["model_labels"])
+                            audit=c["audit"], temperature=c["temperature"], rounds=c["rounds"],
+                            model_labels=c["model_labels"])
 
     @staticmethod
     def _predict(estimator, X):
@@ -250,13 +252,13 @@ class LoopMonitor(BaseEstimator):
                              f"classifier's classes_ {classes[:10]}.") from None
 
     def _add(self, labels, proba, ids, audit):
-        """Record the pairs of one round, with the confidence the current calibration shows."""
+        """Record the pairs of one round, with the temperature of the confidence shown for them."""
         c = self._columns
-        shown = self.calibrator_.transform(proba).max(axis=1) if self.calibrator_.fitted_ and len(proba) \
-            else np.full(len(proba), np.nan)
+        temperature = self.calibrator_.temperature_ if self.calibrator_.fitted_ else np.nan
         round_, learned = (c["rounds"][-1] + 1 if c["rounds"] else 1), len(c["labels"])
-        for key, values in (("labels", labels), ("proba", proba), ("ids", ids), ("audit", audit), ("shown", shown)):
+        for key, values in (("labels", labels), ("proba", proba), ("ids", ids), ("audit", audit)):
             c[key].extend(np.asarray(values).tolist())
+        c["temperature"].extend([temperature] * len(labels))
         c["rounds"].extend([round_] * len(labels))
         c["model_labels"].extend([learned] * len(labels))
 

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS batch_scores (    -- the test-then-train pairs (modal
     audit INTEGER NOT NULL,                   -- drawn at random, not by the strategy (never shown)
     model_labels INTEGER NOT NULL,            -- labels the model that scored it was trained on
     proba TEXT NOT NULL,                      -- that model's probabilities (JSON), before the label
-    calibrated INTEGER NOT NULL,              -- whether batch_items.confidence is calibrated
+    temperature REAL,                         -- calibrated batch_items.confidence; NULL: not calibrated
     PRIMARY KEY (batch_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_image ON events (image_id, id);
@@ -486,7 +486,8 @@ class LabelStore:
         scores : sequence of dict, optional
             One per item, stored with it for :mod:`modal_vlm.evaluation`: ``audit`` (drawn
             at random), ``model_labels``, ``proba`` (list of float: the model's probabilities
-            before the label) and ``calibrated`` (whether ``confidence`` is calibrated).
+            before the label) and ``temperature`` (that calibrated ``confidence``; None: not
+            calibrated).
 
         Returns
         -------
@@ -516,7 +517,8 @@ class LabelStore:
                             for position, (image_id, guess, confidence) in enumerate(items)])
             db.executemany("INSERT INTO batch_scores VALUES (?, ?, ?, ?, ?, ?)",
                            [(batch_id, int(image_id), int(bool(score["audit"])), int(score["model_labels"]),
-                             json.dumps([float(p) for p in score["proba"]]), int(bool(score["calibrated"])))
+                             json.dumps([float(p) for p in score["proba"]]),
+                             None if score["temperature"] is None else float(score["temperature"]))
                             for (image_id, _, _), score in zip(items, scores or [])])
         return batch_id
 
@@ -527,7 +529,8 @@ class LabelStore:
         -------
         list of dict
             ``batch_id``, ``image_id``, ``audit`` (bool), ``model_labels``, ``proba`` (list
-            of float), ``calibrated`` (bool), ``confidence`` (shown on the card), and
+            of float), ``temperature`` (None: not calibrated), ``confidence`` (shown on the
+            card), and
             ``kind`` / ``label`` of the image's latest event (None without one): in batch
             order, then display order.
         """
@@ -536,7 +539,7 @@ class LabelStore:
             f"ON b.batch_id = s.batch_id AND b.image_id = s.image_id LEFT JOIN ({LATEST}) e "
             f"ON e.image_id = s.image_id ORDER BY s.batch_id, b.position")
         for row in rows:
-            row.update(audit=bool(row["audit"]), calibrated=bool(row["calibrated"]), proba=json.loads(row["proba"]))
+            row.update(audit=bool(row["audit"]), proba=json.loads(row["proba"]))
         return rows
 
     def batch(self, batch_id=None):
@@ -564,13 +567,14 @@ class LabelStore:
             return None
         batch = rows[0]
         batch["items"] = self._rows(
-            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, s.calibrated, e.kind, e.label "
+            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, s.temperature IS NOT NULL "
+            "AS calibrated, s.batch_id AS scored, e.kind, e.label "
             "FROM batch_items b JOIN images i ON i.id = b.image_id LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = b.batch_id AND image_id = b.image_id) "
             "LEFT JOIN batch_scores s ON s.batch_id = b.batch_id AND s.image_id = b.image_id "
             "WHERE b.batch_id = ? ORDER BY b.position", (batch["id"],))
         for item in batch["items"]:   # the audit flag stays in batch_scores: a page must not see it
-            item["calibrated"] = None if item["calibrated"] is None else bool(item["calibrated"])
+            item["calibrated"] = None if item.pop("scored") is None else bool(item["calibrated"])
         return batch
 
     def batches(self) -> list[dict]:

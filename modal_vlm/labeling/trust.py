@@ -118,7 +118,7 @@ class ProjectTrust:
         Returns
         -------
         pairs : HeldOutPairs
-            Rounds are batch ids; ``shown`` is the card's confidence where it was calibrated.
+            Rounds are batch ids; each card's temperature where its confidence was calibrated.
         image_ids : ndarray of int
             The image of each pair.
         """
@@ -129,7 +129,7 @@ class ProjectTrust:
         pairs = HeldOutPairs(np.array([row["proba"] for row in rows], dtype=float).reshape(len(rows), len(classes)),
                              [classes.index(row["label"]) for row in rows],
                              audit=[row["audit"] for row in rows],
-                             shown=[row["confidence"] if row["calibrated"] else np.nan for row in rows],
+                             temperature=[np.nan if row["temperature"] is None else row["temperature"] for row in rows],
                              rounds=[row["batch_id"] for row in rows], model_labels=[row["model_labels"] for row in rows])
         return pairs, np.array([row["image_id"] for row in rows], dtype=np.intp)
 

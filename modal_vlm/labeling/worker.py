@@ -470,7 +470,8 @@ class LabelingWorker:
         shown = calibrator.transform(proba)
         items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(p.max())) for i, p in zip(picked, shown)]
         n_labels = self.model_info["n_labels"] if self.model_info else 0
-        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "calibrated": calibrator.fitted_}
+        temperature = calibrator.temperature_ if calibrator.fitted_ else None
+        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "temperature": temperature}
                   for i, p in zip(picked, proba)]
         round_ = self.model_info["round"] if self.model_info else 0
         batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_, scores=scores)
