@@ -480,7 +480,8 @@ def main():
                                                       fixed=range(len(data[1]))))
             refits.update(fixed=refit_accuracy(run["records"], data, run["seed"], args, fixed=flags), fixed_flags=flags)
             store.write_text(json.dumps(results))
-    write_tables(results, args)
+    if any(not run["noise"] for run in results["runs"]):
+        write_tables(results, args)
 
 
 if __name__ == "__main__":
