@@ -57,7 +57,7 @@ CALIBRATION_ROUNDS = (0, 1, 2, 4, 8)
 THRESHOLDS, WINDOWS = (0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99), (2, 3, 5)
 #: Suspect-label rules compared: the held-out probability of the given class below this share
 #: of the predicted class's.
-SUSPECT_RATIOS = (0.1, 0.25, 0.5)
+SUSPECT_RATIOS = (0.1, 0.25, 0.35, 0.5)
 
 
 class RecordingMonitor(LoopMonitor):
@@ -215,7 +215,7 @@ def replay(run, args, **monitor_params):
         if len(pairs):
             one = TemperatureScaling().fit(pairs.proba, pairs.labels)
             entry["ece_one_temperature"] = expected_calibration_error(y_test, one.transform(T[r]))
-            every = HeldOutPairs(pairs.proba, pairs.labels, audit=np.ones(len(pairs), bool), shown=pairs.shown,
+            every = HeldOutPairs(pairs.proba, pairs.labels, audit=np.ones(len(pairs), bool), temperature=pairs.temperature,
                                  rounds=pairs.rounds, model_labels=pairs.model_labels)
             est = assess(every, P[r][unlabeled]).estimate
             entry["estimate_all_pairs"] = None if est is None else est.as_dict()
