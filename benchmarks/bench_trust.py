@@ -391,9 +391,19 @@ def suspects_table(results, args):
     return lines
 
 
+def write_figure(main_runs, replays, path):
+    """The runner's learning-curve plot of the main runs, with this version's estimates."""
+    from modal_vlm.runner.curves import plot_learning_curves
+
+    records = [{"strategy": run["strategy"], "seed": run["seed"], **record, "estimate": entry["estimate"]}
+               for run, entries in zip(main_runs, replays) for record, entry in zip(run["records"], entries)]
+    plot_learning_curves(records, path, title="CIFAR-10, default offline model: test accuracy and the estimate")
+
+
 def write_tables(results, args):
     main_runs = [r for r in results["runs"] if r["audit"] == args.audit and not r["noise"]]
     replays = Replays([replay(run, args)[0] for run in main_runs], [r["strategy"] for r in main_runs])
+    write_figure(main_runs, replays, args.figure)
     seeds = sorted({r["seed"] for r in main_runs})
     lines = ["# What the labels bought: calibration, estimate, stopping, suspect labels", "",
              f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
@@ -423,6 +433,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trust.md"))
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "_static" / "trust-estimate.png"),
+                        help="the learning-curve plot with the estimate's band")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
