@@ -485,23 +485,22 @@ def main():
         store.write_text(json.dumps(results))
         print(f"{job}: final {records[-1]['accuracy']:.3f}, estimate {records[-1]['estimate']} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    if "stopping" in args.parts:
+    results.setdefault("stopping", [])
+    done = {(r["strategy"], r["seed"]) for r in results["stopping"]}
+    todo = [(strategy, seed) for seed in range(args.long_seeds) for strategy in args.strategies
+            if "stopping" in args.parts and (strategy, seed) not in done]
+    if todo:
         from screen_strategies import embeddings
 
         proxy = embeddings(argparse.Namespace(pool_per_class=args.pool_per_class, test_per_class=args.test_per_class,
                                               model=args.model, image_size=args.image_size, cache_dir=args.cache_dir))
-        results.setdefault("stopping", [])
-        done = {(r["strategy"], r["seed"]) for r in results["stopping"]}
-        for seed in range(args.long_seeds):
-            for strategy in args.strategies:
-                if (strategy, seed) in done:
-                    continue
-                start = time.perf_counter()
-                curve = stopping_run(strategy, seed, proxy, args)
-                results["stopping"].append({"strategy": strategy, "seed": seed, "curve": curve})
-                store.write_text(json.dumps(results))
-                print(f"stopping {strategy} seed {seed}: {curve[-1]['accuracy']:.3f} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+    for strategy, seed in todo:
+        start = time.perf_counter()
+        curve = stopping_run(strategy, seed, proxy, args)
+        results["stopping"].append({"strategy": strategy, "seed": seed, "curve": curve})
+        store.write_text(json.dumps(results))
+        print(f"stopping {strategy} seed {seed}: {curve[-1]['accuracy']:.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
     for run in results["runs"]:   # refits with the flags of this version's monitor fixed
         if not run["noise"]:
             continue
