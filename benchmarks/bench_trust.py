@@ -1,8 +1,8 @@
 """What the labels bought, measured: calibration, the accuracy estimate, the stopping signal
 and suspect labels (``modal_vlm.evaluation``), on the shared CIFAR-10 data.
 
-Parts (each resumable; results in the JSON file beside ``--out``, raw probabilities in the
-cache folder):
+Parts (each resumable; results in the JSON file beside ``--out``, the probabilities of every
+round in the cache folder, which ``--table-only`` reads too):
 
 ``runs``
     The runner's loop (:func:`modal_vlm.experiment.run_active_learning` with the runner's
@@ -82,6 +82,10 @@ class RecordingMonitor(LoopMonitor):
 def classifier(names, args, **params):
     return ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size, verbose=0,
                                 cache_dir=args.cache_dir, **params)
+
+
+#: What the JSON keeps of a round record (the tables replay the rest from the cached probabilities).
+KEPT = ("round", "n_labeled", "accuracy", "queried", "audit", "estimate", "stable", "kappa", "suspect_labels")
 
 
 def loop_run(strategy, seed, audit, noise, data, args):
@@ -479,7 +483,7 @@ def main():
         start = time.perf_counter()
         records, _ = loop_run(*job, data, args)
         results["runs"].append({"strategy": job[0], "seed": job[1], "audit": job[2], "noise": job[3],
-                                "records": records})
+                                "records": [{key: r[key] for key in KEPT} for r in records]})
         if job[3]:
             results["runs"][-1]["refits"] = noise_refits(records, data, job[1], args)
         store.write_text(json.dumps(results))
