@@ -212,13 +212,13 @@ def fill_generated_content(app, docname, source):
 
 def always_reread(app, env, added, changed, removed):
     # Their content comes from outside docs/: re-read them on every build.
-    return [name for name in ("results", "experiments", "contracts") if name in env.found_docs]
+    return [name for name in ("results", "experiments", "contracts", "trust") if name in env.found_docs]
 
 
 # Pages that may be missing while a feature is being written; the user guide lists only
 # those that exist (so no toctree ever points at a missing file).
 USER_GUIDE = ["installation", "quickstart", "inputs", "strategies", "ueo", "contracts", "experiments",
-              "labeling", "labelstudio", "performance", "scale", "results"]
+              "labeling", "labelstudio", "trust", "performance", "scale", "results"]
 USER_GUIDE_MARKER = ".. user-guide-toctree::"
 
 

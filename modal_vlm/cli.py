@@ -34,7 +34,7 @@ SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_si
                  "split_seed": "split_seed", "max_per_class": "max_per_class",
                  "max_test_per_class": "max_test_per_class", "on_bad_image": "on_bad_image",
                  "strategy": "strategies", "seed": "seeds", "rounds": "rounds", "budget": "budget",
-                 "first_round": "first_round"}
+                 "first_round": "first_round", "audit_fraction": "audit_fraction", "label_noise": "label_noise"}
 #: ``run`` options that set a ``ClipPromptClassifier`` parameter.
 CLASSIFIER_FLAGS = {"model": "model_name", "pretrained": "pretrained", "epochs": "max_epochs",
                     "lr": "lr", "batch_size": "batch_size", "image_size": "image_size",
@@ -42,11 +42,13 @@ CLASSIFIER_FLAGS = {"model": "model_name", "pretrained": "pretrained", "epochs":
 
 
 def _print_summary(result) -> None:
-    print(f"\n{'strategy':<14}{'seeds':>5}{'labels':>8}  {'final accuracy':>15}  {'AULC':>15}")
+    print(f"\n{'strategy':<14}{'seeds':>5}{'labels':>8}  {'final accuracy':>15}  {'AULC':>15}  stable from round")
     for row in result.summary:
+        stop = "never" if row.get("stop_round") is None else \
+            f"{row['stop_round']:.1f} ({row['n_seeds_stable']} of {row['n_seeds']} seeds)"
         print(f"{row['strategy']:<14}{row['n_seeds']:>5}{row['n_labeled']:>8}  "
               f"{row['final_accuracy_mean']:>7.3f} ± {row['final_accuracy_std']:.3f}  "
-              f"{row['aulc_mean']:>7.3f} ± {row['aulc_std']:.3f}")
+              f"{row['aulc_mean']:>7.3f} ± {row['aulc_std']:.3f}  {stop}")
     files = ", ".join(path.name for path in sorted(result.path.iterdir())
                       if path.is_file() and not path.name.startswith("."))
     print(f"results in {result.path}: {files}")
@@ -178,6 +180,12 @@ def _add_run_parser(sub) -> None:
     protocol.add_argument("--budget", type=int, metavar="N", help="labels per round (default: number of classes)")
     protocol.add_argument("--first-round", metavar="random|strategy",
                           help="round 1 at random (default) or by the strategy from zero-shot predictions")
+    protocol.add_argument("--audit-fraction", type=float, metavar="F",
+                          help="share of each round's labels drawn at random, for the accuracy estimate "
+                               "without a test set (default 0.2; 0 disables the audit picks)")
+    protocol.add_argument("--label-noise", type=float, metavar="P",
+                          help="simulate a careless oracle: flip this share of the pool's labels (seeded), "
+                               "to test the suspect-label flags (default 0)")
     model = p.add_argument_group("classifier")
     model.add_argument("--model", metavar="NAME", help="backbone name (default ViT-B-32)")
     model.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or local weights file")

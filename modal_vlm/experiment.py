@@ -197,7 +197,7 @@ def _labeled_so_far(history, rounds, y_pool):
 
 def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_test, *, rounds=8,
                         budget=None, first_round="random", random_state=None, history=None,
-                        on_round=None):
+                        on_round=None, monitor=None):
     """Query, label (from ``y_pool``, the simulated oracle), retrain and evaluate, ``rounds`` times.
 
     Parameters
@@ -227,6 +227,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         ``random_state`` the result equals that of an uninterrupted run.
     on_round : callable, optional
         Called with each new round's record as soon as it exists.
+    monitor : LoopMonitor, optional
+        A :class:`modal_vlm.evaluation.LoopMonitor`, started here (its state then describes
+        this run; its own ``random_state`` seeds the audit picks and the stop set): each
+        round's query leaves the audit share to random picks, the picks are scored by the
+        model before it learns them, and every record gains the monitor's fields (see
+        Returns). A resumed run gives the same values as an uninterrupted one.
 
     Returns
     -------
@@ -239,7 +245,14 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         ``pseudo_labeled`` (pool indices the strategy labeled itself) and ``pseudo_labels``
         (the labels it gave them), ``pseudo_correct`` (how many of those equal ``y_pool``),
         ``seconds`` (``encode``: the pool and test embeddings, in round 0; ``query``,
-        ``train``, ``evaluate``).
+        ``train``, ``evaluate``). With a ``monitor``, also ``audit`` (the queried indices
+        drawn at random: every pick of a random round), ``queried_proba`` (the model's
+        probabilities on the queried images before it learned them), ``estimate``
+        (``{"accuracy", "low", "high", "n"}`` on the unlabeled pool, None before anything
+        can be estimated), ``kappa`` and ``changed`` (agreement with the previous model on
+        the stop set), ``stable`` (the stopping signal), ``suspect_labels`` (pool indices,
+        most suspect first) and ``calibration`` (``temperature``, and the test set's
+        ``ece`` of the calibrated and ``ece_uncalibrated`` of the raw confidence).
 
     Raises
     ------
@@ -297,18 +310,24 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     learner = ActiveLearner(estimator=model, query_strategy=strategy,
                             X_training=_take(X_pool, taught) if taught else None,
                             y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
+    if monitor is not None:
+        monitor.start(model, X_pool, history)
 
-    def record(round_, queried, pseudo, pseudo_given, seconds):
+    def record(round_, queried, pseudo, pseudo_given, seconds, observed=None):
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
         seconds["evaluate"] = time.perf_counter() - start
+        trust = {} if monitor is None else {
+            **(observed or {"audit": [], "queried_proba": []}),
+            **monitor.update(model, _take(X_pool, np.setdiff1d(np.arange(len(y_pool)), taught))),
+            "calibration": monitor.test_calibration(model, X_test, y_test)}
         entry = {"round": round_, "n_labeled": len(labeled), "n_pseudo_labeled": len(taught) - len(labeled),
                  **classification_metrics(y_test, y_pred),
                  "per_class_accuracy": per_class_accuracy(y_test, y_pred, n_classes),
                  "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
                  "queried": [int(i) for i in queried], "queried_labels": [int(c) for c in y_pool[queried]],
                  "pseudo_labeled": [int(i) for i in pseudo], "pseudo_labels": [int(c) for c in pseudo_given],
-                 "pseudo_correct": int(np.sum(y_pool[pseudo] == pseudo_given)), "seconds": seconds}
+                 "pseudo_correct": int(np.sum(y_pool[pseudo] == pseudo_given)), "seconds": seconds, **trust}
         history.append(entry)
         if on_round is not None:
             on_round(entry)
@@ -323,10 +342,18 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
                              f"{len(taught) - len(labeled)} pseudo-labels took the rest of the pool.")
         start = time.perf_counter()
         round_strategy = random_query if round_ == 1 and first_round == "random" else strategy
-        picked, pseudo_picked, pseudo_given = _query(round_strategy, learner, _take(X_pool, unlabeled), budget,
-                                                     round_seed(random_state, round_))
+        # The audit share is drawn first, at random; the strategy chooses the rest among the others.
+        audit = monitor.audit_positions(round_, len(unlabeled), budget) \
+            if monitor is not None and round_strategy is not random_query else np.zeros(0, dtype=np.intp)
+        candidates = np.delete(np.arange(len(unlabeled)), audit)
+        picked, pseudo_picked, pseudo_given = _query(round_strategy, learner, _take(X_pool, unlabeled[candidates]),
+                                                     budget - len(audit), round_seed(random_state, round_))
+        picked, pseudo_picked = np.concatenate([candidates[picked], audit]), candidates[pseudo_picked]
         queried, pseudo = unlabeled[picked], unlabeled[pseudo_picked]
         query_seconds = time.perf_counter() - start
+        observed = None if monitor is None else monitor.observe(
+            model, _take(X_pool, queried), y_pool[queried], ids=queried,
+            audit=np.ones(budget, bool) if round_strategy is random_query else np.isin(picked, audit))
         start = time.perf_counter()
         learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
                       np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))
@@ -334,5 +361,6 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         labeled += queried.tolist()
         taught += queried.tolist() + pseudo.tolist()
         unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
-        record(round_, queried, pseudo, pseudo_given, {"encode": 0.0, "query": query_seconds, "train": train_seconds})
+        record(round_, queried, pseudo, pseudo_given, {"encode": 0.0, "query": query_seconds, "train": train_seconds},
+               observed)
     return history

@@ -327,3 +327,99 @@ def test_experiment_rejects_bad_setups_before_writing(tmp_path, folder):
     with pytest.raises(ValueError, match=r"cannot build the classifier: Unknown parameter\(s\) \['n_ctxx'\]"):
         run_experiment(base.override(classifier={"n_ctxx": 3}), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# -- what the labels bought (modal_vlm.evaluation in the runner) --------------------------
+
+def test_monitor_records_estimates_and_a_resumed_run_repeats_them(make_clf):
+    from modal_vlm.evaluation import LoopMonitor
+
+    rng = np.random.default_rng(5)
+    X, y = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8), np.arange(60) % 3
+    clf = make_clf(max_epochs=2)
+    run = dict(rounds=6, budget=5, random_state=0)
+    history = run_active_learning(clf, "entropy", X[:48], y[:48], X[48:], y[48:], **run,
+                                  monitor=LoopMonitor(0.4, random_state=0))
+    assert [len(r["audit"]) for r in history] == [0, 5, 2, 2, 2, 2, 2]   # round 1 is random: all audit
+    for record in history[1:]:
+        assert set(record["audit"]) <= set(record["queried"]) and len(record["queried_proba"]) == 5
+        assert set(record["calibration"]) == {"temperature", "ece", "ece_uncalibrated"}
+        assert set(record["suspect_labels"]) <= {i for r in history for i in r["queried"]}
+    assert history[0]["estimate"] is None and history[0]["kappa"] is None and history[1]["kappa"] is not None
+    assert history[-1]["estimate"]["n"] == 8   # rounds 3-6: calibrated from the 10th label on
+    for done in (2, 4):
+        resumed = run_active_learning(clf, "entropy", X[:48], y[:48], X[48:], y[48:], **run,
+                                      monitor=LoopMonitor(0.4, random_state=0), history=history[:done])
+        assert without_timings(resumed) == without_timings(history)
+
+
+def test_no_audit_share_leaves_the_strategy_alone(make_clf, images):
+    from modal_vlm.evaluation import LoopMonitor
+
+    X, y = images
+    clf = make_clf(max_epochs=1)
+    plain = run_active_learning(clf, "entropy", X[:9], y[:9], X[9:], y[9:], rounds=3, budget=2, random_state=1)
+    watched = run_active_learning(clf, "entropy", X[:9], y[:9], X[9:], y[9:], rounds=3, budget=2, random_state=1,
+                                  monitor=LoopMonitor(0.0, random_state=1))
+    assert [r["queried"] for r in watched] == [r["queried"] for r in plain]
+    assert [r["accuracy"] for r in watched] == [r["accuracy"] for r in plain]
+
+
+def test_label_noise_flips_the_same_labels_for_every_strategy(tmp_path, folder):
+    config = RunConfig(data=str(folder), strategies=("entropy", "random"), seeds=(3,), rounds=2,
+                       label_noise=0.25, classifier=TINY)
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    data = load_run_data(config)
+    from modal_vlm.runner import oracle_labels
+
+    flipped = set(np.flatnonzero(oracle_labels(data.y_pool, 0.25, 3, 3) != data.y_pool).tolist())
+    assert len(flipped) == 6
+    for record in result.records:
+        asked = {i for r in result.records if r["strategy"] == record["strategy"] and r["round"] <= record["round"]
+                 for i in r["queried"]}
+        assert record["flipped_labels"] == sorted(asked & flipped)
+        wrong = [i for i, label in zip(record["queried"], record["queried_labels"]) if label != data.y_pool[i]]
+        assert wrong == [i for i in record["queried"] if i in flipped]   # the oracle's slips, as recorded
+    summary = json.loads((result.path / "summary.json").read_text())
+    assert all("stop_round" in row and "n_seeds_stable" in row for row in summary)
+    header = (result.path / ROUNDS_CSV).read_text().splitlines()[0]
+    assert header.endswith("estimate,estimate_low,estimate_high,estimate_n,stable,n_suspect")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"audit_fraction": 1.0}, r"audit_fraction must be a fraction in \[0, 1\), got 1.0"),
+    ({"audit_fraction": -0.1}, r"audit_fraction must be a fraction in \[0, 1\)"),
+    ({"label_noise": 1}, r"label_noise must be a fraction in \[0, 1\), got 1"),
+    ({"budget": 1}, "leaves rounds with no pick for the query strategy"),
+])
+def test_bad_audit_and_noise_settings_change_nothing(tmp_path, folder, values, message):
+    with pytest.raises(ValueError, match=message):
+        run_experiment(RunConfig(data=str(folder), seeds=(0,), classifier=TINY).override(**values),
+                       tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_from_before_audit_picks_resumes_only_without_them(tmp_path, folder):
+    config = RunConfig(data=str(folder), seeds=(0,), rounds=1, audit_fraction=0.0, classifier=TINY)
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    stored = json.loads((result.path / CONFIG).read_text())
+    for key in ("audit_fraction", "label_noise"):
+        del stored["config"][key]   # as written by an earlier version
+    (result.path / CONFIG).write_text(json.dumps(stored))
+    (result.path / "summary.json").unlink()
+    with pytest.raises(RunDirectoryError, match=r"config.audit_fraction: 0.0 -> 0.2"):
+        run_experiment(config.override(audit_fraction=0.2), tmp_path / "run", progress=False)
+    assert run_experiment(config, tmp_path / "run", progress=False).records == result.records
+
+
+def test_the_plot_draws_the_estimate_beside_the_truth(tmp_path):
+    from modal_vlm.runner.curves import estimate_curves
+
+    records = [{"strategy": "cec", "seed": seed, "round": k, "n_labeled": 10 * k, "accuracy": 0.4 + 0.05 * k,
+                "estimate": None if k == 0 else {"accuracy": 0.38 + 0.05 * k, "low": 0.3 + 0.05 * k,
+                                                 "high": 0.5 + 0.05 * k, "n": 4 * k}}
+               for seed in (0, 1) for k in range(3)]
+    curve = estimate_curves(records)["cec"]
+    assert curve["n_labeled"] == [10, 20] and curve["low"] == pytest.approx([0.35, 0.4])
+    assert estimate_curves([{**r, "estimate": None} for r in records]) == {}
+    assert Image.open(plot_learning_curves(records, tmp_path / "curve.png")).size[0] > 300

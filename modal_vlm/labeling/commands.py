@@ -59,6 +59,9 @@ def _add_project_arguments(p) -> None:
                             "classes' (UEO's unlabeled loss; default supervised)")
     model.add_argument("--seed", type=int, metavar="N", help="seed of training and queries (default 0)")
     model.add_argument("--device", metavar="NAME", help="torch device (default cpu)")
+    model.add_argument("--audit-fraction", type=float, metavar="F",
+                       help="share of each batch drawn at random, for the accuracy estimate in the header "
+                            "(default 0.2; 0: none)")
 
 
 def _add_server_arguments(p, port, elsewhere):
@@ -143,7 +146,7 @@ def _open(args, prog):
     project, notes = open_project(
         args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
         strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-        fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+        fit_mode=args.fit_mode, seed=args.seed, device=args.device, audit_fraction=args.audit_fraction)
     s = project.settings
     print(f"{prog}: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
           f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"

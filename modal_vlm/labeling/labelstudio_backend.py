@@ -882,8 +882,7 @@ class LabelStudioWorker(LabelingWorker):
         self._set("querying", f"{settings.strategy} ranks {len(pool)} unlabeled images")
         order = []
         if pool:
-            n = min(settings.images_per_batch, len(pool))
-            picked, _ = self.choose(pool, n, round_ + 1)
+            picked, _ = self.next_batch(pool, round_ + 1)
             row_of = {image["id"]: i for i, image in enumerate(images)}
             pool_confidence = confidence(proba[[row_of[image["id"]] for image in pool]])
             chosen = set(int(i) for i in picked)
@@ -930,7 +929,8 @@ class LabelStudioWorker(LabelingWorker):
             with self._model_lock:
                 clf = self._current()
                 path = self._path(self.store.image(image_id))
-                p = clf.predict_proba_from_features(clf.transform([path]))[0]
+                p = clf.predict_proba_from_features(clf.transform([path]))
+            p = self.trust.calibrator().transform(p)[0]   # as predict() gives the ranked ones
         classes = self.project.settings.classes
         result = [{"from_name": config.from_name, "to_name": config.to_name, "type": "choices",
                    "value": {"choices": [classes[int(np.argmax(p))]]},

@@ -61,6 +61,10 @@ class Settings:
         Seeds training and every query: the same labels give the same next batch.
     device : str, default="cpu"
         Torch device.
+    audit_fraction : float, default=0.2
+        Share of every batch drawn at random from the unlabeled images (shown like any other
+        card): the labels that keep the header's accuracy estimate honest
+        (:mod:`modal_vlm.labeling.trust`); in [0, 1).
     """
 
     images_dir: str
@@ -73,6 +77,7 @@ class Settings:
     fit_mode: str = "supervised"
     seed: int = 0
     device: str = "cpu"
+    audit_fraction: float = 0.2
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -109,6 +114,9 @@ class Settings:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"fit_mode must be one of {FIT_MODES}, got {self.fit_mode!r}")
+        from ..evaluation import audit_count
+
+        audit_count(self.audit_fraction, 1, self.images_per_batch)   # in [0, 1), leaving the strategy a pick
 
     def to_json(self) -> dict:
         """The settings as ``settings.json`` stores them.
@@ -260,7 +268,8 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     **changes
         Other :class:`Settings` fields (None values are ignored). When resuming they replace
         the project's settings; only ``model``, ``pretrained``, ``strategy``,
-        ``batch_size``, ``train_steps``, ``fit_mode`` and ``device`` may change.
+        ``batch_size``, ``train_steps``, ``fit_mode``, ``device`` and ``audit_fraction`` may
+        change.
 
     Returns
     -------

@@ -246,9 +246,28 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         if media != "application/json":
             raise HTTPException(415, "send JSON (Content-Type: application/json)")
 
+    def trust() -> dict:
+        """The header's numbers, as in the runner's rounds.json (modal_vlm.labeling.trust)."""
+        found = worker.assessment()
+        estimate = found[0].estimate if found else None
+        stability = worker.trust.stability()
+        return {"estimate": None if estimate is None else estimate.as_dict(),
+                "stable": bool(stability and stability["stable"]), "stability": stability}
+
+    def suspects() -> list:
+        """Labels the model, before it learned them, confidently put in another class."""
+        found = worker.assessment()
+        if found is None:
+            return []
+        assessment, pairs, image_ids = found
+        rows = {row["image_id"]: row for row in store.labels(("class",))}
+        return [{**rows[image_id], "suspicion": round(float(assessment.suspicion[k]), 4),
+                 "suggestion": classes[int(pairs.proba[k].argmax())]}
+                for k in assessment.suspects for image_id in [int(image_ids[k])] if image_id in rows]
+
     def state() -> dict:
         info = worker.model_info
-        return {
+        return {**trust(),
             "project": project.root.name, "classes": classes, "ood_choice": OOD_CHOICE,
             "settings": {"model": settings.model, "strategy": settings.strategy,
                          "batch_size": settings.images_per_batch, "fit_mode": settings.fit_mode},
@@ -301,6 +320,8 @@ def create_app(project, store, worker, token=None, loopback_only=True):
     @app.get("/api/review")
     def review(which: str = Query("labeled", alias="filter", max_length=200)):
         kinds = {"labeled": ("class", "ood"), "ood": ("ood",), "skip": ("skip",)}
+        if which == "suspect":
+            return {"items": suspects()}
         if which == "unreadable":
             return {"items": [{"image_id": row["id"], "path": row["path"], "status": row["status"],
                                "reason": row["reason"], "kind": None, "label": None}
@@ -310,8 +331,8 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         elif which in classes:
             rows = [row for row in store.labels(("class",)) if row["label"] == which]
         else:
-            raise HTTPException(422, f"unknown filter {which!r}; use labeled, ood, skip, unreadable "
-                                     f"or a class name")
+            raise HTTPException(422, f"unknown filter {which!r}; use labeled, suspect, ood, skip, "
+                                     f"unreadable or a class name")
         return {"items": rows}
 
     @app.get("/api/images/{image_id}/history")

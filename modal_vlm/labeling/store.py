@@ -19,6 +19,7 @@ An image's state is the kind of its latest event: ``"class"`` (labeled with a cl
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -69,6 +70,15 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL CHECK (source IN ('batch', 'review', 'import')),
     created_at REAL NOT NULL,
     CHECK ((kind = 'class') = (label IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS batch_scores (    -- the test-then-train pairs (modal_vlm.evaluation)
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    audit INTEGER NOT NULL,                   -- drawn at random, not by the strategy (never shown)
+    model_labels INTEGER NOT NULL,            -- labels the model that scored it was trained on
+    proba TEXT NOT NULL,                      -- that model's probabilities (JSON), before the label
+    temperature REAL,                         -- calibrated batch_items.confidence; NULL: not calibrated
+    PRIMARY KEY (batch_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_image ON events (image_id, id);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
@@ -462,7 +472,7 @@ class LabelStore:
 
     # -- batches --------------------------------------------------------------------------
 
-    def create_batch(self, items, *, strategy: str, model_round: int) -> int:
+    def create_batch(self, items, *, strategy: str, model_round: int, scores=None) -> int:
         """Store the next batch to label with the model's guesses (one transaction).
 
         Parameters
@@ -473,6 +483,11 @@ class LabelStore:
             Name of the strategy that chose it.
         model_round : int
             Trainings done before it was chosen.
+        scores : sequence of dict, optional
+            One per item, stored with it for :mod:`modal_vlm.evaluation`: ``audit`` (drawn
+            at random), ``model_labels``, ``proba`` (list of float: the model's probabilities
+            before the label) and ``temperature`` (that calibrated ``confidence``; None: not
+            calibrated).
 
         Returns
         -------
@@ -489,6 +504,8 @@ class LabelStore:
         items = list(items)
         if not items:
             raise ValueError("a batch needs at least one image")
+        if scores is not None and len(scores) != len(items):
+            raise ValueError(f"{len(scores)} scores for {len(items)} items")
         with self._transaction() as db:
             open_id = db.execute("SELECT id FROM batches WHERE finished_at IS NULL").fetchone()
             if open_id is not None:
@@ -498,7 +515,32 @@ class LabelStore:
             db.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?, ?)",
                            [(batch_id, position, int(image_id), guess, float(confidence))
                             for position, (image_id, guess, confidence) in enumerate(items)])
+            db.executemany("INSERT INTO batch_scores VALUES (?, ?, ?, ?, ?, ?)",
+                           [(batch_id, int(image_id), int(bool(score["audit"])), int(score["model_labels"]),
+                             json.dumps([float(p) for p in score["proba"]]),
+                             None if score["temperature"] is None else float(score["temperature"]))
+                            for (image_id, _, _), score in zip(items, scores or [])])
         return batch_id
+
+    def batch_scores(self) -> list[dict]:
+        """Every stored test-then-train score, with the image's current decision.
+
+        Returns
+        -------
+        list of dict
+            ``batch_id``, ``image_id``, ``audit`` (bool), ``model_labels``, ``proba`` (list
+            of float), ``temperature`` (None: not calibrated), ``confidence`` (shown on the
+            card), and
+            ``kind`` / ``label`` of the image's latest event (None without one): in batch
+            order, then display order.
+        """
+        rows = self._rows(
+            f"SELECT s.*, b.confidence, e.kind, e.label FROM batch_scores s JOIN batch_items b "
+            f"ON b.batch_id = s.batch_id AND b.image_id = s.image_id LEFT JOIN ({LATEST}) e "
+            f"ON e.image_id = s.image_id ORDER BY s.batch_id, b.position")
+        for row in rows:
+            row.update(audit=bool(row["audit"]), proba=json.loads(row["proba"]))
+        return rows
 
     def batch(self, batch_id=None):
         """A batch with its images, guesses and the decisions made in it so far.
@@ -513,8 +555,9 @@ class LabelStore:
         dict or None
             ``id``, ``created_at``, ``strategy``, ``model_round``, ``finished_at`` and
             ``items`` (``image_id``, ``path``, ``status``, ``guess``, ``confidence``,
-            ``kind`` and ``label`` of the latest decision in this batch, None before one);
-            None when there is no such batch (no open batch).
+            ``calibrated`` (whether the confidence is calibrated; None for a batch stored
+            without scores), ``kind`` and ``label`` of the latest decision in this batch,
+            None before one); None when there is no such batch (no open batch).
         """
         if batch_id is None:
             rows = self._rows("SELECT * FROM batches WHERE finished_at IS NULL")
@@ -524,10 +567,14 @@ class LabelStore:
             return None
         batch = rows[0]
         batch["items"] = self._rows(
-            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, e.kind, e.label "
+            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, s.temperature IS NOT NULL "
+            "AS calibrated, s.batch_id AS scored, e.kind, e.label "
             "FROM batch_items b JOIN images i ON i.id = b.image_id LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = b.batch_id AND image_id = b.image_id) "
+            "LEFT JOIN batch_scores s ON s.batch_id = b.batch_id AND s.image_id = b.image_id "
             "WHERE b.batch_id = ? ORDER BY b.position", (batch["id"],))
+        for item in batch["items"]:   # the audit flag stays in batch_scores: a page must not see it
+            item["calibrated"] = None if item.pop("scored") is None else bool(item["calibrated"])
         return batch
 
     def batches(self) -> list[dict]:

@@ -6,8 +6,9 @@ One thread does all the model work, in this order:
 2. encode every readable image, in chunks through ``ClipPromptClassifier.transform``
    (progress shown; embeddings cached on disk in the project, so this happens once);
 3. whenever no batch is open: retrain on every label (a fresh prompt, seeded), then let the
-   strategy pick the next batch from the unlabeled images and store it with the model's
-   guesses; then save the classifier (``model.pkl``).
+   strategy pick the next batch from the unlabeled images (an audit share of it drawn at
+   random, :mod:`~modal_vlm.labeling.trust`) and store it with the model's guesses and their
+   calibrated confidence; then save the classifier (``model.pkl``).
 
 The worker then sleeps until :meth:`LabelingWorker.wake` (a finished batch, an edit). A
 failure is reported in :meth:`LabelingWorker.status` and the worker waits for the next
@@ -33,6 +34,7 @@ from skorch.callbacks import Callback
 from ..experiment import round_seed
 from ..runner.rundir import write_atomic
 from .scan import scan_images
+from .trust import ProjectTrust, choose_audit, stop_set
 
 #: Images per ``transform`` call while encoding the folder (one progress step each).
 ENCODE_CHUNK = 32
@@ -137,12 +139,13 @@ def confidence(proba) -> np.ndarray:
     """The confidence shown with each of the model's guesses: its maximum probability.
 
     Every front end (the label page's batches, the Label Studio backend's predictions) shows
-    this number, so that a calibrated confidence replaces it here, in one place.
+    this number, of probabilities calibrated on the labels so far
+    (:meth:`ProjectTrust.calibrator <modal_vlm.labeling.trust.ProjectTrust.calibrator>`).
 
     Parameters
     ----------
     proba : array-like of shape (n_images, n_classes)
-        Class probabilities.
+        Calibrated class probabilities.
 
     Returns
     -------
@@ -180,6 +183,8 @@ class LabelingWorker:
         self._status = {"phase": "starting", "message": "starting", "done": 0, "total": 0,
                         "error": None}
         self._thread = None
+        self.trust = ProjectTrust(project, store)
+        self._pool_proba = None      # (model key, image ids, raw probabilities) of the current model
 
     # -- control --------------------------------------------------------------------------
 
@@ -244,7 +249,7 @@ class LabelingWorker:
         Returns
         -------
         dict
-            ``phase`` (``starting``, ``scanning``, ``encoding``, ``training``, ``querying``,
+            ``phase`` (``starting``, ``scanning``, ``encoding``, ``training``, ``scoring``, ``querying``,
             ``saving``, ``ready``: a batch is open, ``done``: nothing left to label,
             ``error``), ``message``, progress ``done`` / ``total``, ``error`` (the failure,
             or None).
@@ -345,6 +350,7 @@ class LabelingWorker:
         open_batch = self.store.batch()
         if self._needs_training(open_batch):
             self._train()
+        self._score_images()
         if open_batch is None:
             open_batch = self._query()   # on screen from here on
         if self.model_info is not None and not self.model_info["saved"]:
@@ -422,11 +428,43 @@ class LabelingWorker:
         return [image for image in self.store.images("ok")
                 if image["id"] not in states or states[image["id"]]["kind"] == "unlabel"]
 
-    def choose(self, pool, n, query_number):
-        """The strategy's choice of ``n`` images of ``pool`` under the current model.
+    def _model_key(self) -> int:
+        """The current model's training watermark (0: zero-shot)."""
+        return self.model_info["trained_through"] if self.model_info else 0
 
-        The one place where a next batch is chosen, for every front end: the same labels,
-        model and ``query_number`` give the same images in the same order.
+    def _score_images(self):
+        """Once per model: its probabilities on every readable image (the estimate's pool, the
+        exports) and its predictions on the stop set, compared with the previous model's."""
+        key = self._model_key()
+        images = self.store.images("ok")
+        if self._pool_proba is not None and self._pool_proba[0] == key and len(self._pool_proba[1]) == len(images):
+            return
+        self._set("scoring", f"scoring {len(images)} images")
+        with self._model_lock:
+            clf = self._current()
+            proba = clf.predict_proba_from_features(clf.transform([self._path(image) for image in images])) \
+                if images else np.zeros((0, len(self.project.settings.classes)), np.float32)
+        ids = np.array([image["id"] for image in images], dtype=np.intp)
+        self._pool_proba = (key, ids, proba)
+        position = {int(i): k for k, i in enumerate(ids)}
+        classes = self.project.settings.classes
+        self.trust.record_model(key, {i: classes[int(proba[position[i]].argmax())]
+                                      for i in stop_set(ids.tolist(), self.project.settings.seed)})
+
+    def assessment(self):
+        """What the labels bought so far (:meth:`ProjectTrust.assessment`), or None before the
+        images are scored.
+
+        Returns
+        -------
+        tuple or None
+            ``(Assessment, pairs, image_ids)``.
+        """
+        scored = self._pool_proba
+        return None if scored is None else self.trust.assessment(*scored)
+
+    def choose(self, pool, n, query_number) -> np.ndarray:
+        """The strategy's choice of ``n`` images of ``pool`` under the current model.
 
         Parameters
         ----------
@@ -440,10 +478,8 @@ class LabelingWorker:
 
         Returns
         -------
-        picked : ndarray of int
+        ndarray of int
             Positions in ``pool``, in the strategy's order.
-        proba : ndarray of shape (n, n_classes)
-            The chosen images' class probabilities.
         """
         from modAL.models import ActiveLearner
 
@@ -458,11 +494,40 @@ class LabelingWorker:
             if labeled:  # what PCB's class counts and Coreset's distances read; no refit
                 learner.X_training = np.array([self._path(row) for row in labeled])
                 learner.y_training = np.asarray(y)
-            picked, _ = learner.query(X_pool, n_instances=n,
-                                      random_state=round_seed(settings.seed, query_number))
-            picked = np.asarray(picked, dtype=int).reshape(-1)
-            proba = clf.predict_proba_from_features(clf.transform(X_pool[picked]))
-        return picked, proba
+            picked, _ = learner.query(X_pool, n_instances=n, random_state=round_seed(settings.seed, query_number))
+        return np.asarray(picked, dtype=int).reshape(-1)
+
+    def next_batch(self, pool, query_number):
+        """The next batch of ``pool``: the strategy's picks and the audit picks, shuffled.
+
+        The one place where a next batch is chosen, for every front end (the label page, the
+        Label Studio backend): the same labels, model and ``query_number`` give the same
+        images in the same order. The audit picks
+        (:func:`~modal_vlm.labeling.trust.choose_audit`, drawn at random) sit anywhere in the
+        batch, like any other card.
+
+        Parameters
+        ----------
+        pool : list of dict
+            Candidate images (rows of the store, as :meth:`_pool` returns them).
+        query_number : int
+            Which query of the project this is (1 for the first).
+
+        Returns
+        -------
+        picked : ndarray of int
+            Positions in ``pool``, in the batch's order.
+        audit : ndarray of int
+            The positions among them that are audit picks.
+        """
+        settings = self.project.settings
+        n = min(settings.images_per_batch, len(pool))
+        audit = choose_audit(len(pool), n, query_number, settings)
+        rest = np.delete(np.arange(len(pool)), audit)
+        picked = np.concatenate([rest[self.choose([pool[i] for i in rest], n - len(audit), query_number)], audit])
+        if len(audit):   # audit picks anywhere on the page, like any other card
+            picked = picked[np.random.default_rng([settings.seed, query_number]).permutation(len(picked))]
+        return picked, audit
 
     def _query(self):
         settings = self.project.settings
@@ -471,11 +536,20 @@ class LabelingWorker:
             return None
         n = min(settings.images_per_batch, len(pool))
         self._set("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
-        picked, proba = self.choose(pool, n, len(self.store.batches()) + 1)
+        picked, audit = self.next_batch(pool, len(self.store.batches()) + 1)
+        calibrator = self.trust.calibrator()
+        with self._model_lock:
+            clf = self._current()
+            proba = clf.predict_proba_from_features(clf.transform([self._path(pool[i]) for i in picked]))
+        shown = calibrator.transform(proba)
         items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(c))
-                 for i, p, c in zip(picked, proba, confidence(proba))]
+                 for i, p, c in zip(picked, shown, confidence(shown))]
+        n_labels = self.model_info["n_labels"] if self.model_info else 0
+        temperature = calibrator.temperature_ if calibrator.fitted_ else None
+        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "temperature": temperature}
+                  for i, p in zip(picked, proba)]
         round_ = self.model_info["round"] if self.model_info else 0
-        batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_)
+        batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_, scores=scores)
         return self.store.batch(batch_id)
 
     def _save_model(self):
@@ -492,22 +566,23 @@ class LabelingWorker:
     # -- exports --------------------------------------------------------------------------
 
     def predict(self):
-        """Class probabilities of every readable image under the current model.
+        """Calibrated class probabilities of every readable image under the current model.
 
         Returns
         -------
         images : list of dict
             The readable images (``id``, ``path``...).
         proba : ndarray of shape (n_images, n_classes)
-            Their probabilities (zero-shot before the first training).
+            Their probabilities (zero-shot before the first training), calibrated by the
+            labels so far (:mod:`~modal_vlm.labeling.trust`; unchanged before enough labels).
         """
         images = self.store.images("ok")
         with self._model_lock:
             clf = self._current()
             if not images:
                 return images, np.zeros((0, len(self.project.settings.classes)), np.float32)
-            return images, clf.predict_proba_from_features(
-                clf.transform([self._path(image) for image in images]))
+            proba = clf.predict_proba_from_features(clf.transform([self._path(image) for image in images]))
+        return images, self.trust.calibrator().transform(proba)
 
 
 __all__ = ["LabelingWorker", "TrainingProgress", "confidence", "epochs_for", "make_classifier", "model_key"]

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..classifier import ClipPromptClassifier
+from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
 from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
 from .curves import plot_learning_curves, summarize
@@ -35,6 +36,40 @@ from .rundir import PLOT, SUMMARY, RunDirectory, RunDirectoryError
 # Testing hook, not part of the API: a run kills its own process (SIGKILL) right after
 # checkpointing the round whose number this environment variable holds, to simulate a crash.
 CRASH_AFTER_ROUND_ENV = "MODAL_VLM_CRASH_AFTER_ROUND"
+#: Seed stream of ``label_noise``'s flips (with the run's seed): the same for every strategy.
+_NOISE_STREAM = 0xF11B
+
+
+def oracle_labels(y_pool, label_noise, n_classes, seed):
+    """The labels a run's simulated oracle gives: ``y_pool``, with ``label_noise`` of them
+    flipped (:func:`~modal_vlm.evaluation.flip_labels`, seeded by ``seed`` alone, so every
+    strategy of a seed meets the same careless oracle).
+
+    Parameters
+    ----------
+    y_pool : array-like of int, shape (n_pool,)
+        The pool's true labels.
+    label_noise : float
+        Share of them to flip, in [0, 1).
+    n_classes : int
+        Number of classes.
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    ndarray of int, shape (n_pool,)
+        The oracle's labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.arange(40) % 4
+    >>> int((oracle_labels(y, 0.1, 4, seed=0) != y).sum()), bool((oracle_labels(y, 0.0, 4, 0) == y).all())
+    (4, True)
+    """
+    return flip_labels(y_pool, label_noise, n_classes, random_state=[int(seed), _NOISE_STREAM]) \
+        if label_noise else np.asarray(y_pool)
 
 
 @dataclass(frozen=True)
@@ -73,23 +108,32 @@ class ExperimentResult:
 def format_round(record) -> str:
     """One line of the per-round table (see :data:`ROUND_TABLE_HEADER`).
 
+    ``estimate`` is the accuracy estimated without the test set, with its interval; ``stable``
+    marks the rounds where the stopping signal says more labels of this kind change little.
+
     Examples
     --------
     >>> print(ROUND_TABLE_HEADER)
-    strategy      seed  round  labels  accuracy  per-class  query_s  train_s
+    strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)
     >>> print(format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
     ...                     "accuracy": 0.5, "mean_per_class_accuracy": 0.45,
-    ...                     "seconds": {"query": 0.21, "train": 3.4}}))
-    cec              0      1      10     0.500      0.450      0.2      3.4
+    ...                     "seconds": {"query": 0.21, "train": 3.4},
+    ...                     "estimate": {"accuracy": 0.52, "low": 0.4, "high": 0.63, "n": 10},
+    ...                     "stable": False}))
+    cec              0      1      10     0.500      0.450      0.2      3.4  0.520 (0.400-0.630)
     """
     seconds = record["seconds"]
+    estimate = record.get("estimate")
+    trust = "" if estimate is None else f"  {estimate['accuracy']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
+    if record.get("stable"):
+        trust += "  stable"
     return (f"{record['strategy']:<12}  {record['seed']:>4}  {record['round']:>5}  {record['n_labeled']:>6}  "
             f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>9.3f}  "
-            f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}")
+            f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}{trust}")
 
 
 #: Header of the per-round table printed while an experiment runs.
-ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s"
+ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)"
 
 
 def _jsonable(value):
@@ -167,6 +211,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     data = load_run_data(config) if data is None else data
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
+    audit_count(config.audit_fraction, 1, budget)   # an audit share that leaves the strategy no pick
     estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
     run_dir = RunDirectory(out)
     header = _header(config, budget, estimator, data)
@@ -192,9 +237,15 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
             bar.write(ROUND_TABLE_HEADER)
         for strategy, seed in runs:
             bar.set_description(f"{strategy} seed {seed}")
+            y_oracle = oracle_labels(data.y_pool, config.label_noise, len(data.class_names), seed)
+            flipped = set(np.flatnonzero(y_oracle != data.y_pool).tolist())
+            asked = [i for record in done.get((strategy, seed), []) for i in record["queried"]]
 
-            def on_round(record, strategy=strategy, seed=seed):
+            def on_round(record, strategy=strategy, seed=seed, flipped=flipped, asked=asked):
                 record = {"strategy": strategy, "seed": seed, **record}
+                if config.label_noise:   # the oracle's slips among the labels so far
+                    asked += record["queried"]
+                    record["flipped_labels"] = sorted(i for i in asked if i in flipped)
                 if paths is not None:
                     record["queried_files"] = paths[record["queried"]].tolist()
                     record["pseudo_labeled_files"] = paths[record["pseudo_labeled"]].tolist()
@@ -204,9 +255,10 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
                 if progress:
                     bar.write(format_round(record))
 
-            run_active_learning(estimator, strategy, data.X_pool, data.y_pool, data.X_test, data.y_test,
+            run_active_learning(estimator, strategy, data.X_pool, y_oracle, data.X_test, data.y_test,
                                 rounds=config.rounds, budget=budget, first_round=config.first_round,
-                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round)
+                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round,
+                                monitor=LoopMonitor(config.audit_fraction, random_state=seed))
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:
@@ -221,4 +273,4 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
 
 
 __all__ = ["ExperimentResult", "RunConfig", "RunData", "RunDirectory",
-           "RunDirectoryError", "load_run_data", "run_experiment"]
+           "RunDirectoryError", "load_run_data", "oracle_labels", "run_experiment"]

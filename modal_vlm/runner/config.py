@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..backbones import list_backbones
 from ..classifier import ClipPromptClassifier
+from ..evaluation.monitor import DEFAULT_AUDIT_FRACTION, check_fraction
 from ..experiment import FIRST_ROUNDS, check_int
 from ..strategies import get_strategy
 
@@ -71,6 +72,15 @@ class RunConfig:
     first_round : {"random", "strategy"}, default="random"
         Round 1 queries at random (the protocol), or with the strategy from the zero-shot
         predictions (cold start).
+    audit_fraction : float, default=0.2
+        Share of every round's labels drawn at random from the pool (*audit* picks, the
+        rest chosen by the strategy), in [0, 1): they make the accuracy estimate of
+        ``rounds.json`` honest (:class:`~modal_vlm.evaluation.LoopMonitor`; the default is
+        measured in ``benchmarks/results/trust.md``).
+    label_noise : float, default=0.0
+        A careless oracle: this share of the pool's labels, chosen per seed, is flipped to
+        another class (:func:`~modal_vlm.evaluation.flip_labels`), to test the suspect-label
+        flags; in [0, 1).
     classifier : dict, default={}
         ``ClipPromptClassifier`` parameters (``model_name``, ``max_epochs``, ``cache_dir``...),
         except ``class_names`` and ``random_state``, which the runner sets.
@@ -96,6 +106,8 @@ class RunConfig:
     rounds: int = 8
     budget: int | None = None
     first_round: str = "random"
+    audit_fraction: float = DEFAULT_AUDIT_FRACTION
+    label_noise: float = 0.0
     classifier: dict = field(default_factory=dict)
 
     @classmethod
@@ -192,6 +204,8 @@ class RunConfig:
                 or (isinstance(size, numbers.Real) and 0 < size < 1)):
             raise ValueError(f"test_size must be a fraction in (0, 1) or a count >= 1, got {size!r}.")
         _check_choice("first_round", self.first_round, FIRST_ROUNDS)
+        check_fraction("audit_fraction", self.audit_fraction)
+        check_fraction("label_noise", self.label_noise)
         _check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
         _check_distinct("strategies", self.strategies)
         for name in self.strategies:

@@ -20,6 +20,14 @@ def area_under_curve(n_labeled, accuracy) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
 
+def _by_strategy_and_round(records) -> dict:
+    """``{strategy: {round: [records]}}``, strategies in order of first appearance."""
+    grouped = {}
+    for r in records:
+        grouped.setdefault(r["strategy"], {}).setdefault(r["round"], []).append(r)
+    return grouped
+
+
 def learning_curves(records) -> dict:
     """Per strategy, the mean and std accuracy over seeds at each round.
 
@@ -42,11 +50,7 @@ def learning_curves(records) -> dict:
     {'n_labeled': [0], 'mean': [0.5], 'std': [0.25], 'n_seeds': [2]}
     """
     curves = {}
-    for strategy in dict.fromkeys(r["strategy"] for r in records):
-        by_round = {}
-        for r in records:
-            if r["strategy"] == strategy:
-                by_round.setdefault(r["round"], []).append(r)
+    for strategy, by_round in _by_strategy_and_round(records).items():
         rounds = sorted(by_round)
         accuracy = [np.array([r["accuracy"] for r in by_round[k]]) for k in rounds]
         curves[strategy] = {"n_labeled": [by_round[k][0]["n_labeled"] for k in rounds],
@@ -54,6 +58,17 @@ def learning_curves(records) -> dict:
                             "std": [float(a.std()) for a in accuracy],
                             "n_seeds": [len(a) for a in accuracy]}
     return curves
+
+
+def stop_round(run) -> int | None:
+    """The first round of a run whose record says ``stable`` (the stopping signal), or None.
+
+    Examples
+    --------
+    >>> stop_round([{"round": 0, "stable": False}, {"round": 1, "stable": True}]), stop_round([{"round": 0}])
+    (1, None)
+    """
+    return next((r["round"] for r in run if r.get("stable")), None)
 
 
 def summarize(records) -> list[dict]:
@@ -65,7 +80,9 @@ def summarize(records) -> list[dict]:
     -------
     list of dict
         ``strategy``, ``n_seeds``, ``n_labeled``, ``final_accuracy_mean``/``_std``,
-        ``aulc_mean``/``_std`` (see :func:`area_under_curve`).
+        ``aulc_mean``/``_std`` (see :func:`area_under_curve`), ``stop_round`` (the mean over
+        seeds of the first round the stopping signal said ``stable``; None if it never did)
+        and ``n_seeds_stable`` (the seeds it did in).
 
     Examples
     --------
@@ -86,16 +103,47 @@ def summarize(records) -> list[dict]:
         final = np.array([run[-1]["accuracy"] for run in complete])
         aulc = np.array([area_under_curve([r["n_labeled"] for r in run], [r["accuracy"] for r in run])
                          for run in complete])
+        stops = [r for r in map(stop_round, complete) if r is not None]
         rows.append({"strategy": strategy, "n_seeds": len(complete), "n_labeled": complete[0][-1]["n_labeled"],
                      "final_accuracy_mean": float(final.mean()), "final_accuracy_std": float(final.std()),
-                     "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std())})
+                     "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std()),
+                     "stop_round": float(np.mean(stops)) if stops else None, "n_seeds_stable": len(stops)})
     return rows
+
+
+def estimate_curves(records) -> dict:
+    """Per strategy, the accuracy estimate made without the test set (``estimate`` of the
+    records), mean over seeds at each round where every seed has one.
+
+    Returns
+    -------
+    dict
+        ``{strategy: {"n_labeled": [...], "accuracy": [...], "low": [...], "high": [...]}}``;
+        strategies without estimates are left out.
+
+    Examples
+    --------
+    >>> records = [{"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
+    ...             "estimate": {"accuracy": 0.5, "low": 0.4, "high": 0.6, "n": 10}}]
+    >>> estimate_curves(records)["cec"]["low"]
+    [0.4]
+    """
+    curves = {}
+    for strategy, by_round in _by_strategy_and_round(records).items():
+        rounds = [k for k in sorted(by_round) if all(r.get("estimate") for r in by_round[k])]
+        if rounds:
+            curves[strategy] = {"n_labeled": [by_round[k][0]["n_labeled"] for k in rounds],
+                                **{key: [float(np.mean([r["estimate"][key] for r in by_round[k]])) for k in rounds]
+                                   for key in ("accuracy", "low", "high")}}
+    return curves
 
 
 def plot_learning_curves(records, path, title=None):
     """Save a plot of accuracy against labels: one line per strategy (mean over seeds) with a
     band of ± one standard deviation, and the zero-shot accuracy (round 0) as a dashed level
-    that labels are meant to beat.
+    that labels are meant to beat. Where the records hold the estimate made without the test
+    set (``estimate``), it is drawn beside the true curve in the strategy's colour: a dotted
+    line inside a hatched band (the interval, means over seeds).
 
     Parameters
     ----------
@@ -132,12 +180,20 @@ def plot_learning_curves(records, path, title=None):
     if zero_shot:
         axes.axhline(100 * float(np.mean(zero_shot)), color="0.4", linestyle="--", linewidth=1,
                      label=f"zero-shot ({100 * float(np.mean(zero_shot)):.1f} %)")
+    estimates = estimate_curves(records)
     for strategy, curve in learning_curves(records).items():
         x, mean, std = (np.asarray(curve[k], dtype=float) for k in ("n_labeled", "mean", "std"))
         seeds = max(curve["n_seeds"])
         line, = axes.plot(x, 100 * mean, marker="o", markersize=3,
                           label=f"{strategy} ({seeds} seed{'s' if seeds > 1 else ''})")
         axes.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.2)
+        if strategy in estimates:
+            x_est, est = estimates[strategy]["n_labeled"], {k: 100 * np.asarray(estimates[strategy][k], dtype=float)
+                                                          for k in ("accuracy", "low", "high")}
+            axes.plot(x_est, est["accuracy"], linestyle=":", color=line.get_color(),
+                      label=f"{strategy}: estimate without the test set")
+            axes.fill_between(x_est, est["low"], est["high"], facecolor="none", edgecolor=line.get_color(),
+                              hatch="//", linewidth=0, alpha=0.5)
     axes.set_xlabel("labeled images")
     axes.set_ylabel("test accuracy (%)")
     axes.grid(alpha=0.3)

@@ -31,6 +31,9 @@ SUMMARY = "summary.json"
 PLOT = "learning_curve.png"
 #: Every file a run writes; ``overwrite`` removes these and nothing else.
 RUN_FILES = (CONFIG, ROUNDS_JSON, ROUNDS_CSV, SUMMARY, PLOT)
+#: Settings added after run directories were first written, with the value a run directory
+#: without them ran with: such a run resumes with these values, and says so otherwise.
+LEGACY_SETTINGS = {"audit_fraction": 0.0, "label_noise": 0.0}
 
 
 class RunDirectoryError(RuntimeError):
@@ -83,7 +86,10 @@ def records_csv(records, class_names) -> str:
     ``n_labeled`` and ``labels[NAME]`` count oracle labels; ``n_pseudo_labeled``,
     ``pseudo_labeled``, ``pseudo_labels`` and ``pseudo_correct`` describe the samples a
     strategy labeled itself (0 and empty for strategies that do not, and for records written
-    before these fields existed).
+    before these fields existed). ``estimate``, ``estimate_low``, ``estimate_high`` and
+    ``estimate_n`` are the accuracy estimate made without the test set, ``stable`` the
+    stopping signal, ``n_suspect`` the number of suspect labels (empty where a record has
+    none of these).
 
     Examples
     --------
@@ -93,12 +99,13 @@ def records_csv(records, class_names) -> str:
     ...           "pseudo_labeled": [3], "pseudo_labels": [1], "pseudo_correct": 1,
     ...           "seconds": {"encode": 0.0, "query": 0.1, "train": 2.0, "evaluate": 0.2}}
     >>> print(records_csv([record], ["cat", "dog"]).splitlines()[1])
-    cbsq,0,2,4,0.5,0.5,1.0,,2,2,4 7,0 1,1,3,1,1,0.0,0.1,2.0,0.2
+    cbsq,0,2,4,0.5,0.5,1.0,,2,2,4 7,0 1,1,3,1,1,0.0,0.1,2.0,0.2,,,,,,
     """
     header = (["strategy", "seed", "round", "n_labeled", "accuracy", "mean_per_class_accuracy"]
               + [f"accuracy[{name}]" for name in class_names] + [f"labels[{name}]" for name in class_names]
               + ["queried", "queried_labels", "n_pseudo_labeled", "pseudo_labeled", "pseudo_labels",
-                 "pseudo_correct", "encode_s", "query_s", "train_s", "evaluate_s"])
+                 "pseudo_correct", "encode_s", "query_s", "train_s", "evaluate_s",
+                 "estimate", "estimate_low", "estimate_high", "estimate_n", "stable", "n_suspect"])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -109,7 +116,9 @@ def records_csv(records, class_names) -> str:
                          " ".join(map(str, r["queried"])), " ".join(map(str, r["queried_labels"])),
                          r.get("n_pseudo_labeled", 0), " ".join(map(str, r.get("pseudo_labeled", []))),
                          " ".join(map(str, r.get("pseudo_labels", []))), r.get("pseudo_correct", 0),
-                         seconds["encode"], seconds["query"], seconds["train"], seconds["evaluate"]])
+                         seconds["encode"], seconds["query"], seconds["train"], seconds["evaluate"],
+                         *(r["estimate"][key] if r.get("estimate") else "" for key in ("accuracy", "low", "high", "n")),
+                         r.get("stable", ""), len(r["suspect_labels"]) if "suspect_labels" in r else ""])
     return out.getvalue()
 
 
@@ -163,6 +172,9 @@ class RunDirectory:
         config_path = self.path / CONFIG
         if config_path.exists():
             stored = json.loads(config_path.read_text())
+            if isinstance(stored.get("config"), dict) and isinstance(header.get("config"), dict):
+                stored["config"] = {**{key: value for key, value in LEGACY_SETTINGS.items()
+                                       if key in header["config"]}, **stored["config"]}
             changes = _differences({k: v for k, v in stored.items() if k != "versions"},
                                    {k: v for k, v in header.items() if k != "versions"})
             if changes:

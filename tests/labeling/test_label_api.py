@@ -410,8 +410,9 @@ def test_label_studio_round_trip(shapes, make_session, client_for):
     bad = label_studio_export(tasks, ["hexagon"] * 6)
     response = client.post("/api/import/label-studio", json=bad)
     assert response.status_code == 422 and "hexagon" in response.json()["detail"]
+    other = next(name for name in SHAPES if name != truth[paths[0]])   # a change of the first label
     stranger = label_studio_export([{"data": {"image": "/data/local-files/?d=elsewhere/x.png"}, "predictions": []}],
-                                   ["circle"]) + label_studio_export(tasks[:1], ["square"])
+                                   ["circle"]) + label_studio_export(tasks[:1], [other])
     response = client.post("/api/import/label-studio", json=stranger)
     assert response.status_code == 422 and "elsewhere/x.png" in response.json()["detail"]
     assert n_events(store) == before

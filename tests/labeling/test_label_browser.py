@@ -1,11 +1,13 @@
 """End to end in a real browser (Debian's headless Chromium through selenium): label two
 batches by keyboard, kill the server mid-batch, restart it, and find every confirmed label,
-the same batch on screen and a retrained model.
+the same batch on screen and a retrained model; then finish the batch and find the accuracy
+estimate and the stability of the predictions in the header, and the "likely wrong" list.
 
 The screenshots it takes are the documentation's (docs/labeling.rst); to refresh them::
 
     MODAL_VLM_SCREENSHOTS=docs/_static python -m pytest tests/labeling/test_label_browser.py
 """
+import json
 import os
 import shutil
 import signal
@@ -29,15 +31,17 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 BATCH = 6
+#: Half of every batch drawn at random: the header's estimate appears after three batches.
+AUDIT = 0.5
 
 
 def start_server(images, project):
     command = [sys.executable, "-m", "modal_vlm.cli", "label", str(images), "--classes", *SHAPES,
                "--project", str(project), "--model", "tiny-vit", "--batch", str(BATCH),
-               "--train-steps", "5", "--port", "0"]
+               "--train-steps", "5", "--port", "0", "--audit-fraction", str(AUDIT)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = []
@@ -100,9 +104,10 @@ def settled(driver):
     wait(driver, lambda d: d.execute_script("return inFlight === 0"))
 
 
-def label_by_keyboard(driver, items, truth, expected, tricks=()):
+def label_by_keyboard(driver, items, truth, expected, tricks=(), decided=0):
     """Label the cards on screen in order: Enter when the pre-selected guess is right, the
-    class's number key otherwise; ``tricks`` maps a card index to another way (arrows, N, S)."""
+    class's number key otherwise; ``tricks`` maps a card index to another way (arrows, N, S);
+    ``decided`` cards of the batch have a decision already."""
     for index, (path, guess) in enumerate(items):
         right = truth[path]
         trick = dict(tricks).get(index)
@@ -116,7 +121,7 @@ def label_by_keyboard(driver, items, truth, expected, tricks=()):
         else:
             keys = Keys.ENTER if guess == right else str(SHAPES.index(right) + 1)
             expected[path] = ("class", right)
-        press(driver, keys, index)
+        press(driver, keys, decided + index)
 
 
 def test_label_two_batches_kill_restart(tmp_path, browser):
@@ -158,7 +163,9 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         assert state["model"]["n_labels"] == 2 * BATCH - 2 and state["model"]["n_ood"] == 1
         assert [b["id"] for b in state["batches"]] == [1, 2]
         wait(browser, lambda d: "trained after 2 batches" in d.find_element(By.ID, "status").text)
-        browser.save_screenshot(str(shots / "label-app.png"))
+        header = browser.find_element(By.ID, "trust").text
+        assert "accuracy: estimated once images are labeled" in header   # no calibrated audit pick checked yet
+        assert f"images since the last batch" in header and "predictions changed on" in header
 
         browser.get(url + "review")
         wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#labels .card")) == len(expected) - 1)
@@ -174,6 +181,30 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         with httpx.Client(base_url=url) as api:
             events = [e for e in api.get("export/labels.json").json()["events"] if e["path"] == path]
         assert [(e["label"], e["source"]) for e in events] == [(truth[path], "batch"), (other, "review")]
+
+        browser.get(url)   # finish batch 3: its audit picks were shown with a calibrated confidence
+        items = batch_on_screen(browser, 3)
+        assert all("%" in card.find_element(By.CSS_SELECTOR, ".guess").text for card in cards(browser))
+        label_by_keyboard(browser, items[2:], truth, expected, decided=2)
+        batch_on_screen(browser, 4)
+        wait(browser, lambda d: "checked image" in d.find_element(By.ID, "trust").text)
+        header = browser.find_element(By.ID, "trust").text
+        with httpx.Client(base_url=url) as api:
+            state = api.get("api/state").json()
+        estimate = state["estimate"]
+        assert f"from {estimate['n']} checked images" in header and f"about {round(100 * estimate['accuracy'])} %" in header
+        assert estimate["n"] == 3 and "audit" not in json.dumps(state)
+        browser.save_screenshot(str(shots / "label-app.png"))
+
+        browser.get(url + "review")
+        wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter option")) > 2)
+        Select(browser.find_element(By.ID, "filter")).select_by_value("suspect")
+        wait(browser, lambda d: "most suspect first" in d.find_element(By.ID, "shown").text)
+        with httpx.Client(base_url=url) as api:
+            suspects = api.get("api/review", params={"filter": "suspect"}).json()["items"]
+        shown = browser.find_elements(By.CSS_SELECTOR, "#labels .card")
+        assert [card.get_attribute("title") for card in shown] == [row["path"] for row in suspects]
+        assert all("model thought:" in card.text for card in shown)
     finally:
         server.terminate()
         server.wait(30)

@@ -182,7 +182,7 @@ def test_worker_reports_encoding_and_training_progress(shapes, make_session, mon
     phases = [r[0] for r in reports]
     after = phases[phases.index("training"):]
     assert [p for i, p in enumerate(after) if i == 0 or p != after[i - 1]] == \
-        ["training", "querying", "saving", "ready"]
+        ["training", "scoring", "querying", "saving", "ready"]
 
 
 def test_model_from_another_setting_is_retrained(shapes, make_session, tmp_path):

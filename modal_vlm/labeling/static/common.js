@@ -84,6 +84,32 @@ function renderStatus(worker, model) {
   return busy;
 }
 
+function percent(x) {
+  return Math.round(100 * x);
+}
+
+// The header's second line: how good the model is now (estimated from the labels, with its
+// interval) and whether its predictions still move (the stopping signal), as in rounds.json.
+function renderTrust(state) {
+  const parts = [];
+  const estimate = state.estimate;
+  parts.push(estimate
+    ? element("span", {class: "estimate", title: "estimated on the unlabeled images from your labels: each was " +
+                       "checked against the model's guess before the model learned it (90 % interval)"},
+              `about ${percent(estimate.accuracy)} % right (${percent(estimate.low)}-${percent(estimate.high)} %), ` +
+              `from ${estimate.n.toLocaleString("en")} checked image${estimate.n === 1 ? "" : "s"}`)
+    : element("span", {class: "estimate"}, "accuracy: estimated once images are labeled"));
+  const stability = state.stability;
+  if (stability) {
+    const changed = 100 * stability.changed;
+    parts.push(element("span", {class: stability.stable ? "stability stable" : "stability"},
+      `predictions changed on ${changed < 10 ? changed.toFixed(1) : Math.round(changed)} % of ` +
+      `${stability.n.toLocaleString("en")} images since the last batch` +
+      (stability.stable ? ": stable, more labels of this kind change little" : "")));
+  }
+  document.getElementById("trust").replaceChildren(...parts);
+}
+
 function renderExports() {
   const links = [
     ["export/labels.csv", "labels (CSV)"], ["export/labels.json", "labels + history (JSON)"],

@@ -105,7 +105,10 @@ function buildCards() {
     const card = element("article", {class: "card", dataset: {id: item.image_id}},
       element("div", {class: "picture"}, picture),
       element("p", {class: "guess"}, "guess ", element("b", {}, item.guess),
-              ` ${Math.round(100 * item.confidence)} %`),
+              item.calibrated === false  // a confidence nobody has checked yet is not shown
+                ? element("span", {class: "uncalibrated", title: "confidences are calibrated on the labels " +
+                                   "and shown from the batch after the first ten"}, " (confidence after more labels)")
+                : ` ${percent(item.confidence)} %`),
       element("ol", {class: "choices"}, answers().map((answer, i) =>
         element("li", {dataset: {index: i}, onclick: () => { focus = index; decide(item, answer); }},
                 element("kbd", {}, keyName(i)), " ", answer.text))),
@@ -120,6 +123,7 @@ function buildCards() {
 function render() {
   document.getElementById("project").textContent = state.project;
   renderStatus(state.worker, state.model);
+  renderTrust(state);
   renderNotice();
   items().forEach((item, index) => {
     const card = cards.get(item.image_id);

@@ -10,6 +10,7 @@ async function refresh() {
   state = await api("api/state");
   document.getElementById("project").textContent = state.project;
   renderStatus(state.worker, state.model);
+  renderTrust(state);
   fillFilter();
   await loadList();
 }
@@ -17,7 +18,7 @@ async function refresh() {
 function fillFilter() {
   const select = document.getElementById("filter");
   if (select.options.length) return;
-  const options = [["labeled", "all labels"], ...state.classes.map((name) => [name, name]),
+  const options = [["labeled", "all labels"], ["suspect", "likely wrong"], ...state.classes.map((name) => [name, name]),
                    ["ood", state.ood_choice], ["skip", "skipped"], ["unreadable", "unreadable or missing"]];
   select.replaceChildren(...options.map(([value, text]) => element("option", {value}, text)));
   select.value = filter;
@@ -30,7 +31,9 @@ function showError(error) {
 
 async function loadList() {
   const data = await api("api/review", undefined, {filter});
-  document.getElementById("shown").textContent = `${data.items.length} image${data.items.length === 1 ? "" : "s"}`;
+  document.getElementById("shown").textContent = `${data.items.length} image${data.items.length === 1 ? "" : "s"}` +
+    (filter === "suspect" ? ": labels the model, before it learned them, confidently put in another class; " +
+                            "most suspect first" : "");
   document.getElementById("labels").replaceChildren(...data.items.map((item) => {
     const picture = item.status === "ok"
       ? sharpenSmall(element("img", {src: imageUrl(item.image_id, 160), alt: item.path, loading: "lazy"}))
@@ -41,6 +44,7 @@ async function loadList() {
       element("div", {class: "picture"}, picture),
       element("p", {class: "decision"}, decisionText(item.kind, item.label) || item.status,
               item.n_events > 1 ? element("span", {class: "edited"}, " edited") : null),
+      item.suggestion ? element("p", {class: "suspect"}, `model thought: ${item.suggestion}`) : null,
       element("p", {class: "path"}, item.path));
   }));
 }
@@ -115,5 +119,5 @@ document.getElementById("import-file").addEventListener("change", async (event) 
 
 renderExports();
 refresh().catch(showError);
-setInterval(() => api("api/state").then((next) => { state = next; renderStatus(state.worker, state.model); })
+setInterval(() => api("api/state").then((next) => { state = next; renderStatus(state.worker, state.model); renderTrust(state); })
   .catch(() => {}), 3000);

@@ -1,0 +1,241 @@
+"""From test-then-train pairs to what a person is shown: the calibration, the accuracy estimate
+and the suspect labels, in one call that every front end shares (the runner's
+:class:`~modal_vlm.evaluation.LoopMonitor`, the labeling app, a Label Studio backend).
+
+A *pair* is one labeled image as the loop saw it before learning it: the probabilities the
+model gave it, the label, the temperature that calibrated what the front end showed for it,
+the round, how many labels that model had learned, and whether the image was an audit pick
+(drawn at random).
+
+* **Calibration**: temperature scaling on the pairs, the most recent rounds weighing most
+  (each round back counts ``decay`` times less) and the zero-shot model's pairs left out once
+  trained models have scored enough: a model's calibration changes as it learns (the
+  zero-shot model needs about twice the temperature of one trained on 40 labels;
+  ``benchmarks/results/trust.md``).
+* **Estimate**: the current model's mean calibrated confidence on the unlabeled pool, plus
+  how far the shown confidences fell from the truth on the audit pairs, the rectifier of
+  prediction-powered inference. The shown confidence is the one computed *then*, by the
+  calibration of the time, so the rectifier measures the whole procedure, its lag behind a
+  learning model included; audit picks make it unbiased whatever the strategy prefers. The
+  interval adds the uncertainty of the current temperature (its standard error moves the
+  pool's mean confidence) to the rectifier's.
+* **Suspects**: the labels whose held-out probability, calibrated as it was then, is far below
+  that of the class the model predicted (:func:`~modal_vlm.evaluation.suspect_order`): a weak
+  early model, calibrated by its own soft temperature, flags little; the same probabilities
+  sharpened by a later model's temperature would flag half its labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .calibration import TemperatureScaling, _log_proba, _softmax
+from .estimate import AccuracyEstimate, prediction_powered_accuracy
+from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order, suspicion
+
+#: Each round back, a pair weighs this many times less in the calibration: 0.5 gave the lowest
+#: calibration error at 40 labels and the best coverage of 0.5, 0.7, 0.85 and 1 (trust.md).
+DEFAULT_CALIBRATION_DECAY = 0.5
+#: Fewer audit pairs with a shown calibrated confidence than this: no estimate yet.
+MIN_ESTIMATE_PAIRS = 3
+
+
+def _column(values, n, dtype, name):
+    values = np.asarray(values, dtype=dtype)
+    if values.shape != (n,):
+        raise ValueError(f"{name} must hold one value per pair ({n}), got shape {values.shape}.")
+    return values
+
+
+@dataclass(frozen=True)
+class HeldOutPairs:
+    """The test-then-train pairs of a loop (a frozen dataclass; the fields are attributes).
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, n_classes)
+        Each labeled image's probabilities under the model that had not learned it yet.
+    labels : array-like of int, shape (n,)
+        The labels given, as class positions (columns of ``proba``).
+    audit : array-like of bool, shape (n,), optional
+        Drawn at random from the unlabeled images (default: none).
+    temperature : array-like of float, shape (n,), optional
+        The temperature that calibrated the confidence shown for the image when it was
+        scored; NaN where no calibration existed yet (default: all NaN).
+    rounds : array-like of int, shape (n,), optional
+        The round (batch) each image was labeled in (default: all 1).
+    model_labels : array-like of int, shape (n,), optional
+        Labels the scoring model had learned (0: zero-shot; default: all 1).
+
+    Examples
+    --------
+    >>> pairs = HeldOutPairs([[0.9, 0.1], [0.3, 0.7]], [0, 0], audit=[True, False], temperature=[np.nan, 2.0])
+    >>> len(pairs), pairs.correct.tolist(), pairs.shown.round(3).tolist()
+    (2, [True, False], [nan, 0.604])
+    """
+
+    proba: np.ndarray
+    labels: np.ndarray
+    audit: np.ndarray = None
+    temperature: np.ndarray = None
+    rounds: np.ndarray = None
+    model_labels: np.ndarray = None
+    correct: np.ndarray = field(init=False, repr=False)
+    shown: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        labels = np.asarray(self.labels, dtype=np.intp).reshape(-1)
+        n = len(labels)
+        proba = np.asarray(self.proba, dtype=float)
+        if n == 0:
+            proba = np.zeros((0, proba.shape[1] if proba.ndim == 2 else 2))
+        elif proba.ndim != 2 or len(proba) != n:
+            raise ValueError(f"proba must be (n_pairs, n_classes) with one row per label, got shape {proba.shape}.")
+        defaults = {"audit": (False, bool), "temperature": (np.nan, float), "rounds": (1, np.intp),
+                    "model_labels": (1, np.intp)}
+        for name, (default, dtype) in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, np.full(n, default, dtype=dtype) if value is None
+                               else _column(value, n, dtype, name))
+        object.__setattr__(self, "proba", proba)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "correct", proba.argmax(axis=1) == labels if n else np.zeros(0, dtype=bool))
+        object.__setattr__(self, "shown", self.calibrated().max(axis=1) if n else np.zeros(0))
+
+    def calibrated(self, fallback=np.nan) -> np.ndarray:
+        """Each pair's probabilities calibrated by its own temperature (``fallback`` where none).
+
+        Parameters
+        ----------
+        fallback : float, default=nan
+            Temperature of the pairs scored before any calibration (NaN leaves their rows NaN).
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            ``softmax(log(proba) / temperature)`` row by row; ``shown`` is its maximum.
+        """
+        temperature = np.where(np.isnan(self.temperature), fallback, self.temperature)
+        return _softmax(_log_proba(self.proba) / temperature[:, None])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def fit_calibrator(pairs, decay=DEFAULT_CALIBRATION_DECAY) -> TemperatureScaling:
+    """Temperature scaling for the current model, from the pairs (see the module docstring).
+
+    Parameters
+    ----------
+    pairs : HeldOutPairs
+        The loop's pairs.
+    decay : float, default=DEFAULT_CALIBRATION_DECAY
+        Weight factor per round of age, in (0, 1]: 1 weighs every round alike.
+
+    Returns
+    -------
+    TemperatureScaling
+        Fitted; ``fitted_`` False (probabilities unchanged) before enough pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = np.tile([[0.97, 0.03]], (20, 1)); labels = np.array([0, 1] * 10)
+    >>> fit_calibrator(HeldOutPairs(proba, labels)).transform(proba[:1]).round(2).tolist()  # right half the time
+    [[0.52, 0.48]]
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay!r}.")
+    scaler = TemperatureScaling()
+    if not len(pairs):
+        return scaler.fit(np.zeros((0, 2)), np.zeros(0, dtype=int))
+    trained = pairs.model_labels > 0
+    use = trained if trained.sum() >= scaler.min_samples else np.ones(len(pairs), dtype=bool)
+    weight = decay ** (pairs.rounds.max() - pairs.rounds[use]).astype(float)
+    return scaler.fit(pairs.proba[use], pairs.labels[use], sample_weight=weight)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What :func:`assess` found (a frozen dataclass; the fields are attributes).
+
+    Parameters
+    ----------
+    calibrator : TemperatureScaling
+        ``calibrator.transform(model.predict_proba(X))`` is the confidence to show.
+    estimate : AccuracyEstimate or None
+        The current model's accuracy on the pool, with its interval; None before
+        :data:`MIN_ESTIMATE_PAIRS` audit pairs with a shown calibrated confidence.
+    suspects : ndarray of int
+        Positions of the suspect pairs, most suspect first.
+    suspicion : ndarray of float
+        Every pair's :func:`~modal_vlm.evaluation.suspicion` (0: the model agreed).
+    """
+
+    calibrator: TemperatureScaling
+    estimate: AccuracyEstimate | None
+    suspects: np.ndarray
+    suspicion: np.ndarray
+
+
+def _temperature_variance(calibrator, pool_proba) -> float:
+    """Variance of the pool's mean calibrated confidence from the temperature's uncertainty:
+    half the change between one standard error of ``log T`` up and down, squared."""
+    se = min(calibrator.log_temperature_se_, 3.0)   # beyond e^3 the range's bounds rule
+    log_p = _log_proba(pool_proba)
+    high, low = (_softmax(log_p / (calibrator.temperature_ * np.exp(sign * se))).max(axis=1).mean() for sign in (1, -1))
+    return float((low - high) / 2) ** 2
+
+
+def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
+           decay=DEFAULT_CALIBRATION_DECAY) -> Assessment:
+    """Calibrate, estimate the accuracy on the pool and flag suspect labels, from the pairs.
+
+    Parameters
+    ----------
+    pairs : HeldOutPairs
+        The loop's pairs.
+    pool_proba : array-like of shape (n_pool, n_classes)
+        The current model's probabilities (raw ``predict_proba``) on the images whose
+        accuracy is estimated (the unlabeled pool).
+    level : float, default=0.9
+        Confidence level of the estimate's interval.
+    suspect_ratio : float, default=DEFAULT_SUSPECT_RATIO
+        See :func:`~modal_vlm.evaluation.suspect_order`.
+    decay : float, default=DEFAULT_CALIBRATION_DECAY
+        See :func:`fit_calibrator`.
+
+    Returns
+    -------
+    Assessment
+        The calibrator, the estimate (or None) and the suspects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = np.full((40, 3), 0.05); proba[np.arange(40), np.arange(40) % 3] = 0.9
+    >>> labels = np.arange(40) % 3; labels[:4] = (labels[:4] + 1) % 3   # four slips
+    >>> temperature = np.where(np.arange(40) < 20, np.nan, 1.0)         # calibrated from the 21st on
+    >>> found = assess(HeldOutPairs(proba, labels, audit=np.arange(40) % 2 == 0, temperature=temperature), proba)
+    >>> found.estimate.n, sorted(found.suspects.tolist())
+    (10, [0, 1, 2, 3])
+    """
+    calibrator = fit_calibrator(pairs, decay)
+    estimate, ranked, score = None, np.zeros(0, dtype=np.intp), np.zeros(0)
+    if len(pairs):
+        first = pairs.temperature[~np.isnan(pairs.temperature)]   # the pairs scored before any calibration:
+        calibrated = pairs.calibrated(first[0] if len(first) else calibrator.temperature_)   # the first one made
+        checked = pairs.audit & ~np.isnan(pairs.shown)
+        pool_proba = np.asarray(pool_proba, dtype=float)
+        if checked.sum() >= MIN_ESTIMATE_PAIRS and len(pool_proba):
+            estimate = prediction_powered_accuracy(calibrator.transform(pool_proba).max(axis=1), pairs.shown[checked],
+                                                   pairs.correct[checked], level=level,
+                                                   extra_variance=_temperature_variance(calibrator, pool_proba))
+        score = suspicion(calibrated, pairs.labels)
+        ranked = suspect_order(calibrated, pairs.labels, suspect_ratio)
+    return Assessment(calibrator, estimate, ranked, score)
+
+
+__all__ = ["Assessment", "DEFAULT_CALIBRATION_DECAY", "HeldOutPairs", "MIN_ESTIMATE_PAIRS", "assess",
+           "fit_calibrator"]
