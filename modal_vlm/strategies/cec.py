@@ -235,10 +235,13 @@ def _most_uncertain_picks(labels, U, n_instances, rng):
     return _refill(order[first], U, n_instances, rng)
 
 
-def _uncovered_clusters(labels, U, labeled_labels, n_instances):
+def _uncovered_clusters(labels, U, labeled_labels, n_instances, n_clusters):
     """The ``n_instances`` clusters to pick from: those holding no labeled sample first,
-    each group by decreasing total ``U`` of its pool members (ties: lowest index)."""
-    K = max(int(labels.max()) + 1, n_instances)
+    each group by decreasing total ``U`` of its pool members (ties: lowest index).
+
+    Every count runs over all ``n_clusters`` centroids: on a pool of near-duplicates (burst
+    photos, copied files) some centroids hold no pool sample, or only labeled ones."""
+    K = max(n_clusters, n_instances)
     covered = np.bincount(labeled_labels, minlength=K) > 0
     mass = np.bincount(labels, weights=U, minlength=K)
     order = np.lexsort((np.arange(K), -mass, covered))
@@ -341,7 +344,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     if n_labeled:
         labeled_labels = nearest_centers(as_tensor(labeled_features), centers)[0][:, 0].numpy()
         chosen = np.zeros(n_clusters, dtype=bool)
-        chosen[_uncovered_clusters(labels, Uc, labeled_labels, n_instances)] = True
+        chosen[_uncovered_clusters(labels, Uc, labeled_labels, n_instances, n_clusters)] = True
         labels = np.where(chosen[labels], labels, -1)  # members of the other clusters: not picked
     counts = np.bincount(labels[labels >= 0], minlength=n_clusters)
     if selection == "most_uncertain":
