@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ._kmeans import weighted_kmeans
+from .cb import _check_int
 from ._knn import knn as nearest_neighbours
 from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows, row_blocks
 from ._pool import prepare
@@ -420,7 +421,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     ------
     ValueError
         ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, ``alpha``
-        lies outside ``[0, 1]``, ``selection`` / ``knn`` is unknown,
+        lies outside ``[0, 1]``, ``k < 1``, ``top_n < 1``, ``selection`` / ``knn`` is unknown,
         ``candidates_per_query < 1``, ``clusters_per_label < 1`` or ``weight_power < 0``.
     TypeError
         The classifier has no ``transform``: CEC needs image embeddings (unless
@@ -443,6 +444,9 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
     _check_weight_power(weight_power)  # before the costly steps
     _check_clusters_per_label(clusters_per_label)
+    _check_int("k", k, 1)
+    if top_n is not None:
+        _check_int("top_n", top_n, 1)
     H, prior = _pool_entropy(pool, top_n, calibrate)
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
