@@ -7,7 +7,10 @@ Accepted (see :func:`as_image_items`):
 * raw pixels: an integer array ``(n, H, W, 3)``, ``(n, H, W, 4)`` (RGBA, converted to RGB
   as RGBA files are) or ``(n, H, W)`` (grey, converted to RGB) with values in 0..255;
 * preprocessed tensors: a float ``torch.Tensor`` or array ``(n, 3, H, W)``, already resized
-  and normalised for the backbone (used as they are; NaN or infinite values are refused).
+  and normalised for the backbone (used as they are; NaN or infinite values, and sizes other
+  than the backbone's input, are refused).
+
+Boolean arrays are refused: a mask is not an image.
 
 One image is a batch of one: ``X[None]`` or ``[image]``. Image files and PIL images in any
 mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits.
@@ -217,7 +220,7 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
         raise ValueError(f"{where}: an image must be (H, W), (H, W, 3) or RGBA (H, W, 4); got shape {array.shape}.")
-    if array.dtype.kind not in "ub" and array.dtype.kind != "i":
+    if array.dtype.kind not in "ui":
         raise ValueError(
             f"{where}: raw pixels must be integers in 0..255 (got dtype {array.dtype}); "
             "pass float data only as preprocessed (n, 3, H, W) tensors."
@@ -227,6 +230,11 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
             raise ValueError(f"{where}: pixel values must lie in 0..255.")
         array = array.astype(np.uint8)
     return ImageItem(array, "pixels")
+
+
+def _boolean_message(where: str) -> str:
+    return (f"{where} is a boolean array: a mask, not an image (its True and False would become "
+            "pixel values 1 and 0, a black image). Pass uint8 pixels, e.g. mask.astype(np.uint8) * 255.")
 
 
 def _check_finite(array: np.ndarray, where: str) -> None:
@@ -239,7 +247,7 @@ def _check_finite(array: np.ndarray, where: str) -> None:
 def _check_not_one_image(X) -> None:
     """A lone ``(H, W, 3|4)`` array or ``(3, H, W)`` tensor is one image, not a batch of
     H grey images or 3 channels."""
-    one_image = (X.dtype.kind in "uib" and X.shape[-1] in (3, 4)) or (X.dtype.kind == "f" and X.shape[0] == 3)
+    one_image = (X.dtype.kind in "ui" and X.shape[-1] in (3, 4)) or (X.dtype.kind == "f" and X.shape[0] == 3)
     if X.ndim == 3 and one_image:
         raise ValueError(f"X has shape {X.shape}: that is one image, and X must be a batch of images. "
                          "Pass one image as X[None] (shape (1, ...)) or as [image].")
@@ -261,7 +269,9 @@ def _item(element, index) -> ImageItem:
             raise ValueError(f"{where}: a float image must be a preprocessed (3, H, W) tensor; got {array.shape}.")
         _check_finite(array, where)
         return ImageItem(array.astype(np.float32, copy=False), "tensor")
-    if array.dtype.kind in "uib":
+    if array.dtype.kind == "b":
+        raise ValueError(_boolean_message(where))
+    if array.dtype.kind in "ui":
         return _pixel_item(array, where)
     raise TypeError(f"{where}: unsupported image type {type(element).__name__}.")
 
@@ -282,7 +292,8 @@ def as_image_items(X) -> list[ImageItem]:
     Raises
     ------
     ValueError
-        Empty ``X``, a single path instead of a sequence, wrong shapes or dtypes.
+        Empty ``X``, a single path instead of a sequence, wrong shapes or dtypes, boolean
+        arrays (masks are not images).
 
     Examples
     --------
@@ -297,15 +308,17 @@ def as_image_items(X) -> list[ImageItem]:
         X = X.to_numpy()  # pandas Series of paths
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
-    if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
+    if getattr(X, "ndim", 1) != 0 and len(X) == 0:
+        raise ValueError("X is empty: there are no images to encode.")
+    if isinstance(X, np.ndarray) and X.dtype.kind == "b":
+        raise ValueError(_boolean_message("X"))
+    if isinstance(X, np.ndarray) and X.dtype.kind in "uif":
         if X.ndim not in (3, 4):
             raise ValueError(
                 f"X has shape {X.shape}: expected images (n, H, W), (n, H, W, 3) or preprocessed "
                 "(n, 3, H, W); feature vectors are not images."
             )
         _check_not_one_image(X)
-    if len(X) == 0:
-        raise ValueError("X is empty: there are no images to encode.")
     return [_item(element, i) for i, element in enumerate(X)]
 
 
