@@ -8,7 +8,6 @@ import hashlib
 import inspect
 import reprlib
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch.utils.data import Subset
 
 from .backbones import get_backbone
 from .cache import EmbeddingCache
+from .class_names import check_class_names
 from .compat import patch_modal
 from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
 from .encoding import check_encode_dtype, check_workers, embedding_key, encode_images
@@ -744,15 +744,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
                     "or range(len(class_names)) (predict indices).")
 
     def check_class_names(self):
-        """Raise ``ValueError`` for empty, non-string or duplicate class names."""
-        names = self.class_names
-        if isinstance(names, str) or not hasattr(names, "__len__") or len(names) < 2:
-            raise ValueError(f"class_names must be a list of at least 2 names, got {names!r}.")
-        if not all(isinstance(n, str) and n.strip() for n in names):
-            raise ValueError(f"class_names must be non-empty strings, got {list(names)!r}.")
-        duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-        if duplicates:
-            raise ValueError(f"class_names has duplicates: {duplicates}.")
+        """Raise ``ValueError`` for empty, non-string or duplicate class names, names with
+        surrounding spaces, and names that differ only in case or spacing (their prompts are
+        the same: :func:`modal_vlm.class_names.check_class_names`)."""
+        check_class_names(self.class_names)
 
     def initialize(self):
         # A state kept by a pickle or by set_params (_pending_state_) is loaded into the

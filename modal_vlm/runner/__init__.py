@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..class_names import check_class_names
 from ..classifier import ClipPromptClassifier
 from ..experiment import check_budget, run_active_learning
 from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
@@ -164,7 +165,10 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     # Everything that can be checked without the backbone is, before it loads (seconds to
     # minutes) and before anything is written: settings, data, the run directory.
     config = _with_absolute_paths(config.validate())
-    data = load_run_data(config) if data is None else data
+    if data is None:
+        data = load_run_data(config)
+    else:
+        check_class_names(data.class_names, what="RunData.class_names")
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
     estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
