@@ -10,7 +10,6 @@ before the backbone loads.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tomllib
 import warnings
@@ -260,7 +259,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from .runner import RunDirectoryError
 
