@@ -27,7 +27,7 @@ from .cache import EmbeddingCache
 from .class_names import check_class_names
 from .compat import patch_modal
 from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
-from .encoding import check_encode_dtype, check_workers, embedding_key, encode_images
+from .encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
@@ -202,7 +202,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.
     cache_dir : str or path-like, optional
         Also keep embeddings on disk here, for later processes (see
-        :class:`modal_vlm.cache.EmbeddingCache`).
+        :class:`modal_vlm.cache.EmbeddingCache`). Embeddings are keyed by the image's content,
+        so a file rewritten in place is encoded again, also when its size and mtime were kept
+        (``cp -p``, ``rsync -t``: its inode or ctime changed). A damaged shard is set aside
+        with a warning and its images encoded again; a full disk keeps the embeddings in
+        memory, with a warning.
     device : str, default="cpu"
         Torch device of the backbone and the prompt (``"cuda"``, ``"cuda:1"``, ``"mps"``...).
         Estimators on the same device share one loaded backbone.
@@ -418,7 +422,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def _encode(self, backbone, X, key, visual=None) -> np.ndarray:
         self.check_training_params()  # encode_batch_size and friends, named as the user set them
-        return encode_images(backbone, X, cache=EmbeddingCache(key, self.cache_dir),
+        cache = EmbeddingCache(key, self.cache_dir, width=embedding_width(backbone))
+        return encode_images(backbone, X, cache=cache,
                              batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual,
                              encode_dtype=self.encode_dtype, jpeg_draft=self.jpeg_draft,
                              num_workers=self.encode_workers)

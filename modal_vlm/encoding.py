@@ -326,6 +326,31 @@ def input_size(backbone) -> tuple[int, int]:
     return size
 
 
+def embedding_width(backbone) -> int:
+    """The size of the backbone's embeddings (its joint image-text space).
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Provides the text encoder (the image encoder's output has the same size).
+
+    Returns
+    -------
+    int
+        The number of columns of an embedding.
+
+    Examples
+    --------
+    >>> from modal_vlm.backbones import get_backbone
+    >>> embedding_width(get_backbone("tiny-vit"))
+    32
+    """
+    width = getattr(backbone, "_embedding_width", None)
+    if width is None:
+        width = backbone._embedding_width = int(backbone.encode_text(["a photo."]).shape[1])
+    return width
+
+
 def check_tensor_sizes(backbone, items, names) -> None:
     """Raise ``ValueError`` naming the preprocessed tensors whose size is not the backbone's input.
 
@@ -570,7 +595,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
 
 __all__ = [
     "DRAFT_MARGIN", "ENCODE_DTYPES", "check_encode_dtype", "check_finite_embeddings", "check_tensor_sizes",
-    "check_workers", "input_size",
+    "check_workers", "embedding_width", "input_size",
     "default_workers", "draft_size", "embedding_key", "encode_batches", "encode_images", "encode_items",
     "preprocessed",
 ]

@@ -32,7 +32,10 @@ import numpy as np
 import torch
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
-_PATH_DIGESTS: dict[str, tuple[int, int, bytes]] = {}  # path -> (size, mtime_ns, digest)
+#: path -> (file identity, digest). The identity is size, mtime, inode and ctime: a file
+#: rewritten with its size and mtime kept (``cp -p``, ``rsync -t``, ``tar x``) gets a new ctime
+#: (or inode) from the system, which no program can set, so it is read and hashed again.
+_PATH_DIGESTS: dict[str, tuple[tuple, bytes]] = {}
 
 
 def _digest(*parts) -> bytes:
@@ -167,12 +170,13 @@ def _path_digest(path: str) -> bytes:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     if not os.path.isfile(path):
         raise ValueError(f"Not an image file (a directory or a device): {path}")
+    identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     known = _PATH_DIGESTS.get(path)
-    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-        return known[2]
+    if known is not None and known[0] == identity:
+        return known[1]
     with open(path, "rb") as f:
         digest = _digest(b"file", f.read())
-    _PATH_DIGESTS[path] = (stat.st_size, stat.st_mtime_ns, digest)
+    _PATH_DIGESTS[path] = (identity, digest)
     return digest
 
 
@@ -196,8 +200,10 @@ def unreadable_reason(exc: Exception, path) -> str:
     --------
     >>> unreadable_reason(OSError("cannot identify image file '/x.png'"), "/x.png")
     'cannot identify image file'
+    >>> unreadable_reason(OSError(40, "Too many levels of symbolic links", "/x.png"), "/x.png")
+    '[Errno 40] Too many levels of symbolic links'
     """
-    return str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
+    return str(exc).replace(repr(str(path)), "").strip().rstrip(":").strip() or type(exc).__name__
 
 
 def _open_image(path: str, decode_size: int | None = None) -> Image.Image:

@@ -110,3 +110,66 @@ def test_cached_tagged_weights_load_without_the_network(empty_weight_caches, hub
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(loaded.encode_image(x), reference.encode_image(x))
     assert open_clip_backbone.check_weights_reachable("tiny-vit", "cachedtest") is True
+
+
+SHIMS_APPLIED = """
+import sys
+{first}
+from modAL.models import ActiveLearner
+import modAL.expected_error, modAL.models.base, modAL.utils.data, numpy
+import modal_vlm.compat as compat
+needed = compat.needed_patches()
+assert "check_X_y" not in needed or modAL.models.base.check_X_y is compat.check_X_y, "check_X_y"
+assert "data_vstack" not in needed or modAL.utils.data.data_vstack is compat.data_vstack, "data_vstack"
+assert ActiveLearner.teach.__modal_vlm_all_or_nothing__, "teach"
+assert "float" not in vars(numpy), "np.float left behind"
+print("ok")
+"""
+
+
+@pytest.mark.trial("also: import modal_vlm shims")
+@pytest.mark.parametrize("first", ["import modal_vlm", "import modAL\nimport modal_vlm"],
+                         ids=["before-modAL", "after-modAL"])
+def test_bare_import_applies_the_modal_shims_in_any_order(first):
+    # A fresh interpreter, as a user's script: `import modal_vlm` and nothing else of it.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", SHIMS_APPLIED.format(first=first)], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.trial("also: import modal_vlm shims")
+def test_bare_import_stays_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, modal_vlm; print(sorted(m for m in ('torch', 'sklearn', 'modAL', 'pandas') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+DEMO_TINY = ["demo", "--rounds", "1", "--epochs", "1", "--pool-per-class", "3", "--test-per-class", "2"]
+
+
+@pytest.mark.trial("first-hour 7: demo header")
+def test_demo_refuses_a_finished_run_before_printing_its_header(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DEMO_MODEL", "tiny-vit")
+    argv = DEMO_TINY + ["--out", str(tmp_path / "demo")]
+    assert cli.main(argv + ["--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("modal-vlm: error:") and "already holds this finished run" in err
+
+
+@pytest.mark.trial("first-hour 7: per-class column")
+def test_round_table_says_its_column_is_the_mean_per_class_accuracy():
+    from modal_vlm.runner import ROUND_TABLE_HEADER, format_round
+
+    assert "mean per-class acc." in ROUND_TABLE_HEADER and " per-class " not in ROUND_TABLE_HEADER.replace(
+        "mean per-class acc.", "")
+    line = format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10, "accuracy": 0.5,
+                         "mean_per_class_accuracy": 0.45, "seconds": {"query": 0.2, "train": 3.4}})
+    column = ROUND_TABLE_HEADER.index("mean per-class acc.") + len("mean per-class acc.")
+    assert line[column - 5:column] == "0.450"   # the number sits under its header

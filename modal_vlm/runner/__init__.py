@@ -15,6 +15,7 @@ process) continues from the last finished round and gives the numbers of an unin
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -77,20 +78,21 @@ def format_round(record) -> str:
     Examples
     --------
     >>> print(ROUND_TABLE_HEADER)
-    strategy      seed  round  labels  accuracy  per-class  query_s  train_s
+    strategy      seed  round  labels  accuracy  mean per-class acc.  query_s  train_s
     >>> print(format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
     ...                     "accuracy": 0.5, "mean_per_class_accuracy": 0.45,
     ...                     "seconds": {"query": 0.21, "train": 3.4}}))
-    cec              0      1      10     0.500      0.450      0.2      3.4
+    cec              0      1      10     0.500                0.450      0.2      3.4
     """
     seconds = record["seconds"]
     return (f"{record['strategy']:<12}  {record['seed']:>4}  {record['round']:>5}  {record['n_labeled']:>6}  "
-            f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>9.3f}  "
+            f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>19.3f}  "
             f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}")
 
 
-#: Header of the per-round table printed while an experiment runs.
-ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s"
+#: Header of the per-round table printed while an experiment runs ("mean per-class acc.": the
+#: mean over classes of each class's test accuracy, which class imbalance does not inflate).
+ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  mean per-class acc.  query_s  train_s"
 
 
 def _jsonable(value):
@@ -128,8 +130,15 @@ def _crash_if_asked(record) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
+def _finished(path: Path) -> bool:
+    """Whether a run directory holds everything a finished run writes (the plot only where
+    matplotlib can draw it): a run that failed writing them makes what is missing."""
+    plot_possible = importlib.util.find_spec("matplotlib") is not None
+    return (path / SUMMARY).exists() and ((path / PLOT).exists() or not plot_possible)
+
+
 def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overwrite=False,
-                   progress=True, title=None) -> ExperimentResult:
+                   progress=True, title=None, intro=None) -> ExperimentResult:
     """Run every (strategy, seed) of ``config``, checkpointing each round in ``out``.
 
     Parameters
@@ -147,7 +156,11 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
         Progress bars (rounds, encoding, training epochs; on a terminal only) and a line per
         finished round.
     title : str, optional
-        Title of the learning-curve plot; default: the data folder, model and budget.
+        Title of the learning-curve plot; default: the data folder (with its parent), the
+        model and the budget.
+    intro : str, optional
+        A line printed (with ``progress``) once the settings, the data and the run directory
+        are checked, before the backbone loads: nothing is said about a run that is refused.
 
     Returns
     -------
@@ -177,9 +190,11 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
     n_done = sum(1 for record in run_dir.read(header, overwrite=overwrite)
                  if (record["strategy"], record["seed"]) in runs)
-    if n_done == len(runs) * (config.rounds + 1) and not overwrite and (run_dir.path / SUMMARY).exists():
+    if n_done == len(runs) * (config.rounds + 1) and not overwrite and _finished(run_dir.path):
         raise RunDirectoryError(f"{run_dir.path} already holds this finished run (see its {SUMMARY} "
                                 "and rounds.csv). Use --overwrite (overwrite=True) to run it again.")
+    if intro and progress:
+        print(intro, flush=True)
     try:
         estimator.initialize()  # loads the backbone
     except ValueError as exc:
@@ -214,7 +229,8 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:
-        title = f"{Path(config.data or 'data').name}: {estimator.model_name}, {budget} labels per round"
+        folder = Path(config.data or "data")
+        title = f"{folder.parent.name}/{folder.name}: {estimator.model_name}, {budget} labels per round"
     try:
         plot = plot_learning_curves(run_dir.records, run_dir.path / PLOT, title=title)
     except ImportError:
