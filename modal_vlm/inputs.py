@@ -13,7 +13,8 @@ Accepted (see :func:`as_image_items`):
 Boolean arrays are refused: a mask is not an image.
 
 One image is a batch of one: ``X[None]`` or ``[image]``. Image files and PIL images in any
-mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits.
+mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits, and turned
+upright as their EXIF orientation says (phone photos), as a browser shows them.
 
 A list may mix these per element. Each item gets a content fingerprint (a 16-byte BLAKE2b
 digest of its pixels, file bytes or tensor values) that keys the embedding cache, so the same
@@ -26,11 +27,12 @@ to: see ``decode_size`` of :meth:`ImageItem.to_tensor`.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import numpy as np
 import torch
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 #: path -> (file identity, digest). The identity is size, mtime, inode and ctime: a file
 #: rewritten with its size and mtime kept (``cp -p``, ``rsync -t``, ``tar x``) gets a new ctime
@@ -66,7 +68,8 @@ class ImageItem:
             return _path_digest(self.value)
         if self.kind == "pil":
             im = self.value
-            return _digest(b"pixels", im.mode, im.size, im.tobytes())
+            turned = _orientation(im)   # part of the key only where it turns the image
+            return _digest(b"pixels", im.mode, im.size, im.tobytes(), *([b"exif-orientation", turned] if turned else []))
         array = np.ascontiguousarray(self.value)
         return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
 
@@ -94,7 +97,7 @@ class ImageItem:
         if self.kind == "path":
             image = _open_image(self.value, decode_size)
         elif self.kind == "pil":
-            image = self.value
+            image = upright(self.value)
         else:  # raw pixels
             image = Image.fromarray(np.asarray(self.value, dtype=np.uint8))
         return preprocess(as_rgb(image))
@@ -113,6 +116,44 @@ class ImageItem:
             ``"X[3] (/data/cat/01.png)"`` for a file, ``"X[3]"`` otherwise.
         """
         return f"X[{index}] ({self.value})" if self.kind == "path" else f"X[{index}]"
+
+
+#: The EXIF tag of a photo's orientation: how to turn the stored pixels to show it upright.
+EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation that turns ``image`` (2..8); 0 when there is none to apply."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: nothing to apply
+        return 0
+    return value if value in range(2, 9) else 0
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone photo held upright), as a
+    browser shows the file; the image itself when it has no orientation to apply.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any image; only its EXIF orientation tag (``0x0112``) is read.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The upright image.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> photo = Image.new("RGB", (4, 2))
+    >>> photo.getexif()[EXIF_ORIENTATION] = 6   # stored sideways
+    >>> upright(photo).size
+    (2, 4)
+    """
+    return ImageOps.exif_transpose(image) if _orientation(image) else image
 
 
 #: Pillow modes of 16-bit grey images (16-bit PNG and TIFF files).
@@ -175,9 +216,26 @@ def _path_digest(path: str) -> bytes:
     if known is not None and known[0] == identity:
         return known[1]
     with open(path, "rb") as f:
-        digest = _digest(b"file", f.read())
+        data = f.read()
+    # A photo with an EXIF orientation is encoded turned upright, so its key says so: any
+    # embedding of the file cached before (sideways) is never served. Other files' keys
+    # are the digest of their bytes alone.
+    turned = _file_orientation(data)
+    digest = _digest(b"file", data, *([b"exif-orientation", turned] if turned else []))
     _PATH_DIGESTS[path] = (identity, digest)
     return digest
+
+
+def _file_orientation(data: bytes) -> int:
+    """The EXIF orientation an image file's bytes ask for (2..8), 0 for none (or no image)."""
+    head = data[:1 << 16]
+    if b"Exif" not in head and b"eXIf" not in head:   # no EXIF block: skip the header parse
+        return 0
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _orientation(image)
+    except Exception:  # noqa: BLE001 - not an image: decoding it names the problem later
+        return 0
 
 
 def unreadable_reason(exc: Exception, path) -> str:
@@ -214,7 +272,7 @@ def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
                 # so the shorter side stays >= decode_size; a no-op for images too small.
                 image.draft(image.mode, (decode_size, decode_size))
             image.load()
-            return image
+            return upright(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -361,4 +419,4 @@ def n_images(X) -> int:
         raise TypeError(f"X must be a sized sequence of images, got {type(X).__name__}.") from None
 
 
-__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason"]
+__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason", "upright"]

@@ -313,3 +313,35 @@ def test_plot_says_its_band_is_one_std_and_names_the_data_folder(finished_run, t
     run_experiment(config.override(seeds=(1,)), tmp_path / "run", progress=False)
     parent = config.data.rstrip("/").split("/")[-2]
     assert seen["title"] == f"{parent}/data: tiny-vit, 2 labels per round"
+
+
+# -- bad day 4: EXIF orientation ---------------------------------------------------------------
+
+@pytest.mark.trial("bad-day 4")
+def test_phone_photos_reach_the_model_upright(make_clf, tmp_path):
+    from PIL import ImageOps
+
+    from modal_vlm.inputs import ImageItem, _digest
+
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))   # landscape pixels
+    exif = stored.getexif()
+    exif[0x0112] = 6   # "turn 90 degrees clockwise to show": a portrait photo from a phone
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "phone.jpg") as opened:
+        shown = ImageOps.exif_transpose(opened)   # what a browser shows: 24 wide, 40 high
+        assert shown.size == (24, 40)
+        raw = np.asarray(opened.convert("RGB"))   # the stored pixels, sideways
+    upright_pixels = np.asarray(shown.convert("RGB"))
+    clf = make_clf()
+    expected = clf.transform(upright_pixels[None])
+    np.testing.assert_allclose(clf.transform([str(tmp_path / "phone.jpg")]), expected, atol=1e-5)
+    with Image.open(tmp_path / "phone.jpg") as opened:
+        np.testing.assert_allclose(clf.transform([opened]), expected, atol=1e-5)   # a PIL image too
+    assert not np.allclose(clf.transform(raw[None]), expected, atol=1e-3)        # sideways is another image
+    # The key of a file without EXIF is the digest of its bytes, as before.
+    Image.fromarray(upright_pixels).save(tmp_path / "plain.png")
+    data = (tmp_path / "plain.png").read_bytes()
+    assert ImageItem(str(tmp_path / "plain.png"), "path").fingerprint() == _digest(b"file", data)
+    assert ImageItem(str(tmp_path / "phone.jpg"), "path").fingerprint() != _digest(
+        b"file", (tmp_path / "phone.jpg").read_bytes())
