@@ -173,3 +173,19 @@ def test_round_table_says_its_column_is_the_mean_per_class_accuracy():
                          "mean_per_class_accuracy": 0.45, "seconds": {"query": 0.2, "train": 3.4}})
     column = ROUND_TABLE_HEADER.index("mean per-class acc.") + len("mean per-class acc.")
     assert line[column - 5:column] == "0.450"   # the number sits under its header
+
+
+@pytest.mark.trial("first-hour 6")
+@pytest.mark.parametrize("labels", [["cat", "dog", "cat"], [0, 1, 0]], ids=["names", "indices"])
+def test_prompt_committee_taught_with_class_names_queries_and_predicts(labels):
+    from modal_vlm import ClipPromptClassifier, prompt_committee
+
+    estimator = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", n_ctx=2, max_epochs=1, verbose=0,
+                                     random_state=0)
+    committee = prompt_committee(estimator, templates=["a {}.", "a photo of a {}."])
+    X = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    committee.teach(X[:3], labels)
+    picked, _ = committee.query(X[3:], n_instances=2)
+    assert len(set(np.asarray(picked).tolist())) == 2
+    assert set(committee.predict(X).tolist()) <= set(labels)
+    assert committee.vote(X).shape == (8, 2)
