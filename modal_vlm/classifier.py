@@ -903,6 +903,32 @@ class ClipPromptClassifier(NeuralNetClassifier):
         if self.verbose >= 2:
             print(text)
 
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's and skorch's, nested ones included); returns ``self``.
+
+        New ``class_names`` on a fitted estimator take effect here, not at the next call: a
+        learned prompt that does not apply to the new classes is dropped with a warning
+        pointing at this call (predictions are zero-shot until the next ``fit``).
+
+        Parameters
+        ----------
+        **params
+            Parameter names and values.
+
+        Returns
+        -------
+        ClipPromptClassifier
+            ``self``.
+        """
+        super().set_params(**params)
+        if "class_names" in params and self.initialized_:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._sync_module()
+            for warning in caught:
+                warnings.warn(warning.message, warning.category, stacklevel=2)
+        return self
+
     def check_is_fitted(self, attributes=None, *args, **kwargs):
         # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.
         if not self.initialized_:

@@ -345,3 +345,40 @@ def test_phone_photos_reach_the_model_upright(make_clf, tmp_path):
     assert ImageItem(str(tmp_path / "plain.png"), "path").fingerprint() == _digest(b"file", data)
     assert ImageItem(str(tmp_path / "phone.jpg"), "path").fingerprint() != _digest(
         b"file", (tmp_path / "phone.jpg").read_bytes())
+
+
+# -- also: parameters changed on a fitted estimator ---------------------------------------------
+
+@pytest.mark.trial("also: set_params(class_names) on a fitted model")
+def test_new_class_names_on_a_fitted_model_warn_at_set_params(make_clf, images):
+    X, y = images
+    clf = make_clf().fit(X, y)
+    with pytest.warns(UserWarning, match=r"class_names changed since the prompt was learned.*zero-shot until the "
+                                         r"next fit") as caught:
+        clf.set_params(class_names=["cow", "horse", "sheep"])
+    assert caught[0].filename == __file__   # the warning points at the user's call
+    np.testing.assert_allclose(clf.predict_proba(X), make_clf(class_names=["cow", "horse", "sheep"]).predict_proba(X),
+                               atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.set_params(lr=0.01)                             # other parameters: nothing to say
+        make_clf().set_params(class_names=["a", "b"])       # not fitted: nothing to drop
+
+
+@pytest.mark.trial("also: load_params n_ctx")
+def test_load_params_checks_the_context_actually_learned(make_clf, images, tmp_path):
+    X, y = images
+    # With ctx_init="template" (the default) n_ctx is unused: the context is the template's
+    # 4 tokens ("a photo of a") whatever n_ctx says, so a state saved with n_ctx=2 is the
+    # same model in an n_ctx=4 estimator, and loads.
+    saved = make_clf(n_ctx=2).fit(X, y)
+    saved.save_params(f_params=tmp_path / "template.pt")
+    loaded = make_clf(n_ctx=4)
+    loaded.load_params(f_params=tmp_path / "template.pt")
+    assert loaded.module_.prompt_learner.n_ctx == saved.module_.prompt_learner.n_ctx == 4
+    np.testing.assert_allclose(loaded.predict_proba(X), saved.predict_proba(X), atol=1e-6)
+    # Where n_ctx is the context's length (ctx_init=None), another length is refused.
+    make_clf(n_ctx=2, ctx_init=None).fit(X, y).save_params(f_params=tmp_path / "random.pt")
+    other = make_clf(n_ctx=4, ctx_init=None)
+    with pytest.raises(ValueError, match=r"does not fit this model: n_ctx: 2 -> 4"):
+        other.load_params(f_params=tmp_path / "random.pt")
