@@ -57,3 +57,17 @@ def test_readme_quickstart_runs_offline_as_written(tmp_path):
     assert re.fullmatch(r"zero-shot: 0\.\d{3}", lines[0]), run.stdout
     assert [re.fullmatch(r"round (\d): (\d+) labels, accuracy 0\.\d{3}", line).groups() for line in lines[1:]] == \
         [("1", "10"), ("2", "20"), ("3", "30")]
+
+
+@pytest.mark.trial("first-hour 3")
+def test_readme_reads_in_a_newcomers_order():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    order = ["Install", "Demo", "Python quick start", "Experiments from the command line", "Labeling in the browser",
+             "More"]
+    assert [h for h in headings if h in order] == order, headings
+    assert "Benchmarks" not in headings and "0.543" not in text   # the numbers live in docs/results.md
+    assert "0.543" in (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    install = text[text.index("## Install"):text.index("## Demo")]
+    assert "CUDA" in install and "--index-url https://download.pytorch.org/whl/cpu" in install
+    assert text.index("### Inputs") < text.index("## Experiments from the command line")   # before the CLI

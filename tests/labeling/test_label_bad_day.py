@@ -108,6 +108,7 @@ def test_a_label_studio_import_of_the_open_batch_finishes_it(shapes, make_sessio
 
 
 @pytest.mark.trial("first-hour 5: export messages")
+@pytest.mark.trial("first-hour 5: Label Studio tasks export")
 @pytest.mark.parametrize("what, extra, rows", [("labels", [], "6 rows"), ("labels", ["--format", "json"], "6 labels"),
                                                ("predictions", [], "24 rows"), ("label-studio", [], "6 tasks"),
                                                ("label-studio-config", [], "4 choices"),
