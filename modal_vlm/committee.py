@@ -35,6 +35,15 @@ class PromptCommittee(Committee):
     names (``teach(X, ["cat", "dog"])``, which ``ClipPromptClassifier`` accepts) make every
     vote fail with "could not convert string to float". Here the votes are the predictions
     themselves: names or indices, whatever the members were taught.
+
+    Parameters
+    ----------
+    learner_list : list of ActiveLearner
+        The members.
+    query_strategy : callable, default=vote_entropy_sampling
+        modAL's committee strategy.
+    on_transformed : bool, default=False
+        As modAL's ``Committee``.
     """
 
     def vote(self, X, **predict_kwargs):
