@@ -6,19 +6,15 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from test_experiment import write_image_folder
 
 from modal_vlm.runner import RunConfig, run_experiment
 
 TINY = {"model_name": "tiny-vit", "n_ctx": 2, "max_epochs": 1, "batch_size": 4}
 
 
-def image_folder(root, classes, per_class=4, seed=0):
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
-    return root
+def image_folder(root, classes, per_class=4):
+    return write_image_folder(root, classes=classes, per_class=per_class)
 
 
 # -- bad day 3: class names that differ only in case or spacing ----------------------------

@@ -44,7 +44,7 @@ ROWS = [
     ("first-hour 5: Label Studio import of the open batch", "the page kept asking for imported images",
      "imports (and review edits) of open-batch images count for the batch and can finish it"),
     ("first-hour 5: export messages", "`label export` said what it wrote only for model",
-     "every export says `wrote FILE (N rows|labels|tasks|choices)`"),
+     "every export says `wrote FILE (N rows, labels, tasks or choices)`"),
     ("first-hour 5: Label Studio tasks export", "the tasks export silently held only the open batch",
      "it says which batch it holds and how to export another (--batch ID)"),
     ("first-hour 6", "prompt_committee taught with class names failed inside modAL",

@@ -253,3 +253,32 @@ def test_thumbnails_follow_exif_orientation(tmp_path, make_session, client_for):
     from io import BytesIO
 
     assert Image.open(BytesIO(thumbnail.content)).size == (32, 64)   # upright, as browsers show the file
+
+
+# -- bad day 1 in the app: a damaged cache shard does not stop the worker -----------------------
+
+@pytest.mark.trial("bad-day 1")
+def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, tmp_path):
+    import warnings
+
+    from modal_vlm import clear_memory_cache
+    from modal_vlm.labeling import LabelingWorker, LabelStore
+
+    folder, _ = shapes
+    project, store, worker = make_session(folder)
+    worker.stop(timeout=30)
+    shards = sorted(project.cache_dir.glob("*/shard-*.npz"))
+    shards[0].write_bytes(shards[0].read_bytes()[:64])   # truncated, as by a crash without fsync
+    clear_memory_cache()   # a new server process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second_store = LabelStore(project.database)
+        again = LabelingWorker(project, second_store).start()
+        try:
+            status = again.wait_idle(120)
+        finally:
+            again.stop(timeout=30)
+            second_store.close()
+    assert status["phase"] == "ready", status
+    assert any("cannot be read" in str(w.message) and shards[0].name in str(w.message) for w in caught)
+    assert shards[0].with_name(shards[0].name + ".damaged").exists()
