@@ -76,7 +76,8 @@ ROWS = [
      "the file named, nothing changed, `sqlite3 FILE .recover` and the export suggested"),
     ("bad-day 10", "HTTP 500s: id 10^23, NaN in JSON, Label Studio lists, a decompression bomb",
      "each a 4xx naming the problem"),
-    ("also: import modal_vlm shims", "a bare `import modal_vlm` applied no modAL shim (46 of 61)",
+    ("also: import modal_vlm shims", "a bare `import modal_vlm` applied no modAL shim (the trial: 46 of 61; "
+     "the tool importing as a user: 0 of 61, the suite does not import)",
      "an import hook applies them as modAL loads (61 of 61, tools/run_modal_suite.py imports as a user); "
      "torch, scikit-learn and modAL stay unimported"),
     ("also: user files in --out", "demo/run overwrote a user's summary.json, rounds.csv, learning_curve.png",

@@ -136,7 +136,8 @@ class Guard:
             if sum(map(len, body)) > limit:
                 return await _refuse(send, 413, f"request body over {limit} bytes")
         body = b"".join(body)
-        constant = _json_constant(body) if headers.get(b"content-type", "").startswith("application/json") else None
+        is_json = headers.get(b"content-type", "").lower().startswith("application/json")
+        constant = _json_constant(body) if is_json else None
         if constant is not None:
             return await _refuse(send, 400, f"the request body holds {constant}: NaN and infinities are "
                                             "not JSON numbers")

@@ -431,7 +431,7 @@ class LabelStore:
             "SELECT i.guess, e.kind, e.label FROM batch_items i LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = i.batch_id AND image_id = i.image_id) "
             "WHERE i.batch_id = ?", (batch_id,)).fetchall()
-        if any(row["kind"] is None for row in last):
+        if any(row["kind"] in (None, "unlabel") for row in last):   # unlabeled again (review): undecided
             return False
         judged = [row for row in last if row["kind"] in LABEL_KINDS]
         right = sum(row["kind"] == "class" and row["label"] == row["guess"] for row in judged)
@@ -566,8 +566,9 @@ class LabelStore:
         dict or None
             ``id``, ``created_at``, ``strategy``, ``model_round``, ``finished_at`` and
             ``items`` (``image_id``, ``path``, ``status``, ``guess``, ``confidence``,
-            ``kind``, ``label`` and ``event_id`` of the latest decision in this batch, None
-            before one); None when there is no such batch (no open batch).
+            ``kind``, ``label`` and ``event_id`` of the latest decision in this batch; kind
+            and label None before one, or when the image was unlabeled again); None when
+            there is no such batch (no open batch).
         """
         if batch_id is None:
             rows = self._rows("SELECT * FROM batches WHERE finished_at IS NULL")
@@ -577,7 +578,8 @@ class LabelStore:
             return None
         batch = rows[0]
         batch["items"] = self._rows(
-            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, e.kind, e.label, e.id AS event_id "
+            "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, "
+            "NULLIF(e.kind, 'unlabel') AS kind, e.label, e.id AS event_id "
             "FROM batch_items b JOIN images i ON i.id = b.image_id LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = b.batch_id AND image_id = b.image_id) "
             "WHERE b.batch_id = ? ORDER BY b.position", (batch["id"],))

@@ -282,3 +282,20 @@ def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, 
     assert status["phase"] == "ready", status
     assert any("cannot be read" in str(w.message) and shards[0].name in str(w.message) for w in caught)
     assert shards[0].with_name(shards[0].name + ".damaged").exists()
+
+
+@pytest.mark.trial("first-hour 5: Label Studio import of the open batch")
+def test_review_decisions_on_open_batch_images_show_on_the_label_page(shapes, make_session, client_for):
+    folder, truth = shapes
+    project, store, worker = make_session(folder)
+    client = client_for(project, store, worker)
+    item = store.batch()["items"][0]
+    assert client.post(f"/api/images/{item['image_id']}/label", json={"kind": "ood"}).status_code == 200
+    shown = client.get("/api/state").json()["batch"]["items"][0]
+    assert shown["kind"] == "ood"                        # decided, where the page shows it
+    assert client.post(f"/api/images/{item['image_id']}/label", json={"kind": "unlabel"}).status_code == 200
+    shown = client.get("/api/state").json()["batch"]["items"][0]
+    assert shown["kind"] is None and shown["event_id"]   # back to undecided, and the page knows the event
+    stale = post_label(client, store.batch(), item, kind="skip", seen_event=0)
+    assert stale.status_code == 409
+    assert post_label(client, store.batch(), item, kind="skip", seen_event=shown["event_id"]).status_code == 200
