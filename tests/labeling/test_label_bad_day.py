@@ -265,6 +265,7 @@ def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, 
     from modal_vlm.labeling import LabelingWorker, LabelStore
 
     folder, _ = shapes
+    clear_memory_cache()   # this process has seen these images: the session must encode them into its cache
     project, store, worker = make_session(folder)
     worker.stop(timeout=30)
     shards = sorted(project.cache_dir.glob("*/shard-*.npz"))
