@@ -13,8 +13,11 @@ Who may connect:
 
 Every ``POST`` takes JSON (``Content-Type: application/json``: a form on another site cannot
 post here without a CORS preflight, which is never granted) of bounded size; malformed JSON,
-wrong types, unknown ids and stale batches get a 4xx answer naming the problem, and change
-nothing.
+NaN and infinities, wrong types, ids beyond SQLite's integers, unknown ids, stale batches and
+labels of an image changed in another window since the page showed it (optimistic
+concurrency: a label names the event the page saw, ``seen_event``) get a 4xx answer naming
+the problem, and change nothing. No other site may embed the images
+(``Cross-Origin-Resource-Policy: same-origin``).
 """
 from __future__ import annotations
 
