@@ -6,10 +6,15 @@
 ...                         query_strategy=cec_query)
 
 The names below are imported on first use, so ``import modal_vlm`` (and ``modal-vlm
---help``) does not load torch; the first use also applies :func:`patch_modal`.
+--help``) does not load torch. ``import modal_vlm`` makes modAL work with today's
+scikit-learn, pandas and NumPy: the shims of :mod:`modal_vlm.compat` are applied to modAL's
+modules as they are imported, whether before or after ``modal_vlm`` (an import hook:
+:mod:`modal_vlm._modal_hook`).
 """
 import importlib
 import importlib.util
+
+from . import _modal_hook
 
 __version__ = "0.1.0.dev0"
 
@@ -42,6 +47,9 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
+
+
+_modal_hook.install()
 
 
 def __getattr__(name):

@@ -6,13 +6,23 @@ rounds share it. With ``cache_dir`` the store is also written to disk as append-
 (``<cache_dir>/<backbone digest>/shard-*.npz``) and read back by later processes: only the
 shards that hold requested images are read (a :class:`DiskIndex` of the keys says which), so
 a cache of 10^7 images serves a labeled set without being loaded whole.
+
+The disk copy is a cache, never the only copy of anything: a shard is written to a temporary
+file, flushed to the disk (fsync) and renamed into place, so a crash leaves the old state or
+the new one. A shard that cannot be read (empty, truncated, another program's file, embeddings
+of the wrong shape or not finite) is moved aside as ``*.npz.damaged`` with a warning naming
+it, and its images are encoded again; a shard that cannot be written (a full disk) leaves
+its embeddings in memory for the process, with a warning.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import uuid
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +30,12 @@ import numpy as np
 KEY_BYTES = 16
 #: Dtypes the on-disk shards may hold.
 STORAGE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+#: Suffix added to a shard that cannot be read when it is moved aside.
+DAMAGED_SUFFIX = ".damaged"
+
+
+class DamagedShard(ValueError):
+    """A cache shard that cannot be read as keys and finite embeddings of one width."""
 
 
 class EmbeddingStore:
@@ -85,8 +101,12 @@ class DiskIndex:
             return
         keys, where = [self.keys], [self.where]
         for path in new:
+            try:
+                shard_keys = _read_shard(path, keys_only=True)[0]
+            except DamagedShard as exc:
+                set_aside(path, exc)
+                continue
             self.files.append(path)
-            shard_keys = _read_shard(path, keys_only=True)[0]
             keys.append(shard_keys)
             where.append(np.stack([np.full(len(shard_keys), len(self.files) - 1),
                                    np.arange(len(shard_keys))], 1))
@@ -134,6 +154,9 @@ class EmbeddingCache:
     dtype : {"float32", "float16"}, default="float32"
         Storage dtype of the shards this cache writes (float16 halves the disk footprint of
         large pools). Shards of either dtype are read back as float32.
+    width : int, optional
+        The encoder's embedding size: shards of another width are set aside as damaged.
+        None takes the width of the first embeddings stored.
 
     Examples
     --------
@@ -145,9 +168,10 @@ class EmbeddingCache:
     [True, False]
     """
 
-    def __init__(self, model_key: str, cache_dir=None, dtype="float32"):
+    def __init__(self, model_key: str, cache_dir=None, dtype="float32", width=None):
         self.model_key = model_key
         self.cache_dir = cache_dir
+        self.width = width
         self.dtype = np.dtype(dtype)
         if self.dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache dtype must be one of {[str(d) for d in STORAGE_DTYPES]}, got {dtype!r}.")
@@ -189,7 +213,12 @@ class EmbeddingCache:
         """
         self.store.add(keys, embeddings)
         if self.cache_dir is not None and len(keys):
-            write_shard(self.cache_dir, self.model_key, keys, embeddings, self.dtype)
+            try:
+                write_shard(self.cache_dir, self.model_key, keys, embeddings, self.dtype)
+            except OSError as exc:  # a full disk, a read-only folder: the embeddings stay in memory
+                warnings.warn(f"cannot write to the embedding cache {self.cache_dir} ({exc.strerror or exc}): "
+                              f"{len(keys)} embeddings are kept in memory for this process only, and a later "
+                              "process will encode these images again.", RuntimeWarning, stacklevel=2)
 
     def _read_disk(self, keys) -> None:
         # Only the shards holding some of ``keys`` are read, and only those rows kept.
@@ -198,17 +227,27 @@ class EmbeddingCache:
         index.refresh()
         found, where = index.locate(keys)
         found_keys = [key for key, hit in zip(keys, found) if hit]
+        width = self.width if self.store.matrix is None else self.store.matrix.shape[1]
         for file in np.unique(where[:, 0]):
             in_file = np.flatnonzero(where[:, 0] == file)
-            embeddings = _read_shard(index.files[file])[1]
+            try:
+                embeddings = _read_shard(index.files[file], width=width)[1]
+            except DamagedShard as exc:
+                set_aside(index.files[file], exc)
+                # Forget the index: it points into the shard set aside (rebuilt on the next read).
+                self.store.disk.pop(str(folder), None)
+                continue
             self.store.add([found_keys[i] for i in in_file], embeddings[where[in_file, 1]])
+            width = self.store.matrix.shape[1]
 
 
 def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") -> Path:
     """Write one shard of ``(keys, embeddings)`` into the on-disk cache of ``model_key``.
 
-    Atomic (written, then renamed): a reader never sees a half-written shard. This is how
-    every writer adds to a cache folder, in this process or in a distributed encoding job.
+    Atomic and durable (written, flushed to the disk, then renamed): a reader never sees a
+    half-written shard, and a crash leaves none. This is how every writer adds to a cache
+    folder, in this process or in a distributed encoding job. On failure (a full disk) no
+    temporary file is left behind and the ``OSError`` is raised.
 
     Parameters
     ----------
@@ -233,11 +272,65 @@ def write_shard(cache_dir, model_key: str, keys, embeddings, dtype="float32") ->
     (folder / "model.txt").write_text(model_key + "\n")
     keys_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, keys=keys_array, embeddings=np.asarray(embeddings, dtype=dtype))
-    shard = folder / f"shard-{uuid.uuid4().hex}.npz"
-    os.replace(tmp, shard)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=keys_array, embeddings=np.asarray(embeddings, dtype=dtype))
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the rename makes it visible
+        shard = folder / f"shard-{uuid.uuid4().hex}.npz"
+        os.replace(tmp, shard)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
     return shard
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; elsewhere a no-op)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def set_aside(shard: Path, reason) -> Path | None:
+    """Move a shard that cannot be read out of the cache (``*.npz.damaged``), with a warning.
+
+    Its images are no longer found in the cache, so they are encoded again; the file is
+    kept for inspection, and never read again.
+
+    Parameters
+    ----------
+    shard : Path
+        The shard file.
+    reason : object
+        What is wrong with it, for the warning.
+
+    Returns
+    -------
+    Path or None
+        Where the file went; None if it was gone already (another process set it aside).
+    """
+    target = shard.with_name(shard.name + DAMAGED_SUFFIX)
+    try:
+        os.replace(shard, target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a read-only cache: it cannot be moved, but it is no longer read
+        warnings.warn(f"the embedding cache shard {shard} cannot be read ({reason}) nor moved aside ({exc}); "
+                      "its images are encoded again.", RuntimeWarning, stacklevel=3)
+        return None
+    warnings.warn(f"the embedding cache shard {shard} cannot be read ({reason}); moved it aside as "
+                  f"{target.name}, its images are encoded again.", RuntimeWarning, stacklevel=3)
+    return target
 
 
 def iter_disk_shards(cache_dir, model_key: str, keys_only: bool = False):
@@ -260,17 +353,38 @@ def iter_disk_shards(cache_dir, model_key: str, keys_only: bool = False):
         Their embeddings, in the shard's storage dtype (float32 or float16).
     """
     for shard in _shard_files(_model_dir(cache_dir, model_key)):
-        yield _read_shard(shard, keys_only)
+        try:
+            yield _read_shard(shard, keys_only)
+        except DamagedShard as exc:
+            set_aside(shard, exc)
 
 
 def _shard_files(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("shard-*.npz"))
 
 
-def _read_shard(path: Path, keys_only: bool = False):
-    with np.load(path) as data:
-        keys = np.ascontiguousarray(data["keys"]).view(f"V{KEY_BYTES}").reshape(-1)
-        return keys, None if keys_only else data["embeddings"]
+def _read_shard(path: Path, keys_only: bool = False, width=None):
+    """``(keys, embeddings)`` of a shard; :class:`DamagedShard` for anything else than
+    ``n`` keys of :data:`KEY_BYTES` bytes and ``n`` finite embeddings (of ``width`` columns)."""
+    try:
+        with np.load(path) as data:
+            raw_keys = data["keys"]
+            embeddings = None if keys_only else data["embeddings"]
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, TypeError, AttributeError) as exc:
+        raise DamagedShard(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    if raw_keys.dtype != np.uint8 or raw_keys.ndim != 2 or raw_keys.shape[1] != KEY_BYTES:
+        raise DamagedShard(f"keys of dtype {raw_keys.dtype} and shape {raw_keys.shape}, not (n, {KEY_BYTES}) bytes")
+    keys = np.ascontiguousarray(raw_keys).view(f"V{KEY_BYTES}").reshape(-1)
+    if embeddings is not None:
+        if embeddings.dtype not in STORAGE_DTYPES or embeddings.ndim != 2 or len(embeddings) != len(keys) \
+                or (width is not None and embeddings.shape[1] != width):
+            expected = f"({len(keys)}, {'D' if width is None else width})"
+            raise DamagedShard(f"embeddings of dtype {embeddings.dtype} and shape {embeddings.shape}, not {expected}")
+        if not np.isfinite(embeddings).all():
+            raise DamagedShard("embeddings hold NaN or infinite values")
+    return keys, embeddings
 
 
 def clear_memory_cache() -> None:

@@ -8,7 +8,6 @@ import hashlib
 import inspect
 import reprlib
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,9 +24,10 @@ from torch.utils.data import Subset
 
 from .backbones import get_backbone
 from .cache import EmbeddingCache
+from .class_names import check_class_names
 from .compat import patch_modal
 from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
-from .encoding import check_encode_dtype, check_workers, embedding_key, encode_images
+from .encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
@@ -202,7 +202,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.
     cache_dir : str or path-like, optional
         Also keep embeddings on disk here, for later processes (see
-        :class:`modal_vlm.cache.EmbeddingCache`).
+        :class:`modal_vlm.cache.EmbeddingCache`). Embeddings are keyed by the image's content,
+        so a file rewritten in place is encoded again, also when its size and mtime were kept
+        (``cp -p``, ``rsync -t``: its inode or ctime changed). A damaged shard is set aside
+        with a warning and its images encoded again; a full disk keeps the embeddings in
+        memory, with a warning.
     device : str, default="cpu"
         Torch device of the backbone and the prompt (``"cuda"``, ``"cuda:1"``, ``"mps"``...).
         Estimators on the same device share one loaded backbone.
@@ -418,7 +422,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
 
     def _encode(self, backbone, X, key, visual=None) -> np.ndarray:
         self.check_training_params()  # encode_batch_size and friends, named as the user set them
-        return encode_images(backbone, X, cache=EmbeddingCache(key, self.cache_dir),
+        cache = EmbeddingCache(key, self.cache_dir, width=embedding_width(backbone))
+        return encode_images(backbone, X, cache=cache,
                              batch_size=self.encode_batch_size, verbose=self.verbose, visual=visual,
                              encode_dtype=self.encode_dtype, jpeg_draft=self.jpeg_draft,
                              num_workers=self.encode_workers)
@@ -744,15 +749,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
                     "or range(len(class_names)) (predict indices).")
 
     def check_class_names(self):
-        """Raise ``ValueError`` for empty, non-string or duplicate class names."""
-        names = self.class_names
-        if isinstance(names, str) or not hasattr(names, "__len__") or len(names) < 2:
-            raise ValueError(f"class_names must be a list of at least 2 names, got {names!r}.")
-        if not all(isinstance(n, str) and n.strip() for n in names):
-            raise ValueError(f"class_names must be non-empty strings, got {list(names)!r}.")
-        duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-        if duplicates:
-            raise ValueError(f"class_names has duplicates: {duplicates}.")
+        """Raise ``ValueError`` for empty, non-string or duplicate class names, names with
+        surrounding spaces, and names that differ only in case or spacing (their prompts are
+        the same: :func:`modal_vlm.class_names.check_class_names`)."""
+        check_class_names(self.class_names)
 
     def initialize(self):
         # A state kept by a pickle or by set_params (_pending_state_) is loaded into the
@@ -902,6 +902,32 @@ class ClipPromptClassifier(NeuralNetClassifier):
     def _print_log(self, text):
         if self.verbose >= 2:
             print(text)
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's and skorch's, nested ones included); returns ``self``.
+
+        New ``class_names`` on a fitted estimator take effect here, not at the next call: a
+        learned prompt that does not apply to the new classes is dropped with a warning
+        pointing at this call (predictions are zero-shot until the next ``fit``).
+
+        Parameters
+        ----------
+        **params
+            Parameter names and values.
+
+        Returns
+        -------
+        ClipPromptClassifier
+            ``self``.
+        """
+        super().set_params(**params)
+        if "class_names" in params and self.initialized_:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._sync_module()
+            for warning in caught:
+                warnings.warn(warning.message, warning.category, stacklevel=2)
+        return self
 
     def check_is_fitted(self, attributes=None, *args, **kwargs):
         # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.

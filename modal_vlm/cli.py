@@ -10,7 +10,6 @@ before the backbone loads.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tomllib
 import warnings
@@ -65,14 +64,13 @@ def demo(args) -> int:
     # Every strategy from the zero-shot model (cold start): no random first round to hide behind.
     config = RunConfig(strategies=tuple(args.strategy), seeds=tuple(args.seed), rounds=args.rounds,
                        first_round="strategy", classifier=classifier)
-    if not args.quiet:
-        print(f"modal-vlm demo: {len(y_pool)} unlabeled CIFAR-10 images, {len(y_test)} test images, "
-              f"{args.rounds} rounds x {len(names)} labels from the zero-shot start, "
-              f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL}, results in {args.out}")
+    intro = (f"modal-vlm demo: {len(y_pool)} unlabeled CIFAR-10 images, {len(y_test)} test images, "
+             f"{args.rounds} rounds x {len(names)} labels from the zero-shot start, "
+             f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL}, results in {args.out}")
     # The rule of `run`: an unfinished demo resumes; a finished one, or anything else in
-    # --out, is replaced only with --overwrite.
+    # --out, is replaced only with --overwrite (refused before the intro is printed).
     result = run_experiment(config, args.out, data=data, overwrite=args.overwrite, progress=not args.quiet,
-                            title="modal-vlm demo: CIFAR-10 sample, offline linear-ConSE model")
+                            title="modal-vlm demo: CIFAR-10 sample, offline linear-ConSE model", intro=intro)
     if not args.quiet:
         _print_summary(result)
     return 0
@@ -270,7 +268,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from .runner import RunDirectoryError
 

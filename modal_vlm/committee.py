@@ -10,6 +10,8 @@ is where it is fragile. See ``benchmarks/results/committee.md`` for what that bu
 """
 from __future__ import annotations
 
+import numpy as np
+from modAL.models import ActiveLearner, Committee
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
@@ -24,6 +26,42 @@ CLIP_TEMPLATES = (
     "art of the {}.",
     "a photo of the small {}.",
 )
+
+
+class PromptCommittee(Committee):
+    """modAL's ``Committee`` whose votes keep the members' labels as they are.
+
+    modAL collects the members' predictions in a float array, so members taught with class
+    names (``teach(X, ["cat", "dog"])``, which ``ClipPromptClassifier`` accepts) make every
+    vote fail with "could not convert string to float". Here the votes are the predictions
+    themselves: names or indices, whatever the members were taught.
+
+    Parameters
+    ----------
+    learner_list : list of ActiveLearner
+        The members.
+    query_strategy : callable, default=vote_entropy_sampling
+        modAL's committee strategy.
+    on_transformed : bool, default=False
+        As modAL's ``Committee``.
+    """
+
+    def vote(self, X, **predict_kwargs):
+        """The predicted label of every member for every sample, ``(n_samples, n_members)``.
+
+        Parameters
+        ----------
+        X : images
+            The samples to vote on.
+        **predict_kwargs
+            Passed to the members' ``predict``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_members)
+            Class names or indices, as the members predict them.
+        """
+        return np.stack([np.asarray(learner.predict(X, **predict_kwargs)) for learner in self.learner_list], axis=1)
 
 
 def prompt_committee(estimator, templates=CLIP_TEMPLATES, *, query_strategy=None, **learner_params):
@@ -48,8 +86,9 @@ def prompt_committee(estimator, templates=CLIP_TEMPLATES, *, query_strategy=None
 
     Returns
     -------
-    modAL.models.Committee
-        The committee; ``committee.learner_list[i].estimator.template == templates[i]``.
+    PromptCommittee
+        A modAL ``Committee`` (whose votes also work for members taught with class names);
+        ``committee.learner_list[i].estimator.template == templates[i]``.
 
     Raises
     ------
@@ -64,8 +103,6 @@ def prompt_committee(estimator, templates=CLIP_TEMPLATES, *, query_strategy=None
     >>> [learner.estimator.template for learner in committee.learner_list]
     ['a {}.', 'a photo of a {}.']
     """
-    from modAL.models import ActiveLearner, Committee
-
     templates = list(templates)
     if len(templates) < 2:
         raise ValueError(f"A committee needs at least two templates, got {templates!r}.")
@@ -79,4 +116,4 @@ def prompt_committee(estimator, templates=CLIP_TEMPLATES, *, query_strategy=None
                              **learner_params)
                for template, seed in zip(templates, seeds)]
     committee_params = {} if query_strategy is None else {"query_strategy": query_strategy}
-    return Committee(learner_list=members, **committee_params)
+    return PromptCommittee(learner_list=members, **committee_params)

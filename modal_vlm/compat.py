@@ -29,7 +29,9 @@ things in it break on today's versions, each fixed here by one shim:
     whose failed ``fit`` leaves the model as it was, the learner is then exactly as before
     the call. This one is not a version shim: it applies to every modAL.
 
-:func:`patch_modal` applies the shims; ``import modal_vlm`` calls it. Each one is applied
+:func:`patch_modal` applies the shims. ``import modal_vlm`` applies them to modAL's modules as
+they are imported, before or after it (:mod:`modal_vlm._modal_hook`), without importing modAL
+itself. Each one is applied
 only where the installed library needs it, changes only the names modAL's own modules look
 up (nothing in scikit-learn, pandas or NumPy), and is a no-op on the versions modAL was
 written for. :data:`PATCHES` lists them; ``tools/run_modal_suite.py`` runs modAL's own test
@@ -37,6 +39,7 @@ suite with and without them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -144,15 +147,32 @@ def _rebind(module_names, name, replacement, import_first=1) -> bool:
     return patched
 
 
+@contextlib.contextmanager
+def np_float_alias(module_name="modAL.expected_error"):
+    """NumPy's old ``np.float`` alias while ``module_name`` executes, if it is the modAL module
+    that reads it and this NumPy lacks it (the annotation is its only use).
+
+    Parameters
+    ----------
+    module_name : str, default="modAL.expected_error"
+        The module about to execute; any other leaves NumPy alone.
+    """
+    if module_name != "modAL.expected_error" or not _needs_np_float_patch():
+        yield
+        return
+    np.float = float  # what the alias was
+    try:
+        yield
+    finally:
+        del np.float
+
+
 def _import_expected_error() -> bool:
     """Import :mod:`modAL.expected_error` with NumPy's old ``np.float`` alias present."""
     if "modAL.expected_error" in sys.modules or importlib.util.find_spec("modAL") is None:
         return False
-    np.float = float  # what the alias was; only the module's annotation reads it
-    try:
+    with np_float_alias():
         importlib.import_module("modAL.expected_error")
-    finally:
-        del np.float
     return True
 
 
@@ -193,12 +213,13 @@ def all_or_nothing_teach(teach):
     return wrapper
 
 
-def _patch_teach() -> bool:
+def _patch_teach(import_modules=True) -> bool:
     patched = False
     for module_name, class_name in MODAL_LEARNERS:
         try:
-            learner = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
+            module = importlib.import_module(module_name) if import_modules else sys.modules[module_name]
+            learner = getattr(module, class_name)
+        except (ImportError, AttributeError, KeyError):
             continue
         if not getattr(learner.teach, "__modal_vlm_all_or_nothing__", False):
             learner.teach = all_or_nothing_teach(learner.teach)
@@ -237,6 +258,19 @@ def needed_patches() -> list[str]:
     True
     """
     return [name for name, needed, _ in PATCHES if needed()]
+
+
+def patch_imported_modal() -> None:
+    """Apply the shims the installed versions need to the modAL modules imported so far.
+
+    What ``import modal_vlm``'s import hook (:mod:`modal_vlm._modal_hook`) runs after each
+    modAL module loads: it imports nothing, so it is safe in the middle of modAL's imports.
+    """
+    if _needs_check_X_y_patch():
+        _rebind(MODAL_MODULES, "check_X_y", check_X_y, import_first=0)
+    if _needs_data_vstack_patch():
+        _rebind(DATA_VSTACK_MODULES, "data_vstack", data_vstack, import_first=0)
+    _patch_teach(import_modules=False)
 
 
 def patch_modal() -> bool:

@@ -57,13 +57,15 @@ def _subsample_per_class(y: np.ndarray, max_per_class: int | None, random_state)
 
 
 def _image_files(folder: Path) -> list[str]:
-    # Hidden files are skipped: macOS "._name.jpg" resource forks carry image suffixes.
+    # Hidden files are skipped: macOS "._name.jpg" resource forks carry image suffixes. A
+    # symbolic link that leads nowhere (a loop, a missing target) is listed, so that the
+    # unreadable-image check names it instead of it vanishing from the data.
     return sorted(
         str(path)
         for path in folder.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS
         and not path.name.startswith(".")
-        and path.is_file()
+        and (path.is_file() or (path.is_symlink() and not path.exists()))
     )
 
 

@@ -298,6 +298,84 @@ def _warn_if_emulated(dtype, device) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
+def input_size(backbone) -> tuple[int, int]:
+    """``(H, W)`` of the tensors the backbone's image encoder takes: its ``preprocess`` output.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Provides ``preprocess``.
+
+    Returns
+    -------
+    tuple of int
+        Height and width, in pixels.
+
+    Examples
+    --------
+    >>> from modal_vlm.backbones import get_backbone
+    >>> input_size(get_backbone("tiny-vit"))
+    (32, 32)
+    """
+    size = getattr(backbone, "_input_size", None)
+    if size is None:
+        from PIL import Image
+
+        size = tuple(int(n) for n in backbone.preprocess(Image.new("RGB", (64, 48))).shape[-2:])
+        backbone._input_size = size
+    return size
+
+
+def embedding_width(backbone) -> int:
+    """The size of the backbone's embeddings (its joint image-text space).
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Provides the text encoder (the image encoder's output has the same size).
+
+    Returns
+    -------
+    int
+        The number of columns of an embedding.
+
+    Examples
+    --------
+    >>> from modal_vlm.backbones import get_backbone
+    >>> embedding_width(get_backbone("tiny-vit"))
+    32
+    """
+    width = getattr(backbone, "_embedding_width", None)
+    if width is None:
+        width = backbone._embedding_width = int(backbone.encode_text(["a photo."]).shape[1])
+    return width
+
+
+def check_tensor_sizes(backbone, items, names) -> None:
+    """Raise ``ValueError`` naming the preprocessed tensors whose size is not the backbone's input.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        The encoder the tensors are meant for.
+    items : list of ImageItem
+        The images; only ``"tensor"`` items are checked.
+    names : callable
+        ``names(i)``: how an error names item ``i`` (e.g. ``"X[3]"``).
+
+    Raises
+    ------
+    ValueError
+        A tensor of another size (the encoder would fail inside torch, or silently resize).
+    """
+    expected = input_size(backbone)
+    for i, item in enumerate(items):
+        if item.kind == "tensor" and tuple(item.value.shape[-2:]) != expected:
+            raise ValueError(f"{names(i)}: a preprocessed tensor of shape {tuple(item.value.shape)}, but this "
+                             f"backbone takes (3, {expected[0]}, {expected[1]}) (its preprocess output). Pass "
+                             "images, or tensors made by backbone.preprocess.")
+
+
 def encode_batches(backbone, items, *, batch_size=64, visual=None, encode_dtype=None, jpeg_draft=True,
                    num_workers=None):
     """The L2-normalised embeddings of ``items``, batch by batch, in order.
@@ -403,6 +481,7 @@ def encode_items(backbone, items, *, batch_size=64, visual=None, encode_dtype=No
     >>> encode_items(get_backbone("tiny-vit"), items, num_workers=2).shape
     (3, 32)
     """
+    check_tensor_sizes(backbone, items, lambda i: f"items[{i}]")
     batches = list(encode_batches(backbone, items, batch_size=batch_size, visual=visual,
                                   encode_dtype=encode_dtype, jpeg_draft=jpeg_draft, num_workers=num_workers))
     if not batches:
@@ -492,6 +571,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     (3, 32)
     """
     items = as_image_items(X)
+    check_tensor_sizes(backbone, items, lambda i: f"X[{i}]")
     keys = _fingerprints(items, check_workers(num_workers))
     found, _ = cache.get(keys)
     todo = {}  # first index of each missing fingerprint: duplicates in X are encoded once
@@ -514,7 +594,8 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
 
 
 __all__ = [
-    "DRAFT_MARGIN", "ENCODE_DTYPES", "check_encode_dtype", "check_finite_embeddings", "check_workers",
+    "DRAFT_MARGIN", "ENCODE_DTYPES", "check_encode_dtype", "check_finite_embeddings", "check_tensor_sizes",
+    "check_workers", "embedding_width", "input_size",
     "default_workers", "draft_size", "embedding_key", "encode_batches", "encode_images", "encode_items",
     "preprocessed",
 ]

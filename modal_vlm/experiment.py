@@ -184,6 +184,8 @@ def _labeled_so_far(history, rounds, y_pool):
         queried = [int(i) for i in record["queried"]]
         pseudo = [int(i) for i in record.get("pseudo_labeled", [])]
         labels = [int(c) for c in record.get("pseudo_labels", [])]
+        if any(not 0 <= i < len(y_pool) for i in queried + pseudo):
+            raise ValueError(f"history's round {record['round']} labels indices outside the pool of {len(y_pool)}.")
         if len(labels) != len(pseudo):
             raise ValueError(f"history's round {record['round']} has {len(pseudo)} pseudo_labeled indices "
                              f"but {len(labels)} pseudo_labels.")

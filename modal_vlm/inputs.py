@@ -7,10 +7,14 @@ Accepted (see :func:`as_image_items`):
 * raw pixels: an integer array ``(n, H, W, 3)``, ``(n, H, W, 4)`` (RGBA, converted to RGB
   as RGBA files are) or ``(n, H, W)`` (grey, converted to RGB) with values in 0..255;
 * preprocessed tensors: a float ``torch.Tensor`` or array ``(n, 3, H, W)``, already resized
-  and normalised for the backbone (used as they are; NaN or infinite values are refused).
+  and normalised for the backbone (used as they are; NaN or infinite values, and sizes other
+  than the backbone's input, are refused).
+
+Boolean arrays are refused: a mask is not an image.
 
 One image is a batch of one: ``X[None]`` or ``[image]``. Image files and PIL images in any
-mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits.
+mode are converted to 8-bit RGB, 16-bit grey ones scaled (not clipped) to 8 bits, and turned
+upright as their EXIF orientation says (phone photos), as a browser shows them.
 
 A list may mix these per element. Each item gets a content fingerprint (a 16-byte BLAKE2b
 digest of its pixels, file bytes or tensor values) that keys the embedding cache, so the same
@@ -23,13 +27,17 @@ to: see ``decode_size`` of :meth:`ImageItem.to_tensor`.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import numpy as np
 import torch
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-_PATH_DIGESTS: dict[str, tuple[int, int, bytes]] = {}  # path -> (size, mtime_ns, digest)
+#: path -> (file identity, digest). The identity is size, mtime, inode and ctime: a file
+#: rewritten with its size and mtime kept (``cp -p``, ``rsync -t``, ``tar x``) gets a new ctime
+#: (or inode) from the system, which no program can set, so it is read and hashed again.
+_PATH_DIGESTS: dict[str, tuple[tuple, bytes]] = {}
 
 
 def _digest(*parts) -> bytes:
@@ -60,7 +68,8 @@ class ImageItem:
             return _path_digest(self.value)
         if self.kind == "pil":
             im = self.value
-            return _digest(b"pixels", im.mode, im.size, im.tobytes())
+            turned = _orientation(im)   # part of the key only where it turns the image
+            return _digest(b"pixels", im.mode, im.size, im.tobytes(), *([b"exif-orientation", turned] if turned else []))
         array = np.ascontiguousarray(self.value)
         return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
 
@@ -88,7 +97,7 @@ class ImageItem:
         if self.kind == "path":
             image = _open_image(self.value, decode_size)
         elif self.kind == "pil":
-            image = self.value
+            image = upright(self.value)
         else:  # raw pixels
             image = Image.fromarray(np.asarray(self.value, dtype=np.uint8))
         return preprocess(as_rgb(image))
@@ -107,6 +116,44 @@ class ImageItem:
             ``"X[3] (/data/cat/01.png)"`` for a file, ``"X[3]"`` otherwise.
         """
         return f"X[{index}] ({self.value})" if self.kind == "path" else f"X[{index}]"
+
+
+#: The EXIF tag of a photo's orientation: how to turn the stored pixels to show it upright.
+EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation that turns ``image`` (2..8); 0 when there is none to apply."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: nothing to apply
+        return 0
+    return value if value in range(2, 9) else 0
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone photo held upright), as a
+    browser shows the file; the image itself when it has no orientation to apply.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any image; only its EXIF orientation tag (``0x0112``) is read.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The upright image.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> photo = Image.new("RGB", (4, 2))
+    >>> photo.getexif()[EXIF_ORIENTATION] = 6   # stored sideways
+    >>> upright(photo).size
+    (2, 4)
+    """
+    return ImageOps.exif_transpose(image) if _orientation(image) else image
 
 
 #: Pillow modes of 16-bit grey images (16-bit PNG and TIFF files).
@@ -164,13 +211,31 @@ def _path_digest(path: str) -> bytes:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     if not os.path.isfile(path):
         raise ValueError(f"Not an image file (a directory or a device): {path}")
+    identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     known = _PATH_DIGESTS.get(path)
-    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-        return known[2]
+    if known is not None and known[0] == identity:
+        return known[1]
     with open(path, "rb") as f:
-        digest = _digest(b"file", f.read())
-    _PATH_DIGESTS[path] = (stat.st_size, stat.st_mtime_ns, digest)
+        data = f.read()
+    # A photo with an EXIF orientation is encoded turned upright, so its key says so: any
+    # embedding of the file cached before (sideways) is never served. Other files' keys
+    # are the digest of their bytes alone.
+    turned = _file_orientation(data)
+    digest = _digest(b"file", data, *([b"exif-orientation", turned] if turned else []))
+    _PATH_DIGESTS[path] = (identity, digest)
     return digest
+
+
+def _file_orientation(data: bytes) -> int:
+    """The EXIF orientation an image file's bytes ask for (2..8), 0 for none (or no image)."""
+    head = data[:1 << 16]
+    if b"Exif" not in head and b"eXIf" not in head:   # no EXIF block: skip the header parse
+        return 0
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _orientation(image)
+    except Exception:  # noqa: BLE001 - not an image: decoding it names the problem later
+        return 0
 
 
 def unreadable_reason(exc: Exception, path) -> str:
@@ -193,8 +258,10 @@ def unreadable_reason(exc: Exception, path) -> str:
     --------
     >>> unreadable_reason(OSError("cannot identify image file '/x.png'"), "/x.png")
     'cannot identify image file'
+    >>> unreadable_reason(OSError(40, "Too many levels of symbolic links", "/x.png"), "/x.png")
+    '[Errno 40] Too many levels of symbolic links'
     """
-    return str(exc).replace(repr(str(path)), "").strip() or type(exc).__name__
+    return str(exc).replace(repr(str(path)), "").strip().rstrip(":").strip() or type(exc).__name__
 
 
 def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
@@ -205,7 +272,7 @@ def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
                 # so the shorter side stays >= decode_size; a no-op for images too small.
                 image.draft(image.mode, (decode_size, decode_size))
             image.load()
-            return image
+            return upright(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -217,7 +284,7 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
         raise ValueError(f"{where}: an image must be (H, W), (H, W, 3) or RGBA (H, W, 4); got shape {array.shape}.")
-    if array.dtype.kind not in "ub" and array.dtype.kind != "i":
+    if array.dtype.kind not in "ui":
         raise ValueError(
             f"{where}: raw pixels must be integers in 0..255 (got dtype {array.dtype}); "
             "pass float data only as preprocessed (n, 3, H, W) tensors."
@@ -227,6 +294,11 @@ def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
             raise ValueError(f"{where}: pixel values must lie in 0..255.")
         array = array.astype(np.uint8)
     return ImageItem(array, "pixels")
+
+
+def _boolean_message(where: str) -> str:
+    return (f"{where} is a boolean array: a mask, not an image (its True and False would become "
+            "pixel values 1 and 0, a black image). Pass uint8 pixels, e.g. mask.astype(np.uint8) * 255.")
 
 
 def _check_finite(array: np.ndarray, where: str) -> None:
@@ -239,7 +311,7 @@ def _check_finite(array: np.ndarray, where: str) -> None:
 def _check_not_one_image(X) -> None:
     """A lone ``(H, W, 3|4)`` array or ``(3, H, W)`` tensor is one image, not a batch of
     H grey images or 3 channels."""
-    one_image = (X.dtype.kind in "uib" and X.shape[-1] in (3, 4)) or (X.dtype.kind == "f" and X.shape[0] == 3)
+    one_image = (X.dtype.kind in "ui" and X.shape[-1] in (3, 4)) or (X.dtype.kind == "f" and X.shape[0] == 3)
     if X.ndim == 3 and one_image:
         raise ValueError(f"X has shape {X.shape}: that is one image, and X must be a batch of images. "
                          "Pass one image as X[None] (shape (1, ...)) or as [image].")
@@ -261,7 +333,9 @@ def _item(element, index) -> ImageItem:
             raise ValueError(f"{where}: a float image must be a preprocessed (3, H, W) tensor; got {array.shape}.")
         _check_finite(array, where)
         return ImageItem(array.astype(np.float32, copy=False), "tensor")
-    if array.dtype.kind in "uib":
+    if array.dtype.kind == "b":
+        raise ValueError(_boolean_message(where))
+    if array.dtype.kind in "ui":
         return _pixel_item(array, where)
     raise TypeError(f"{where}: unsupported image type {type(element).__name__}.")
 
@@ -282,7 +356,8 @@ def as_image_items(X) -> list[ImageItem]:
     Raises
     ------
     ValueError
-        Empty ``X``, a single path instead of a sequence, wrong shapes or dtypes.
+        Empty ``X``, a single path instead of a sequence, wrong shapes or dtypes, boolean
+        arrays (masks are not images).
 
     Examples
     --------
@@ -297,15 +372,17 @@ def as_image_items(X) -> list[ImageItem]:
         X = X.to_numpy()  # pandas Series of paths
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
-    if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
+    if getattr(X, "ndim", 1) != 0 and len(X) == 0:
+        raise ValueError("X is empty: there are no images to encode.")
+    if isinstance(X, np.ndarray) and X.dtype.kind == "b":
+        raise ValueError(_boolean_message("X"))
+    if isinstance(X, np.ndarray) and X.dtype.kind in "uif":
         if X.ndim not in (3, 4):
             raise ValueError(
                 f"X has shape {X.shape}: expected images (n, H, W), (n, H, W, 3) or preprocessed "
                 "(n, 3, H, W); feature vectors are not images."
             )
         _check_not_one_image(X)
-    if len(X) == 0:
-        raise ValueError("X is empty: there are no images to encode.")
     return [_item(element, i) for i, element in enumerate(X)]
 
 
@@ -342,4 +419,4 @@ def n_images(X) -> int:
         raise TypeError(f"X must be a sized sequence of images, got {type(X).__name__}.") from None
 
 
-__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason"]
+__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason", "upright"]

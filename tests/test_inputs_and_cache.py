@@ -200,7 +200,8 @@ def test_a_disk_cache_is_read_only_where_the_requested_images_are(make_clf, imag
     clear_memory_cache()  # a new process
     read = []
     real = cache._read_shard
-    monkeypatch.setattr(cache, "_read_shard", lambda path, keys_only=False: read.append(keys_only) or real(path, keys_only))
+    monkeypatch.setattr(cache, "_read_shard", lambda path, keys_only=False, **kw: read.append(keys_only)
+                        or real(path, keys_only, **kw))
     np.testing.assert_array_equal(make_clf(cache_dir=tmp_path).transform(X[5:7]), expected[5:7])
     assert sorted(read) == [False, True, True, True]  # every shard's keys, one shard's embeddings
     # A shard written since (here by another cache object, as by another process) is found too.

@@ -91,7 +91,7 @@ def _export_parser(prog) -> argparse.ArgumentParser:
                                                              "(with the full edit history)")
     p.add_argument("--out", metavar="FILE", help="output file (default: standard output; required for model)")
     p.add_argument("--batch", type=int, metavar="ID",
-                   help="label-studio: the batch to export (default: the open one)")
+                   help="label-studio: the batch to export (default: the open one; one batch per file)")
     p.add_argument("--url-prefix", default=LOCAL_FILES_PREFIX,
                    help=f"label-studio: prefix of image URLs (default {LOCAL_FILES_PREFIX!r}, Label "
                         "Studio's local files)")
@@ -165,11 +165,15 @@ def _counts(project) -> str:
     return f"{n} class labels, {counts['ood']} none-of-these, {counts['skip']} skipped"
 
 
-def _write(text, out) -> None:
+def _write(text, out, contents) -> None:
+    """Write an export to ``out`` (standard output when None) and say what was written (on
+    standard error, so that a piped export stays clean)."""
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
     else:
         Path(out).write_text(text, encoding="utf-8")
+    print(f"wrote {out or 'standard output'} ({contents})", file=sys.stderr)
 
 
 def export_command(args) -> int:
@@ -196,23 +200,31 @@ def export_command(args) -> int:
             raise ValueError(f"{project.root} has no trained model yet: it is saved after the first batch")
         shutil.copyfile(project.model_file, args.out)
         info = project.model_info()
-        print(f"wrote {args.out}: trained after {info['round']} batches on {info['n_labels']} labels",
-              file=sys.stderr)
+        print(f"wrote {args.out} (a pickle of the classifier trained after {info['round']} batches on "
+              f"{info['n_labels']} labels)", file=sys.stderr)
         return 0
     if args.what == "label-studio-config":
-        _write(label_studio_config(settings.classes), args.out)
+        _write(label_studio_config(settings.classes), args.out,
+               f"the labeling config: {len(settings.classes) + 1} choices")
         return 0
     store = LabelStore(project.database)
     try:
-        if args.what == "labels":
-            text = labels_csv(store) if args.format in (None, "csv") else \
-                json.dumps(labels_json(store, settings), indent=1)
+        if args.what == "labels" and args.format in (None, "csv"):
+            text = labels_csv(store)
+            contents = f"{len(store.labels())} rows"
+        elif args.what == "labels":
+            labels = labels_json(store, settings)
+            text = json.dumps(labels, indent=1)
+            contents = f"{len(labels['labels'])} labels, {len(labels['events'])} events"
         elif args.what == "label-studio":
             batch = store.batch(args.batch)
             if batch is None:
-                raise ValueError("no open batch" if args.batch is None else f"no batch with id {args.batch}")
+                raise ValueError("no open batch: the tasks export holds one batch; give a finished one with "
+                                 "--batch ID" if args.batch is None else f"no batch with id {args.batch}")
             text = json.dumps(label_studio_tasks(batch, f"modal-vlm round {batch['model_round']}",
                                                  args.url_prefix), indent=1)
+            which = f"the open batch {batch['id']}" if batch["finished_at"] is None else f"batch {batch['id']}"
+            contents = f"{len(batch['items'])} tasks: {which} only; other batches with --batch ID"
         else:  # predictions: the saved model (zero-shot before one), every image encoded
             from .worker import LabelingWorker
 
@@ -220,7 +232,8 @@ def export_command(args) -> int:
             worker.prepare()
             images, proba = worker.predict()
             text = predictions_csv(store, settings, images, proba, worker.model_info)
-        _write(text, args.out)
+            contents = f"{len(images)} rows"
+        _write(text, args.out, contents)
     finally:
         store.close()
     return 0

@@ -92,7 +92,7 @@ def label_studio_tasks(batch, model_version="modal-vlm", url_prefix=LOCAL_FILES_
 
 
 def _image_path(task, paths: set) -> str | None:
-    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    data = task.get("data") or {}
     if isinstance(data.get("modal_vlm_path"), str) and data["modal_vlm_path"] in paths:
         return data["modal_vlm_path"]
     url = next((v for v in data.values() if isinstance(v, str)), None) if "image" not in data \
@@ -109,12 +109,33 @@ def _image_path(task, paths: set) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def _check_task(task, where) -> None:
+    """``ValueError`` naming the part of a task that is not shaped as Label Studio writes it."""
+    def shaped(value, kind, what):
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{where}: {what} is a JSON {type(value).__name__}, not "
+                             f"{'an object' if kind is dict else 'a list'}; nothing was imported")
+
+    shaped(task.get("data"), dict, "'data'")
+    shaped(task.get("annotations"), list, "'annotations'")
+    for annotation in task.get("annotations") or []:
+        shaped(annotation, dict, "an annotation")
+        shaped(annotation.get("result"), list, "an annotation's 'result'")
+        for result in annotation.get("result") or []:
+            shaped(result, dict, "a result")
+            shaped(result.get("value"), dict, "a result's 'value'")
+            choices = (result.get("value") or {}).get("choices")
+            shaped(choices, list, "'choices'")
+            if any(not isinstance(choice, str) for choice in choices or []):
+                raise ValueError(f"{where}: 'choices' holds {choices!r}, not class names; nothing was imported")
+
+
 def _choice(task, where):
     """The chosen value of the task's latest submitted annotation; None when there is none."""
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)
-                   and not a.get("was_cancelled")]
+    _check_task(task, where)
+    annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     for annotation in reversed(annotations):  # Label Studio lists them oldest first
-        chosen = [value for result in annotation.get("result") or [] if isinstance(result, dict)
+        chosen = [value for result in annotation.get("result") or []
                   for value in (result.get("value") or {}).get("choices") or []]
         if len(chosen) > 1:
             raise ValueError(f"{where}: {len(chosen)} choices {chosen}; one per image is expected")
@@ -148,8 +169,10 @@ def parse_label_studio_export(tasks, paths, class_names, skip_unknown=False) -> 
     Raises
     ------
     ValueError
-        Not a list of tasks, an unknown choice, several choices for one image, or (unless
-        ``skip_unknown``) images that are not in the project; the message names them.
+        Not a list of tasks, a task whose parts are not shaped as Label Studio writes them
+        (``data`` or ``value`` a list...), an unknown choice, several choices for one image,
+        or (unless ``skip_unknown``) images that are not in the project; the message names
+        them.
 
     Examples
     --------

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..class_names import check_class_names, name_key
 from .labelstudio import OOD_CHOICE
 
 #: The backbone of a new project (the offline reference model: no download, no GPU).
@@ -93,15 +94,8 @@ class Settings:
         from ..strategies import get_strategy
 
         names = self.classes
-        if len(names) < 2:
-            raise ValueError(f"give at least 2 classes, got {list(names)}")
-        bad = [n for n in names if not isinstance(n, str) or not n.strip() or n != n.strip()]
-        if bad:
-            raise ValueError(f"class names must be non-empty and without surrounding spaces: {bad}")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"repeated class names: {repeated}")
-        if OOD_CHOICE in names:
+        check_class_names(names, what="classes")   # the estimator's rule
+        if name_key(OOD_CHOICE) in {name_key(n) for n in names}:
             raise ValueError(f"{OOD_CHOICE!r} is the app's answer for images of no class; "
                              "it cannot be a class name")
         get_strategy(self.strategy)

@@ -13,8 +13,11 @@ Who may connect:
 
 Every ``POST`` takes JSON (``Content-Type: application/json``: a form on another site cannot
 post here without a CORS preflight, which is never granted) of bounded size; malformed JSON,
-wrong types, unknown ids and stale batches get a 4xx answer naming the problem, and change
-nothing.
+NaN and infinities, wrong types, ids beyond SQLite's integers, unknown ids, stale batches and
+labels of an image changed in another window since the page showed it (optimistic
+concurrency: a label names the event the page saw, ``seen_event``) get a 4xx answer naming
+the problem, and change nothing. No other site may embed the images
+(``Cross-Origin-Resource-Policy: same-origin``).
 """
 from __future__ import annotations
 
@@ -27,13 +30,13 @@ import json
 import mimetypes
 import secrets
 import socket
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 from urllib.parse import parse_qs
 
-from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .exports import labels_csv, labels_json, predictions_csv
 from .labelstudio import OOD_CHOICE, import_label_studio, label_studio_config, label_studio_tasks
@@ -48,8 +51,13 @@ IMPORT_PATH = "/api/import/label-studio"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Thumbnail sizes the pages ask for (any size in this range is accepted).
 MIN_SIZE, MAX_SIZE = 16, 2048
+#: Ids are SQLite integers: anything larger is refused (422), never passed to the database.
+MAX_ID = 2 ** 63 - 1
+#: An id in a URL or a body: a non-negative SQLite integer.
+Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"same-origin"),   # no other site may embed the images
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),   # the token must not leak through Referer
     (b"content-security-policy",
@@ -132,7 +140,13 @@ class Guard:
             more = message.get("more_body", False)
             if sum(map(len, body)) > limit:
                 return await _refuse(send, 413, f"request body over {limit} bytes")
-        replay = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
+        body = b"".join(body)
+        is_json = headers.get(b"content-type", "").lower().startswith("application/json")
+        constant = _json_constant(body) if is_json else None
+        if constant is not None:
+            return await _refuse(send, 400, f"the request body holds {constant}: NaN and infinities are "
+                                            "not JSON numbers")
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed():
             return replay.pop() if replay else await receive()
@@ -146,6 +160,28 @@ class Guard:
             await send(message)
 
         await self.app(scope, replayed, with_headers)
+
+
+class _Constant(ValueError):
+    pass
+
+
+def _refuse_constant(name):
+    raise _Constant(name)
+
+
+def _json_constant(body: bytes) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` if the JSON ``body`` holds one (Python's parser
+    accepts them, and an answer that repeats them cannot be encoded); else None."""
+    if not any(word in body for word in (b"NaN", b"Infinity")):
+        return None
+    try:
+        json.loads(body, parse_constant=_refuse_constant)
+    except _Constant as exc:
+        return str(exc)
+    except ValueError:  # malformed JSON: the app answers 422
+        return None
+    return None
 
 
 def _host_name(host: str) -> str:
@@ -166,10 +202,13 @@ class LabelRequest(BaseModel):
     """``POST /api/label``: a decision on one image of the open batch."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_id: StrictInt
-    image_id: StrictInt
+    batch_id: Id
+    image_id: Id
     kind: Literal["class", "ood", "skip"]
     label: Optional[StrictStr] = None
+    #: The image's latest decision in the batch as the page showed it (``event_id``, 0: none):
+    #: another window's decision since then makes this one a 409 (optimistic concurrency).
+    seen_event: Optional[Id] = None
 
 
 class EditRequest(BaseModel):
@@ -178,6 +217,8 @@ class EditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["class", "ood", "skip", "unlabel"]
     label: Optional[StrictStr] = None
+    #: The id of the image's latest event the editor showed (0: none); see LabelRequest.
+    seen_event: Optional[Id] = None
 
 
 def _assets() -> dict:
@@ -192,10 +233,11 @@ def _assets() -> dict:
 
 
 @functools.lru_cache(maxsize=1024)
-def _thumbnail(path: str, mtime_ns: int, size: int) -> bytes:
+def _thumbnail(path: str, identity: tuple, size: int) -> bytes:
     with Image.open(path) as image:
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
-        image = image.convert("RGB")
+        # Upright as the browser shows the full-size file (and as the model sees it).
+        image = ImageOps.exif_transpose(image).convert("RGB")
         image.thumbnail((size, size))
         out = io.BytesIO()
         image.save(out, "JPEG", quality=88)
@@ -308,7 +350,7 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         json_body(request)
         try:
             finished = store.record(decision.image_id, Decision(decision.kind, decision.label), classes,
-                                    batch_id=decision.batch_id, source="batch")
+                                    batch_id=decision.batch_id, source="batch", seen_event=decision.seen_event)
         except (UnknownImage, LabelConflict):
             raise
         except ValueError as exc:
@@ -336,15 +378,16 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         return {"items": rows}
 
     @app.get("/api/images/{image_id}/history")
-    def history(image_id: int):
+    def history(image_id: int = Path(ge=0, le=MAX_ID)):
         return {"image": store.image(image_id), "events": store.history(image_id)}
 
     @app.post("/api/images/{image_id}/label")
-    def edit(request: Request, image_id: int, decision: EditRequest):
+    def edit(request: Request, decision: EditRequest, image_id: int = Path(ge=0, le=MAX_ID)):
         json_body(request)
         try:
-            store.record(image_id, Decision(decision.kind, decision.label), classes, source="review")
-        except UnknownImage:
+            store.record(image_id, Decision(decision.kind, decision.label), classes, source="review",
+                         seen_event=decision.seen_event)
+        except (UnknownImage, LabelConflict):
             raise
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -358,7 +401,7 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         return worker.status()
 
     @app.get("/images/{image_id}")
-    def image(image_id: int, size: Optional[int] = Query(None, ge=MIN_SIZE, le=MAX_SIZE)):
+    def image(image_id: int = Path(ge=0, le=MAX_ID), size: Optional[int] = Query(None, ge=MIN_SIZE, le=MAX_SIZE)):
         row = store.image(image_id)
         if row["status"] == "unreadable":
             raise HTTPException(410, f"unreadable image: {row['reason']}")
@@ -369,9 +412,10 @@ def create_app(project, store, worker, token=None, loopback_only=True):
             return FileResponse(target, media_type=mimetypes.guess_type(target.name)[0],
                                 headers=IMAGE_CACHING)
         try:
-            return Response(_thumbnail(str(target), target.stat().st_mtime_ns, size),
-                            media_type="image/jpeg", headers=IMAGE_CACHING)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            stat = target.stat()
+            identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+            return Response(_thumbnail(str(target), identity, size), media_type="image/jpeg", headers=IMAGE_CACHING)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             store.mark_unreadable(image_id, f"cannot read image: {exc}")
             raise HTTPException(410, f"unreadable image: {exc}") from None
 
@@ -396,7 +440,7 @@ def create_app(project, store, worker, token=None, loopback_only=True):
         return FileResponse(project.model_file, filename="model.pkl", media_type="application/octet-stream")
 
     @app.get("/export/label-studio.json")
-    def export_label_studio(batch: Optional[int] = Query(None, ge=1)):
+    def export_label_studio(batch: Optional[int] = Query(None, ge=1, le=MAX_ID)):
         chosen = store.batch(batch)
         if chosen is None:
             raise HTTPException(404, "no open batch" if batch is None else f"no batch with id {batch}")

@@ -161,10 +161,23 @@ class LabelStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30.0)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")   # a committed label survives a power cut
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            # Read before anything is written: a damaged file is refused as it is.
+            self._db.execute("PRAGMA schema_version").fetchone()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")   # a committed label survives a power cut
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if self._db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the integrity check failed")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ValueError(
+                f"{self.path} is damaged ({exc}): the labels cannot be read, and nothing was changed. "
+                f"Keep a copy of the file; 'sqlite3 {self.path} .recover > labels.sql' rescues what is "
+                f"readable, or restore a backup (exports: 'modal-vlm label export --what labels --format "
+                f"json' of a readable copy)."
+            ) from None
         version = self._scalar("SELECT value FROM meta WHERE key = 'schema_version'")
         if version is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -288,8 +301,11 @@ class LabelStore:
     # -- label events ---------------------------------------------------------------------
 
     def record(self, image_id: int, decision: Decision, class_names, *, batch_id=None,
-               source="batch") -> bool:
+               source="batch", seen_event=None) -> bool:
         """Append one label event, in its own transaction.
+
+        A decision on an image of the open batch made elsewhere (the review page) counts
+        for that batch: the label page shows it as decided, and it may finish the batch.
 
         Parameters
         ----------
@@ -304,6 +320,11 @@ class LabelStore:
             finishes, in the same transaction, when every one of its images has a decision.
         source : {"batch", "review", "import"}, default="batch"
             Where the decision was made.
+        seen_event : int, optional
+            Optimistic concurrency: the id of the image's latest event the page showed (0:
+            none; with ``batch_id``, its latest event in that batch). If another decision was
+            recorded since (another window), nothing is recorded and :class:`LabelConflict`
+            says so. None records unconditionally.
 
         Returns
         -------
@@ -317,7 +338,8 @@ class LabelStore:
         UnknownImage
             No image has this id.
         LabelConflict
-            ``batch_id`` is not the open batch or does not hold the image.
+            ``batch_id`` is not the open batch or does not hold the image, or the image
+            changed since ``seen_event``.
         """
         decision.check(class_names)
         if source not in SOURCES:
@@ -327,8 +349,11 @@ class LabelStore:
                 raise UnknownImage(f"no image with id {image_id}")
             if batch_id is not None:
                 self._check_in_open_batch(db, batch_id, image_id)
-            self._append(db, image_id, decision, batch_id, source)
-            return batch_id is not None and self._finish_if_complete(db, batch_id)
+            if seen_event is not None:
+                self._check_unchanged(db, image_id, batch_id, seen_event)
+            in_batch = batch_id if batch_id is not None else self._open_batch_of(db, image_id)
+            self._append(db, image_id, decision, in_batch, source)
+            return in_batch is not None and self._finish_if_complete(db, in_batch)
 
     def record_many(self, decisions, class_names, *, source="import") -> int:
         """Append many events in one transaction: all are recorded, or none.
@@ -359,10 +384,15 @@ class LabelStore:
             decision.check(class_names)
         with self._transaction() as db:
             known = {row[0] for row in db.execute("SELECT id FROM images")}
+            open_batches = set()
             for image_id, decision in decisions:
                 if image_id not in known:
                     raise UnknownImage(f"no image with id {image_id}")
-                self._append(db, image_id, decision, None, source)
+                in_batch = self._open_batch_of(db, image_id)   # it counts for the open batch
+                self._append(db, image_id, decision, in_batch, source)
+                open_batches.add(in_batch)
+            for batch_id in open_batches - {None}:
+                self._finish_if_complete(db, batch_id)
         return len(decisions)
 
     @staticmethod
@@ -383,12 +413,35 @@ class LabelStore:
             raise LabelConflict(f"image {image_id} is not in batch {batch_id}")
 
     @staticmethod
+    def _open_batch_of(db, image_id):
+        """The id of the open batch if it holds the image, else None."""
+        row = db.execute("SELECT b.id FROM batches b JOIN batch_items i ON i.batch_id = b.id "
+                         "WHERE b.finished_at IS NULL AND i.image_id = ?", (image_id,)).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _check_unchanged(db, image_id, batch_id, seen_event) -> None:
+        """:class:`LabelConflict` if the image's latest event (in ``batch_id`` when given) is
+        not ``seen_event`` (0: none)."""
+        if batch_id is None:
+            latest = db.execute("SELECT * FROM events WHERE id = (SELECT MAX(id) FROM events "
+                                "WHERE image_id = ?)", (image_id,)).fetchone()
+        else:
+            latest = db.execute("SELECT * FROM events WHERE id = (SELECT MAX(id) FROM events "
+                                "WHERE image_id = ? AND batch_id = ?)", (image_id, batch_id)).fetchone()
+        if (0 if latest is None else latest["id"]) != seen_event:
+            now = "no decision" if latest is None else (latest["label"] if latest["kind"] == "class"
+                                                         else latest["kind"])
+            raise LabelConflict(f"image {image_id} was changed in another window (now: {now}); "
+                                "this page now shows the current answer")
+
+    @staticmethod
     def _finish_if_complete(db, batch_id) -> bool:
         last = db.execute(
             "SELECT i.guess, e.kind, e.label FROM batch_items i LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = i.batch_id AND image_id = i.image_id) "
             "WHERE i.batch_id = ?", (batch_id,)).fetchall()
-        if any(row["kind"] is None for row in last):
+        if any(row["kind"] in (None, "unlabel") for row in last):   # unlabeled again (review): undecided
             return False
         judged = [row for row in last if row["kind"] in LABEL_KINDS]
         right = sum(row["kind"] == "class" and row["label"] == row["guess"] for row in judged)
@@ -556,8 +609,9 @@ class LabelStore:
             ``id``, ``created_at``, ``strategy``, ``model_round``, ``finished_at`` and
             ``items`` (``image_id``, ``path``, ``status``, ``guess``, ``confidence``,
             ``calibrated`` (whether the confidence is calibrated; None for a batch stored
-            without scores), ``kind`` and ``label`` of the latest decision in this batch,
-            None before one); None when there is no such batch (no open batch).
+            without scores), ``kind``, ``label`` and ``event_id`` of the latest decision in
+            this batch; kind and label None before one, or when the image was unlabeled
+            again); None when there is no such batch (no open batch).
         """
         if batch_id is None:
             rows = self._rows("SELECT * FROM batches WHERE finished_at IS NULL")
@@ -568,7 +622,7 @@ class LabelStore:
         batch = rows[0]
         batch["items"] = self._rows(
             "SELECT b.image_id, i.path, i.status, b.guess, b.confidence, s.temperature IS NOT NULL "
-            "AS calibrated, s.batch_id AS scored, e.kind, e.label "
+            "AS calibrated, s.batch_id AS scored, NULLIF(e.kind, 'unlabel') AS kind, e.label, e.id AS event_id "
             "FROM batch_items b JOIN images i ON i.id = b.image_id LEFT JOIN events e ON e.id = "
             "(SELECT MAX(id) FROM events WHERE batch_id = b.batch_id AND image_id = b.image_id) "
             "LEFT JOIN batch_scores s ON s.batch_id = b.batch_id AND s.image_id = b.image_id "

@@ -15,6 +15,7 @@ process) continues from the last finished round and gives the numbers of an unin
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..class_names import check_class_names
 from ..classifier import ClipPromptClassifier
 from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
@@ -114,13 +116,13 @@ def format_round(record) -> str:
     Examples
     --------
     >>> print(ROUND_TABLE_HEADER)
-    strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)
+    strategy      seed  round  labels  accuracy  mean per-class acc.  query_s  train_s  estimate (interval)
     >>> print(format_round({"strategy": "cec", "seed": 0, "round": 1, "n_labeled": 10,
     ...                     "accuracy": 0.5, "mean_per_class_accuracy": 0.45,
     ...                     "seconds": {"query": 0.21, "train": 3.4},
     ...                     "estimate": {"accuracy": 0.52, "low": 0.4, "high": 0.63, "n": 10},
     ...                     "stable": False}))
-    cec              0      1      10     0.500      0.450      0.2      3.4  0.520 (0.400-0.630)
+    cec              0      1      10     0.500                0.450      0.2      3.4  0.520 (0.400-0.630)
     """
     seconds = record["seconds"]
     estimate = record.get("estimate")
@@ -128,12 +130,14 @@ def format_round(record) -> str:
     if record.get("stable"):
         trust += "  stable"
     return (f"{record['strategy']:<12}  {record['seed']:>4}  {record['round']:>5}  {record['n_labeled']:>6}  "
-            f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>9.3f}  "
+            f"{record['accuracy']:>8.3f}  {record['mean_per_class_accuracy']:>19.3f}  "
             f"{seconds['query']:>7.1f}  {seconds['train']:>7.1f}{trust}")
 
 
-#: Header of the per-round table printed while an experiment runs.
-ROUND_TABLE_HEADER = "strategy      seed  round  labels  accuracy  per-class  query_s  train_s  estimate (interval)"
+#: Header of the per-round table printed while an experiment runs ("mean per-class acc.": the
+#: mean over classes of each class's test accuracy, which class imbalance does not inflate).
+ROUND_TABLE_HEADER = ("strategy      seed  round  labels  accuracy  mean per-class acc.  query_s  train_s  "
+                      "estimate (interval)")
 
 
 def _jsonable(value):
@@ -171,8 +175,15 @@ def _crash_if_asked(record) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
+def _finished(path: Path) -> bool:
+    """Whether a run directory holds everything a finished run writes (the plot only where
+    matplotlib can draw it): a run that failed writing them makes what is missing."""
+    plot_possible = importlib.util.find_spec("matplotlib") is not None
+    return (path / SUMMARY).exists() and ((path / PLOT).exists() or not plot_possible)
+
+
 def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overwrite=False,
-                   progress=True, title=None) -> ExperimentResult:
+                   progress=True, title=None, intro=None) -> ExperimentResult:
     """Run every (strategy, seed) of ``config``, checkpointing each round in ``out``.
 
     Parameters
@@ -190,7 +201,11 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
         Progress bars (rounds, encoding, training epochs; on a terminal only) and a line per
         finished round.
     title : str, optional
-        Title of the learning-curve plot; default: the data folder, model and budget.
+        Title of the learning-curve plot; default: the data folder (with its parent), the
+        model and the budget.
+    intro : str, optional
+        A line printed (with ``progress``) once the settings, the data and the run directory
+        are checked, before the backbone loads: nothing is said about a run that is refused.
 
     Returns
     -------
@@ -208,7 +223,10 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     # Everything that can be checked without the backbone is, before it loads (seconds to
     # minutes) and before anything is written: settings, data, the run directory.
     config = _with_absolute_paths(config.validate())
-    data = load_run_data(config) if data is None else data
+    if data is None:
+        data = load_run_data(config)
+    else:
+        check_class_names(data.class_names, what="RunData.class_names")
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
     audit_count(config.audit_fraction, 1, budget)   # an audit share that leaves the strategy no pick
@@ -218,9 +236,11 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
     n_done = sum(1 for record in run_dir.read(header, overwrite=overwrite)
                  if (record["strategy"], record["seed"]) in runs)
-    if n_done == len(runs) * (config.rounds + 1) and not overwrite and (run_dir.path / SUMMARY).exists():
+    if n_done == len(runs) * (config.rounds + 1) and not overwrite and _finished(run_dir.path):
         raise RunDirectoryError(f"{run_dir.path} already holds this finished run (see its {SUMMARY} "
                                 "and rounds.csv). Use --overwrite (overwrite=True) to run it again.")
+    if intro and progress:
+        print(intro, flush=True)
     try:
         estimator.initialize()  # loads the backbone
     except ValueError as exc:
@@ -262,7 +282,8 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:
-        title = f"{Path(config.data or 'data').name}: {estimator.model_name}, {budget} labels per round"
+        folder = Path(config.data or "data")
+        title = f"{folder.parent.name}/{folder.name}: {estimator.model_name}, {budget} labels per round"
     try:
         plot = plot_learning_curves(run_dir.records, run_dir.path / PLOT, title=title)
     except ImportError:

@@ -184,8 +184,9 @@ def plot_learning_curves(records, path, title=None):
     for strategy, curve in learning_curves(records).items():
         x, mean, std = (np.asarray(curve[k], dtype=float) for k in ("n_labeled", "mean", "std"))
         seeds = max(curve["n_seeds"])
+        band = ", band ± 1 std" if seeds > 1 else ""
         line, = axes.plot(x, 100 * mean, marker="o", markersize=3,
-                          label=f"{strategy} ({seeds} seed{'s' if seeds > 1 else ''})")
+                          label=f"{strategy} (mean of {seeds} seed{'s' if seeds > 1 else ''}{band})")
         axes.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.2)
         if strategy in estimates:
             x_est, est = estimates[strategy]["n_labeled"], {k: 100 * np.asarray(estimates[strategy][k], dtype=float)

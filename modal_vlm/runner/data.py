@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
+from ..class_names import check_class_names
 from ..datasets import load_image_folder
 from ..inputs import unreadable_reason
 
@@ -136,7 +137,8 @@ def load_run_data(config) -> RunData:
     FileNotFoundError
         A missing folder or class folder.
     ValueError
-        No data folder given, no class folder, a class without images, unreadable images
+        No data folder given, no class folder, class folders whose names differ only in case
+        or spacing, a class without images, unreadable images
         (policy "fail"), or a split that cannot be stratified.
 
     Examples
@@ -151,6 +153,7 @@ def load_run_data(config) -> RunData:
         raise ValueError("no data folder: set data (--data DIR), one sub-folder of images per class.")
     paths, y, names = load_image_folder(config.data, max_per_class=config.max_per_class,
                                         random_state=config.split_seed)
+    check_class_names(names, what=f"the class folders of {config.data}")  # before any image is read
     paths, y, skipped = _drop_unreadable(paths, y, names, config.on_bad_image, config.data)
     if config.test_data is None:
         try:

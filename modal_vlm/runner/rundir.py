@@ -67,6 +67,78 @@ def write_atomic(path, data: bytes) -> None:
         raise
 
 
+#: What every round record holds, and of which JSON type (checked when a run is resumed).
+RECORD_FIELDS = {"strategy": str, "seed": int, "round": int, "n_labeled": int, "accuracy": (int, float),
+                 "queried": list}
+#: What a run directory says to do when one of its files is damaged.
+DAMAGED_ADVICE = ("Nothing was changed. Restore the file, use another output folder, or --overwrite "
+                  "(overwrite=True) to start this run afresh.")
+
+
+def _read_json(path: Path, kind):
+    """The JSON value of a run file, which must be of ``kind``; a damaged one raises
+    :class:`RunDirectoryError` naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryError(f"{path} is damaged (not JSON: {exc}). {DAMAGED_ADVICE}") from None
+    if not isinstance(value, kind):
+        raise RunDirectoryError(f"{path} is damaged (a JSON {type(value).__name__}, not the "
+                                f"{'object' if kind is dict else 'list'} a run writes). {DAMAGED_ADVICE}")
+    return value
+
+
+def check_records(records, header: dict, path) -> None:
+    """Raise :class:`RunDirectoryError` naming the first record of ``rounds.json`` that is not
+    a round of the run ``header`` describes.
+
+    Parameters
+    ----------
+    records : list
+        The records read from ``path``.
+    header : dict
+        The run's settings (``config.strategies``, ``config.seeds``, ``config.rounds``) and data
+        (``data.n_pool``); settings it lacks are not checked.
+    path : path-like
+        ``rounds.json``, for the message.
+
+    Raises
+    ------
+    RunDirectoryError
+        A record that is not an object, lacks a field or has one of the wrong type, belongs to
+        a strategy or seed the run does not have, repeats a round, lies beyond the last round,
+        or labels pool indices outside the pool.
+    """
+    config, n_pool = header.get("config", {}), header.get("data", {}).get("n_pool")
+    strategies, seeds, rounds = config.get("strategies"), config.get("seeds"), config.get("rounds")
+    seen = set()
+    for number, record in enumerate(records):
+        where = f"{path} record {number}"
+        if not isinstance(record, dict):
+            raise RunDirectoryError(f"{where} is not a round record (a JSON {type(record).__name__}). {DAMAGED_ADVICE}")
+        for field, kind in RECORD_FIELDS.items():
+            value = record.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise RunDirectoryError(f"{where} has no valid {field!r} (got {value!r}). {DAMAGED_ADVICE}")
+        run = f"strategy {record['strategy']!r}, seed {record['seed']}, round {record['round']}"
+        if (strategies is not None and record["strategy"] not in strategies) or \
+                (seeds is not None and record["seed"] not in seeds):
+            raise RunDirectoryError(f"{where} ({run}) is not a run of this experiment (strategies {strategies}, "
+                                    f"seeds {seeds}). {DAMAGED_ADVICE}")
+        if not 0 <= record["round"] <= (rounds if isinstance(rounds, int) else record["round"]):
+            raise RunDirectoryError(f"{where} ({run}) lies outside rounds 0..{rounds}. {DAMAGED_ADVICE}")
+        key = (record["strategy"], record["seed"], record["round"])
+        if key in seen:
+            raise RunDirectoryError(f"{where} ({run}) repeats a round. {DAMAGED_ADVICE}")
+        seen.add(key)
+        indices = record["queried"] + list(record.get("pseudo_labeled") or [])
+        if n_pool is not None and any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_pool
+                                      for i in indices):
+            raise RunDirectoryError(f"{where} ({run}) labels pool indices outside 0..{n_pool - 1}: "
+                                    f"{[i for i in indices if not isinstance(i, int) or not 0 <= i < n_pool][:5]}. "
+                                    f"{DAMAGED_ADVICE}")
+
+
 def _json_bytes(value) -> bytes:
     return (json.dumps(value, indent=1, allow_nan=True) + "\n").encode()
 
@@ -165,14 +237,17 @@ class RunDirectory:
         Raises
         ------
         RunDirectoryError
-            Where :meth:`open` would refuse the directory.
+            Where :meth:`open` would refuse the directory: a run with other settings, damaged
+            run files (named), or files named like run files in a folder that holds no run.
         """
         if overwrite or not self.path.is_dir():
             return []
         config_path = self.path / CONFIG
         if config_path.exists():
-            stored = json.loads(config_path.read_text())
-            if isinstance(stored.get("config"), dict) and isinstance(header.get("config"), dict):
+            stored = _read_json(config_path, dict)
+            if not isinstance(stored.get("config"), dict) or not isinstance(stored.get("data"), dict):
+                raise RunDirectoryError(f"{config_path} is damaged (no 'config' and 'data' settings). {DAMAGED_ADVICE}")
+            if isinstance(header.get("config"), dict):
                 stored["config"] = {**{key: value for key, value in LEGACY_SETTINGS.items()
                                        if key in header["config"]}, **stored["config"]}
             changes = _differences({k: v for k, v in stored.items() if k != "versions"},
@@ -181,10 +256,20 @@ class RunDirectory:
                 raise RunDirectoryError(
                     f"{self.path} holds a run with other settings ({'; '.join(changes[:8])}). "
                     "Use another output folder, or --overwrite (overwrite=True) to replace that run.")
-            return json.loads((self.path / ROUNDS_JSON).read_text()) if (self.path / ROUNDS_JSON).exists() else []
+            rounds_path = self.path / ROUNDS_JSON
+            if not rounds_path.exists():
+                return []
+            records = _read_json(rounds_path, list)
+            check_records(records, header, rounds_path)
+            return records
         if (self.path / ROUNDS_JSON).exists():
             raise RunDirectoryError(f"{self.path} has {ROUNDS_JSON} but no {CONFIG}: not a complete "
                                     "modal-vlm run. Use another output folder, or --overwrite.")
+        named_like_ours = [name for name in RUN_FILES if (self.path / name).exists()]
+        if named_like_ours:
+            raise RunDirectoryError(f"{self.path} is not a modal-vlm run (no {CONFIG}) but holds "
+                                    f"{', '.join(named_like_ours)}, which a run would replace. Use another "
+                                    "output folder, or --overwrite (overwrite=True) to replace them.")
         return []
 
     def open(self, header: dict, overwrite: bool = False) -> list[dict]:

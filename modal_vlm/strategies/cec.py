@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ._kmeans import weighted_kmeans
+from .cb import _check_int
 from ._knn import knn as nearest_neighbours
 from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows, row_blocks
 from ._pool import prepare
@@ -235,10 +236,13 @@ def _most_uncertain_picks(labels, U, n_instances, rng):
     return _refill(order[first], U, n_instances, rng)
 
 
-def _uncovered_clusters(labels, U, labeled_labels, n_instances):
+def _uncovered_clusters(labels, U, labeled_labels, n_instances, n_clusters):
     """The ``n_instances`` clusters to pick from: those holding no labeled sample first,
-    each group by decreasing total ``U`` of its pool members (ties: lowest index)."""
-    K = max(int(labels.max()) + 1, n_instances)
+    each group by decreasing total ``U`` of its pool members (ties: lowest index).
+
+    Every count runs over all ``n_clusters`` centroids: on a pool of near-duplicates (burst
+    photos, copied files) some centroids hold no pool sample, or only labeled ones."""
+    K = max(n_clusters, n_instances)
     covered = np.bincount(labeled_labels, minlength=K) > 0
     mass = np.bincount(labels, weights=U, minlength=K)
     order = np.lexsort((np.arange(K), -mass, covered))
@@ -341,7 +345,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
     if n_labeled:
         labeled_labels = nearest_centers(as_tensor(labeled_features), centers)[0][:, 0].numpy()
         chosen = np.zeros(n_clusters, dtype=bool)
-        chosen[_uncovered_clusters(labels, Uc, labeled_labels, n_instances)] = True
+        chosen[_uncovered_clusters(labels, Uc, labeled_labels, n_instances, n_clusters)] = True
         labels = np.where(chosen[labels], labels, -1)  # members of the other clusters: not picked
     counts = np.bincount(labels[labels >= 0], minlength=n_clusters)
     if selection == "most_uncertain":
@@ -417,7 +421,7 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     ------
     ValueError
         ``X_pool`` is empty, ``n_instances`` is not an int in ``[1, len(X_pool)]``, ``alpha``
-        lies outside ``[0, 1]``, ``selection`` / ``knn`` is unknown,
+        lies outside ``[0, 1]``, ``k < 1``, ``top_n < 1``, ``selection`` / ``knn`` is unknown,
         ``candidates_per_query < 1``, ``clusters_per_label < 1`` or ``weight_power < 0``.
     TypeError
         The classifier has no ``transform``: CEC needs image embeddings (unless
@@ -440,6 +444,9 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
     _check_weight_power(weight_power)  # before the costly steps
     _check_clusters_per_label(clusters_per_label)
+    _check_int("k", k, 1)
+    if top_n is not None:
+        _check_int("top_n", top_n, 1)
     H, prior = _pool_entropy(pool, top_n, calibrate)
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None

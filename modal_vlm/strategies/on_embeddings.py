@@ -10,6 +10,8 @@ batch-mode sampling so adapted.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ._pool import prepare
 from ._result import query_result, split_result
 
@@ -40,6 +42,12 @@ class EmbeddingLearner:
         if features is self.features:
             return self.pool.proba  # computed once, from the same embeddings
         return self.pool._model.predict_proba_from_features(features)
+
+
+def _distinct(indices) -> np.ndarray:
+    """``indices`` without repeats, in the order of their first occurrence."""
+    indices = np.asarray(indices, dtype=np.intp).reshape(-1)
+    return indices[np.sort(np.unique(indices, return_index=True)[1])]
 
 
 def on_embeddings(modal_strategy):
@@ -78,6 +86,17 @@ def on_embeddings(modal_strategy):
         pool, n_instances, _ = prepare(classifier, X_pool, n_instances, random_state)
         learner = EmbeddingLearner(pool)
         indices, _ = split_result(modal_strategy(learner, learner.features, n_instances=n_instances, **params))
+        indices = _distinct(indices)
+        if len(indices) < n_instances:
+            # modAL's ranked batch never masks its cold-start pick, so on a pool of duplicates
+            # (burst photos, copied files) it picks that sample again: the rest of the batch
+            # is ranked with the distinct picks as if labeled, among the samples not picked.
+            rest = np.setdiff1d(np.arange(pool.n), indices)
+            picked = learner.features[indices]
+            learner.X_training = picked if learner.X_training is None else np.vstack([learner.X_training, picked])
+            more, _ = split_result(modal_strategy(learner, learner.features[rest],
+                                                  n_instances=n_instances - len(indices), **params))
+            indices = np.concatenate([indices, rest[_distinct(more)]])
         return query_result(indices, {}, return_metrics)
 
     strategy.__name__ = strategy.__qualname__ = f"{modal_strategy.__name__}_on_embeddings"

@@ -32,8 +32,8 @@ def test_new_project_and_resume(shapes, tmp_path):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    ({"classes": ["cat"]}, "at least 2 classes"),
-    ({"classes": ["cat", "cat"]}, "repeated class names"),
+    ({"classes": ["cat"]}, "at least 2 names"),
+    ({"classes": ["cat", "cat"]}, r"duplicates: \['cat'\]"),
     ({"classes": ["cat", " dog"]}, "without surrounding spaces"),
     ({"strategy": "magic"}, "Unknown strategy 'magic'"),
     ({"model": "no-such-model"}, "unknown model 'no-such-model'"),

@@ -10,7 +10,9 @@ let pending = Promise.resolve();
 let pollTimer = null;
 const selected = new Map();    // image id -> index of the selected answer
 const cards = new Map();       // image id -> card element of the shown batch
+const seenEvent = new Map();   // image id -> its latest decision the page knows of (0: none)
 let shownBatch = null;
+let conflict = null;           // "changed in another window": shown until the next decision
 
 function answers() {
   return [...state.classes.map((name) => ({kind: "class", label: name, text: name})),
@@ -49,8 +51,15 @@ async function refresh() {
   apply(await api("api/state"));
 }
 
+function remember(next) {
+  // Every label names what the page last saw of its image, so that a decision made in
+  // another window since is refused (409) instead of silently overwritten.
+  for (const item of next.batch ? next.batch.items : []) seenEvent.set(item.image_id, item.event_id || 0);
+}
+
 function apply(next) {
   state = next;
+  remember(next);
   const batchId = state.batch ? state.batch.id : null;
   if (batchId !== shownBatch) {
     shownBatch = batchId;
@@ -86,10 +95,18 @@ function decide(item, answer) {
   item.label = answer.label;
   selected.delete(item.image_id);
   inFlight++;
+  conflict = null;
   pending = pending
-    .then(() => api("api/label", {batch_id: batchId, image_id: item.image_id, kind: answer.kind, label: answer.label}))
-    .then((next) => { inFlight--; if (!inFlight) apply(next); })
-    .catch((error) => { inFlight--; showError(error); refresh().catch(showError); });
+    .then(() => api("api/label", {batch_id: batchId, image_id: item.image_id, kind: answer.kind, label: answer.label,
+                                  seen_event: seenEvent.get(item.image_id) || 0}))
+    .then((next) => { inFlight--; remember(next); if (!inFlight) apply(next); })
+    .catch((error) => {
+      inFlight--;
+      if (String(error.message).startsWith("409") && String(error.message).includes("changed in another window")) {
+        conflict = `${item.path}: changed in another window; the current answer is shown.`;
+      } else showError(error);
+      refresh().catch(showError);
+    });
   focus = nextUndecided(focus);
   render();
 }
@@ -146,8 +163,10 @@ function renderNotice() {
   const notice = document.getElementById("notice");
   if (state.batch) {
     const left = items().filter((item) => !item.kind).length;
+    const decided = items().length - left;   // the undecided ones are among counts.unlabeled already
     notice.replaceChildren(element("p", {}, `Batch ${state.batch.id}: ${left} of ${items().length} images left. `,
-      `Chosen by ${state.batch.strategy} from ${state.counts.unlabeled + left} unlabeled images.`));
+      `Chosen by ${state.batch.strategy} from ${state.counts.unlabeled + decided} unlabeled images.`));
+    if (conflict) notice.append(element("p", {class: "error"}, conflict));
   } else if (state.worker.phase === "done") {
     notice.replaceChildren(element("p", {}, "Every readable image is labeled or skipped. Export the results on the right."));
   } else if (state.worker.phase === "ready") {  // the worker has not picked up the finished batch yet

@@ -5,6 +5,7 @@
 let state = null;
 let filter = "labeled";
 let editing = null;   // image id in the editor
+let editingSeen = 0;  // id of the latest event the editor shows (0: none)
 
 async function refresh() {
   state = await api("api/state");
@@ -57,6 +58,7 @@ async function openEditor(imageId) {
   const data = await api(`api/images/${imageId}/history`);
   editing = imageId;
   const last = data.events[data.events.length - 1];
+  editingSeen = last ? last.id : 0;   // sent with an edit: another window's change since is a 409
   document.getElementById("editor").hidden = false;
   document.getElementById("editor-title").textContent = data.image.path;
   const image = document.getElementById("editor-image");
@@ -82,9 +84,12 @@ async function openEditor(imageId) {
 }
 
 async function edit(imageId, answer) {
-  await api(`api/images/${imageId}/label`, {kind: answer.kind, label: answer.label});
-  await openEditor(imageId);
-  await loadList();
+  try {
+    await api(`api/images/${imageId}/label`, {kind: answer.kind, label: answer.label, seen_event: editingSeen});
+  } finally {   // after a 409 ("changed in another window") too: show the current answer
+    await openEditor(imageId);
+    await loadList();
+  }
 }
 
 document.addEventListener("keydown", (event) => {
