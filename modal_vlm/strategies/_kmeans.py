@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, squared_norms
+from ._linalg import as_tensor, nearest_centers, squared_norms
 
 
 def _uniform_if_void(weights, n: int) -> torch.Tensor:
@@ -95,3 +95,28 @@ def weighted_kmeans(X: torch.Tensor, n_clusters: int, rng, *, weights=None, max_
         if shift <= threshold:
             break
     return torch.from_numpy(centers)
+
+
+def kmeans_on_pool(F, n_clusters: int, rng, *, subsample=None, extra=None):
+    """k-means of a pool matrix: ``(centers, cluster of every row)``.
+
+    Parameters
+    ----------
+    F : torch.Tensor, DiskMatrix or UnitRows of shape (n, d)
+        The pool (see :mod:`._linalg`).
+    n_clusters : int
+    rng : numpy.random.RandomState
+        Seeds the sample and k-means++.
+    subsample : int, optional
+        Fit on a uniform random sample of this many rows (never fewer than 50 per cluster)
+        when the pool is larger, then assign every row; None fits on the whole pool.
+    extra : torch.Tensor of shape (m, d), optional
+        Rows fitted beside the pool's (e.g. the labeled samples), not assigned here.
+    """
+    fit_size = len(F) if subsample is None else max(int(subsample), 50 * n_clusters)
+    rows = np.sort(rng.choice(len(F), fit_size, replace=False)) if len(F) > fit_size else None
+    X = F[torch.as_tensor(rows)] if rows is not None else F[torch.arange(len(F))]
+    if extra is not None and len(extra):
+        X = torch.cat([X, as_tensor(extra)])
+    centers = weighted_kmeans(X, min(n_clusters, len(X)), rng)
+    return centers, nearest_centers(F, centers)[0][:, 0].numpy()
