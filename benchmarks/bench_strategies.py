@@ -58,6 +58,12 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     "coreset+pcb": ("coreset+pcb", {}, {}),
     "badge+pcb": ("badge+pcb", {}, {}),
     "random+pcb": ("random+pcb", {}, {}),
+    # The low-budget methods (issue 28), with their authors' defaults.
+    "typiclust": ("typiclust", {}, {}),
+    "probcover": ("probcover", {}, {}),
+    "maxherding": ("maxherding", {}, {}),
+    "uherding": ("uherding", {}, {}),
+    "dropquery": ("dropquery", {}, {}),
     # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering.
     "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}, {}),
     "cec: + neighbours": ("cec", {"clustering": False}, {}),

@@ -136,7 +136,8 @@ def purity_delta(features, n_clusters, rng, *, alpha=ALPHA, purity_sample=PURITY
     n = len(F)
     queries = np.arange(n) if n <= purity_sample else np.sort(rng.choice(n, purity_sample, replace=False))
     r = np.sort(nearest_other_cluster(F, cluster, queries))
-    return float(min(r[int(math.floor((1.0 - alpha) * len(r)))], SPHERE_DIAMETER))
+    # At most floor((1 - alpha) m) balls may be impure (1e-9: 1 - 0.9 is 0.0999... in floats).
+    return float(min(r[int(math.floor((1.0 - alpha) * len(r) + 1e-9))], SPHERE_DIAMETER))
 
 
 def delta_graph(features, delta, targets=None):
