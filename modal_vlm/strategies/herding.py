@@ -61,6 +61,8 @@ MAX_CANDIDATES = 35_000
 TEMPERATURES = np.round(np.arange(1.0, 20.0, 0.1), 1)
 #: Share of the labeled set held out to calibrate the temperature.
 VALIDATION_SHARE = 0.3
+#: Labeled samples closer than this are duplicates for the adaptive width.
+DUPLICATE_DISTANCE = 1e-3
 #: Candidates re-scored at once by the lazy greedy.
 LAZY_BLOCK = 64
 
@@ -231,16 +233,23 @@ def calibrated_temperature(estimator, X_labeled, y_labeled) -> float:
 
 def smallest_labeled_distance(labeled_features):
     """The smallest non-zero distance between two labeled samples (unit embeddings), or
-    None with fewer than two distinct ones: Uncertainty Herding's adaptive width."""
+    None with fewer than two distinct ones: Uncertainty Herding's adaptive width.
+
+    Distances under ``1e-3`` count as zero: float32 rounding leaves a sample about ``3e-4``
+    from itself.
+
+    >>> round(smallest_labeled_distance([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]), 4)
+    0.8944
+    """
     if labeled_features is None or len(labeled_features) < 2:
         return None
     L = torch.nn.functional.normalize(as_tensor(labeled_features), dim=1)
     best = np.inf
     for block in row_blocks(len(L), 4 * len(L)):
-        d = (2.0 - 2.0 * (L[block] @ L.T)).clamp_min(0.0).sqrt()
-        d = d[d > 1e-6]
-        if len(d):
-            best = min(best, float(d.min()))
+        sq = (2.0 - 2.0 * (L[block] @ L.T)).clamp_min(0.0)
+        sq = sq[sq > DUPLICATE_DISTANCE ** 2]
+        if len(sq):
+            best = min(best, float(sq.min().sqrt()))
     return None if best == np.inf else best
 
 
