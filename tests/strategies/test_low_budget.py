@@ -332,15 +332,16 @@ def test_dropquery_parameters_are_validated(fake):
 
 
 @pytest.mark.parametrize("strategy", LOW_BUDGET, ids=lambda s: s.__name__)
-def test_full_batch_when_kmeans_finds_fewer_clusters_than_asked(strategy):
-    """A pool of 6 distinct embeddings repeated: more picks than distinct samples."""
+@pytest.mark.parametrize("distinct", [6, 1])
+def test_full_batch_when_kmeans_finds_fewer_clusters_than_asked(strategy, distinct):
+    """A pool of 6 distinct embeddings (or a single one) repeated: more picks than distinct samples."""
     F, _ = blobs([2, 2, 2], d=4)
-    F = np.repeat(F, 5, axis=0)
+    F = np.repeat(F[:distinct], 30 // distinct, axis=0)
     clf = _Linear(F)
+    kwargs = {"temperature": 1.0} if strategy is uherding_query else {}
     for labeled in (None, learner(clf, np.arange(3), np.zeros(3, int))):
         pool = np.arange(3, 30) if labeled else np.arange(30)
-        idx = strategy(labeled or clf, pool, 12, random_state=0, **({"temperature": 1.0}
-                                                                    if strategy is uherding_query else {}))
+        idx = strategy(labeled or clf, pool, 12, random_state=0, **kwargs)
         assert len(set(np.asarray(idx).tolist())) == 12
 
 
