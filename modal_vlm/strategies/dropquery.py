@@ -29,14 +29,12 @@ candidates agree.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from ._kmeans import kmeans_on_pool
 from ._linalg import pool_blocks, unit_rows
-from ._pool import prepare
+from ._pool import check_int, check_number, prepare
 from ._result import query_result
 from .cec import KMEANS_SUBSAMPLE, _centroid_picks
 
@@ -170,11 +168,9 @@ def dropquery_query(classifier, X_pool, n_instances=1, *, random_state=None, dro
     >>> len(set(idx.tolist())), metrics["disagreement"].shape
     (3, (26,))
     """
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}.")
-    for name, value in (("n_dropout", n_dropout), ("candidates_per_query", candidates_per_query)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    check_number("dropout", dropout, 0.0, 1.0, closed_low=True)
+    check_int("n_dropout", n_dropout)
+    check_int("candidates_per_query", candidates_per_query)
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     picks, count, threshold = dropquery_select(pool, n_instances, rng, dropout=dropout, n_dropout=n_dropout,
                                                candidates_per_query=candidates_per_query,

@@ -42,15 +42,13 @@ Uncertainty Herding.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.utils import _safe_indexing
 
 from ._linalg import as_tensor, row_blocks, unit_rows
-from ._pool import prepare
+from ._pool import check_int, check_number, prepare
 from ._result import query_result
 
 #: The authors' MaxHerding kernel width on unit embeddings.
@@ -253,19 +251,6 @@ def smallest_labeled_distance(labeled_features):
     return None if best == np.inf else best
 
 
-def _check_positive(name, value, auto=False):
-    if auto and isinstance(value, str) and value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be {'auto or ' if auto else ''}a number > 0, got {value!r}.")
-
-
-def _check_max_candidates(max_candidates):
-    if max_candidates is not None and (isinstance(max_candidates, bool)
-                                       or not isinstance(max_candidates, numbers.Integral) or max_candidates < 1):
-        raise ValueError(f"max_candidates must be None or an integer >= 1, got {max_candidates!r}.")
-
-
 def maxherding_query(classifier, X_pool, n_instances=1, *, random_state=None, sigma=SIGMA,
                      max_candidates=MAX_CANDIDATES, return_metrics=False):
     """MaxHerding query: the samples that most increase the kernel coverage of the pool.
@@ -314,8 +299,8 @@ def maxherding_query(classifier, X_pool, n_instances=1, *, random_state=None, si
     >>> bool(metrics["gain"][idx[0]] == np.nanmax(metrics["gain"]))
     True
     """
-    _check_positive("sigma", sigma)
-    _check_max_candidates(max_candidates)
+    check_number("sigma", sigma)
+    check_int("max_candidates", max_candidates, allow_none=True)
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     picks, gain = kernel_herding(pool.features, n_instances, rng, labeled_features=pool.labeled_features,
                                  sigma=sigma, max_candidates=max_candidates)
@@ -379,9 +364,9 @@ def uherding_query(classifier, X_pool, n_instances=1, *, random_state=None, sigm
     >>> bool((idx == maxherding_query(clf, images, 3, random_state=0)).all()), metrics["sigma"]
     (True, 1.0)
     """
-    _check_positive("sigma", sigma, auto=True)
-    _check_positive("temperature", temperature, auto=True)
-    _check_max_candidates(max_candidates)
+    check_number("sigma", sigma, auto=True)
+    check_number("temperature", temperature, auto=True)
+    check_int("max_candidates", max_candidates, allow_none=True)
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     labeled = pool.labeled_features
     if sigma == "auto":

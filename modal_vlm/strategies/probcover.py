@@ -34,7 +34,7 @@ import torch
 
 from ._kmeans import kmeans_on_pool
 from ._linalg import BLOCK_BYTES, as_tensor, row_blocks, unit_rows
-from ._pool import prepare
+from ._pool import check_number, prepare
 from ._result import query_result
 from .cec import KMEANS_SUBSAMPLE
 
@@ -61,13 +61,6 @@ def _square_blocks(n: int):
 def _similarity_threshold(delta: float) -> float:
     # On unit vectors ||x - y||^2 = 2 - 2 <x, y>: d < delta iff <x, y> > 1 - delta^2 / 2.
     return 1.0 - delta * delta / 2.0
-
-
-def _check_delta(delta):
-    if isinstance(delta, str) and delta == "auto":
-        return
-    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating, np.integer)) or not delta > 0:
-        raise ValueError(f"delta must be 'auto' or a number > 0, got {delta!r}.")
 
 
 def nearest_other_cluster(features, cluster, queries) -> np.ndarray:
@@ -349,9 +342,8 @@ def probcover_query(classifier, X_pool, n_instances=1, *, random_state=None, del
     >>> len(set(idx.tolist())), bool(metrics["degree"][idx[0]] == metrics["degree"].max())
     (3, True)
     """
-    _check_delta(delta)
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}.")
+    check_number("delta", delta, auto=True)
+    check_number("alpha", alpha, 0.0, 1.0)
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state)
     n_classes = pool.proba.shape[1] if delta == "auto" else None
     picks, degree, covered, delta = probcover_select(
