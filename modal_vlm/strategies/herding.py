@@ -59,8 +59,6 @@ MAX_CANDIDATES = 35_000
 TEMPERATURES = np.round(np.arange(1.0, 20.0, 0.1), 1)
 #: Share of the labeled set held out to calibrate the temperature.
 VALIDATION_SHARE = 0.3
-#: Labeled samples closer than this are duplicates for the adaptive width.
-DUPLICATE_DISTANCE = 1e-3
 #: Candidates re-scored at once by the lazy greedy.
 LAZY_BLOCK = 64
 
@@ -233,8 +231,9 @@ def smallest_labeled_distance(labeled_features):
     """The smallest non-zero distance between two labeled samples (unit embeddings), or
     None with fewer than two distinct ones: Uncertainty Herding's adaptive width.
 
-    Distances under ``1e-3`` count as zero: float32 rounding leaves a sample about ``3e-4``
-    from itself.
+    Distances are taken from the differences (not from ``2 - 2 cos``, whose float32 rounding
+    leaves a sample up to ``1e-3`` from itself), so only exact duplicates count as zero, as
+    in the authors' ``torch.cdist``.
 
     >>> round(smallest_labeled_distance([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]), 4)
     0.8944
@@ -244,10 +243,10 @@ def smallest_labeled_distance(labeled_features):
     L = torch.nn.functional.normalize(as_tensor(labeled_features), dim=1)
     best = np.inf
     for block in row_blocks(len(L), 4 * len(L)):
-        sq = (2.0 - 2.0 * (L[block] @ L.T)).clamp_min(0.0)
-        sq = sq[sq > DUPLICATE_DISTANCE ** 2]
-        if len(sq):
-            best = min(best, float(sq.min().sqrt()))
+        d = torch.cdist(L[block], L, compute_mode="donot_use_mm_for_euclid_dist")
+        d = d[d > 0]
+        if len(d):
+            best = min(best, float(d.min()))
     return None if best == np.inf else best
 
 

@@ -240,6 +240,11 @@ def test_smallest_labeled_distance_ignores_duplicates():
     L = np.array([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     assert smallest_labeled_distance(L) == pytest.approx(np.linalg.norm(L[2] - L[3]), rel=1e-5)
     assert smallest_labeled_distance(L[:2]) is None and smallest_labeled_distance(L[:1]) is None
+    # 2 - 2 cos in float32 would put these samples up to 1e-3 from themselves.
+    F = unit(np.random.default_rng(8).normal(size=(70, 384))).astype(np.float32)
+    D = np.linalg.norm(F[:, None].astype(np.float64) - F[None], axis=-1)
+    np.fill_diagonal(D, np.inf)
+    assert smallest_labeled_distance(F) == pytest.approx(D.min(), rel=1e-4)
 
 
 def test_herding_parameters_are_validated(fake):
