@@ -63,6 +63,7 @@ def dropout_disagreement(pool, rng, dropout=DROPOUT, n_dropout=N_DROPOUT) -> np.
     Returns
     -------
     np.ndarray of shape (n,), int
+        Each sample's number of dropout predictions that differ from its plain prediction.
     """
     plain = np.empty(pool.n, dtype=np.int64)
     for rows, P in pool.proba_blocks():
@@ -90,8 +91,33 @@ def dropquery_select(pool, n_instances, rng, *, dropout=DROPOUT, n_dropout=N_DRO
                      kmeans_subsample=KMEANS_SUBSAMPLE):
     """DropQuery's picks for a :class:`~._pool.QueryPool`: ``(indices, counts, threshold)``.
 
-    ``counts`` is zero and ``threshold`` None for a centroid start; the parameters are
-    :func:`dropquery_query`'s.
+    Parameters
+    ----------
+    pool : modal_vlm.strategies._pool.QueryPool
+        The classifier (with ``predict_proba_from_features``), pool and labeled set.
+    n_instances : int
+        Batch size ``b``.
+    rng : numpy.random.RandomState
+        Seeds the dropout masks, k-means and the random fill.
+    dropout : float, default=0.75
+        Dropout probability on the embedding entries.
+    n_dropout : int, default=3
+        Dropout predictions per sample.
+    candidates_per_query : int, default=25
+        The threshold falls while fewer than this many candidates per pick qualify.
+    centroid_start : bool, default=True
+        With no label, the centroid start.
+    kmeans_subsample : int or None, default=20000
+        k-means sample size on larger sets.
+
+    Returns
+    -------
+    indices : np.ndarray of shape (n_instances,)
+        Distinct pool indices.
+    counts : np.ndarray of shape (n,)
+        Each sample's disagreement count (zero at a centroid start).
+    threshold : int or None
+        The count a candidate exceeded (None at a centroid start).
     """
     F = unit_rows(pool.features)
     if centroid_start and pool.n_labeled == 0:

@@ -67,6 +67,22 @@ def candidate_count(n_labeled: int, n_instances: int, max_candidates: int = MAX_
     """Size of the candidate sample: the authors' ``compute_cand_size`` (an ``(m + L + b)^2``
     kernel within a fixed memory), at most ``max_candidates``, at least ``n_instances``.
 
+    Parameters
+    ----------
+    n_labeled : int
+        Size ``L`` of the labeled set.
+    n_instances : int
+        Batch size ``b``.
+    max_candidates : int or None, default=35000
+        Cap (None: the authors' formula alone).
+
+    Returns
+    -------
+    int
+        The number of candidates ``m``.
+
+    Examples
+    --------
     >>> candidate_count(0, 10), candidate_count(100, 10, max_candidates=None)
     (35000, 44835)
     """
@@ -164,6 +180,20 @@ def kernel_herding(features, n_instances, rng, *, labeled_features=None, weights
 def margin_uncertainty(proba, temperature=1.0) -> np.ndarray:
     """``1 - (q_(1) - q_(2))`` of the temperature-scaled probabilities ``q = softmax(log p / T)``.
 
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities.
+    temperature : float, default=1.0
+        ``T``: above 1 flattens the probabilities (more uncertainty), 1 keeps them.
+
+    Returns
+    -------
+    np.ndarray of shape (n,), float32
+        Uncertainty in ``[0, 1]`` (1: a tie between the two most likely classes).
+
+    Examples
+    --------
     >>> margin_uncertainty([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0]]).round(2)
     array([0.8, 0. ], dtype=float32)
     """
@@ -183,6 +213,24 @@ def expected_calibration_error(proba, y, classes, n_bins=None) -> float:
     """ECE of the top-class confidence in ``n_bins`` equal bins ``(lower, upper]``
     (default: one per class, the authors' ``ECELoss``).
 
+    Parameters
+    ----------
+    proba : array-like of shape (n, C)
+        Class probabilities.
+    y : array-like of shape (n,)
+        True labels, values of ``classes``.
+    classes : array-like of shape (C,)
+        The label of each column of ``proba``.
+    n_bins : int, optional
+        Confidence bins; default ``C``.
+
+    Returns
+    -------
+    float
+        The bin-size weighted mean of ``|confidence - accuracy|``.
+
+    Examples
+    --------
     >>> expected_calibration_error([[0.9, 0.1], [0.6, 0.4]], [0, 1], [0, 1])
     0.25
     """
@@ -204,7 +252,19 @@ def calibrated_temperature(estimator, X_labeled, y_labeled) -> float:
     of the labeled set, and the ``T`` of :data:`TEMPERATURES` with the lowest
     :func:`expected_calibration_error` of its probabilities on the other 30 %.
 
-    Returns 1 when the labeled set is too small to split (fewer than 4 samples).
+    Parameters
+    ----------
+    estimator : scikit-learn classifier
+        The learner's estimator (a ClipPromptClassifier or a Pipeline ending in one), cloned.
+    X_labeled : sequence
+        The labeled samples, in labeling order.
+    y_labeled : array-like of shape (L,)
+        Their labels.
+
+    Returns
+    -------
+    float
+        The temperature; 1 when the labeled set is too small to split (fewer than 4).
 
     Raises
     ------
@@ -235,6 +295,18 @@ def smallest_labeled_distance(labeled_features):
     leaves a sample up to ``1e-3`` from itself), so only exact duplicates count as zero, as
     in the authors' ``torch.cdist``.
 
+    Parameters
+    ----------
+    labeled_features : array-like of shape (L, d) or None
+        Embeddings of the labeled set.
+
+    Returns
+    -------
+    float or None
+        The distance, None with fewer than two distinct samples.
+
+    Examples
+    --------
     >>> round(smallest_labeled_distance([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]), 4)
     0.8944
     """

@@ -150,8 +150,10 @@ def delta_graph(features, delta, targets=None):
 
     Returns
     -------
-    x, y : np.ndarray of int32
-        The edges (self-loops included).
+    x : np.ndarray of int32
+        Source row of each edge.
+    y : np.ndarray of int32
+        Target row of each edge (self-loops included).
     """
     threshold = _similarity_threshold(delta)
     targets = np.arange(len(features)) if targets is None else np.asarray(targets)
@@ -260,10 +262,39 @@ def max_coverage(x, y, n, n_instances, rng, covered=None):
 
 def probcover_select(features, n_instances, rng, *, labeled_features=None, delta="auto", n_classes=None,
                      alpha=ALPHA, purity_sample=PURITY_SAMPLE, kmeans_subsample=KMEANS_SUBSAMPLE):
-    """ProbCover's picks: ``(indices, degree before, covered before, delta)``.
+    """ProbCover's picks on embeddings: ``(indices, degree before, covered before, delta)``.
 
-    ``n_classes`` sets the purity clusters of ``delta="auto"``; the other parameters are
-    :func:`probcover_query`'s.
+    Parameters
+    ----------
+    features : array-like of shape (n, d)
+        Embeddings of the unlabeled pool (normalised here).
+    n_instances : int
+        Picks to make (at most ``n``).
+    rng : numpy.random.RandomState
+        Seeds the purity k-means, the samples and the tie breaks.
+    labeled_features : array-like of shape (L, d), optional
+        Embeddings of the labeled set, whose balls cover first.
+    delta : "auto" or float, default="auto"
+        Ball radius (see :func:`probcover_query`).
+    n_classes : int, optional
+        k-means clusters of the purity (needed with ``delta="auto"``).
+    alpha : float, default=0.95
+        Purity target of ``delta="auto"``.
+    purity_sample : int, default=10000
+        Samples whose purity sets ``delta`` on larger pools.
+    kmeans_subsample : int or None, default=20000
+        k-means sample size of ``delta="auto"``.
+
+    Returns
+    -------
+    indices : np.ndarray of shape (n_instances,)
+        Distinct pool indices, in the order picked.
+    degree : np.ndarray of shape (n,)
+        Uncovered samples each ball held before the first pick.
+    covered : np.ndarray of shape (n,), bool
+        Samples covered by the labeled set.
+    delta : float
+        The radius used.
 
     Examples
     --------

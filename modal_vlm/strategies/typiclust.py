@@ -105,8 +105,14 @@ def typiclust_select(features, n_instances, rng, *, labeled_features=None, k=K_N
     labeled_features : array-like of shape (L, d), optional
         Embeddings of the labeled samples: clustered with the pool; clusters holding them
         come last.
-    k, min_cluster_size, max_clusters, kmeans_subsample
-        See :func:`typiclust_query`.
+    k : int, default=20
+        Neighbours of the typicality.
+    min_cluster_size : int, default=5
+        Clusters this small or smaller come after the others.
+    max_clusters : int, default=500
+        Cap on the number of clusters.
+    kmeans_subsample : int or None, default=20000
+        k-means sample size on larger pools (see :func:`typiclust_query`).
 
     Returns
     -------
