@@ -14,11 +14,15 @@ docs/strategies.rst).
 
     python benchmarks/bench_strategies.py [--seeds 0 1 2 3 4] [--strategies cec random ...]
         [--out benchmarks/results/strategies.md] [--resume] [--table-only]
+        [--first-round strategy --rounds 1]
 
 Writes a markdown table (mean ± std over seeds, and the per-seed paired difference against
-random with a sign test of its seeds) and a JSON file of every run beside it. Extra seeds for a
-few arms go to another ``--out`` (``results/strategies_20_seeds.md``: five seeds cannot
-separate a lead of 0.02 from a per-seed spread of the same size).
+random with a sign test of its seeds; with CEC among the arms, the same against CEC for
+final accuracy and area) and a JSON file of every run beside it. Extra seeds for a few arms
+go to another ``--out`` (``results/strategies_20_seeds.md``: five seeds cannot separate a
+lead of 0.02 from a per-seed spread of the same size). ``--first-round strategy --rounds 1``
+is the cold start (``results/strategies_cold_start.md``): the first labels chosen by each
+strategy from the zero-shot model instead of at random.
 """
 from __future__ import annotations
 
@@ -58,6 +62,12 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters);
     "coreset+pcb": ("coreset+pcb", {}, {}),
     "badge+pcb": ("badge+pcb", {}, {}),
     "random+pcb": ("random+pcb", {}, {}),
+    # The low-budget methods (issue 28), with their authors' defaults.
+    "typiclust": ("typiclust", {}, {}),
+    "probcover": ("probcover", {}, {}),
+    "maxherding": ("maxherding", {}, {}),
+    "uherding": ("uherding", {}, {}),
+    "dropquery": ("dropquery", {}, {}),
     # The CEC ablation: entropy only (= entropy), + calibration, + neighbours, + clustering.
     "cec: + calibration": ("cec", {"alpha": 0.0, "clustering": False}, {}),
     "cec: + neighbours": ("cec", {"clustering": False}, {}),
@@ -94,8 +104,10 @@ def run(name, seed, data, args):
     clf = ClipPromptClassifier(names, **{"model_name": args.model, "image_size": args.image_size,
                                          "verbose": 0, "cache_dir": args.cache_dir, **ARMS[name][2]})
     records = run_active_learning(clf, strategy_of(name), X_pool, y_pool, X_test, y_test,
-                                  rounds=args.rounds, budget=len(names), random_state=seed)
-    return {"strategy": name, "seed": seed, "accuracy": [r["accuracy"] for r in records],
+                                  rounds=args.rounds, budget=len(names), first_round=args.first_round,
+                                  random_state=seed)
+    return {"strategy": name, "seed": seed, "first_round": args.first_round,
+            "accuracy": [r["accuracy"] for r in records],
             "class_counts": records[-1]["class_counts"],
             "pseudo_labeled": sum(len(r.get("pseudo_labeled", [])) for r in records),
             "pseudo_correct": sum(r.get("pseudo_correct", 0) for r in records),
@@ -114,12 +126,31 @@ def _sign_test(paired):
     return f"{binomtest(above, above + below, alternative='greater').pvalue:.3f}" if above + below else ""
 
 
+def _against_cec(results, names, by_seed):
+    """Per arm, the per-seed paired difference of CEC's final accuracy and area minus the arm's."""
+    lines = ["", "Paired against CEC, per seed (\"CEC higher\": the seeds where CEC's value is larger; \"p\": "
+             "one-sided sign test of those seeds, ties dropped):", "",
+             "| strategy | seeds | final: CEC - strategy | CEC higher | p | area: CEC - strategy | CEC higher | p |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in names:
+        runs = [r for r in results if r["strategy"] == name and ("cec", r["seed"]) in by_seed]
+        if name == "cec" or not runs:
+            continue
+        cells = []
+        for value in (lambda r: r["accuracy"][-1], lambda r: curve_area(r["accuracy"])):
+            paired = [value(by_seed[("cec", r["seed"])]) - value(r) for r in runs]
+            cells.append(f"{np.mean(paired):+.3f} | {sum(d > 0 for d in paired)}/{len(paired)} | {_sign_test(paired)}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(results, args):
     names = list(dict.fromkeys(r["strategy"] for r in results))
     by_seed = {(r["strategy"], r["seed"]): r for r in results}
+    first = "round 1 random" if args.first_round == "random" else "round 1 chosen by the strategy from the zero-shot model"
     lines = [
         f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
-        f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels (round 1 random), "
+        f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels ({first}), "
         f"`ClipPromptClassifier` defaults unless the arm says otherwise, seeds {args.seeds} "
         "(the first ones where the seeds column says fewer).",
         "",
@@ -151,6 +182,8 @@ def table(results, args):
             if pseudo else ""
         lines.append(f"| {name} | {len(runs)} | {acc[:, 0].mean():.3f} | {_mean_std(acc[:, -1])} | {_mean_std(area)} | "
                      f"{dip.mean():+.3f} | {vs_random} | {classes:.1f} | {pseudo_text} |")
+    if "cec" in names and len(names) > 1:
+        lines += _against_cec(results, names, by_seed)
     rounds = range(args.rounds + 1)
     lines += ["", "Mean accuracy per round (round 0: zero-shot; oracle labels = 10 x round):", "",
               "| strategy | " + " | ".join(str(r) for r in rounds) + " |",
@@ -166,6 +199,8 @@ def main():
     parser.add_argument("--strategies", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--first-round", choices=["random", "strategy"], default="random",
+                        help="round 1 at random (the protocol) or by the strategy (the cold start)")
     parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)
@@ -185,6 +220,9 @@ def main():
     results = json.loads(store.read_text()) if (args.resume or args.table_only) and store.exists() else []
     if args.table_only:
         args.seeds = sorted({r["seed"] for r in results})
+        if results:  # the stored runs say how they ran
+            args.rounds = len(results[0]["accuracy"]) - 1
+            args.first_round = results[0].get("first_round", "random")
         out.write_text(table(results, args))
         return
     data = protocol_data(args.pool_per_class, args.test_per_class)

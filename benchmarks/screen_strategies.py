@@ -25,6 +25,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
 from _protocol import OFFLINE_MODEL, ROOT, curve_area, protocol_data
 from bench_strategies import ARMS, strategy_of
@@ -34,17 +35,19 @@ from modal_vlm.strategies import random_query
 from modal_vlm.strategies._result import split_result
 
 
-class LinearHead:
+class LinearHead(BaseEstimator):
     """The screen's learner: cosine classifier ``softmax(scale * f W^T)``, ``W`` pulled to ``T0``.
 
     It offers what the strategies read from a ``ClipPromptClassifier``: ``transform`` (the
     pool is a vector of row numbers into the cached embeddings), ``predict_proba``,
-    ``predict_proba_from_features``, ``class_text_features`` and ``classes_``.
+    ``predict_proba_from_features``, ``class_text_features`` and ``classes_``; and
+    ``clone`` copies it (Uncertainty Herding calibrates on a copy).
     """
 
     def __init__(self, embeddings, text_features, scale, classes, lambda_kg=8.0, steps=200, lr=0.01):
         self.embeddings, self.text_features = embeddings, text_features
-        self.scale, self.classes_ = scale, classes
+        self.scale, self.classes = scale, classes
+        self.classes_ = classes
         self.lambda_kg, self.steps, self.lr = lambda_kg, steps, lr
         self.weights_ = text_features
 

@@ -30,6 +30,7 @@ _EXPORTS = {
     "clear_memory_cache": "cache",
     "coreset_query": "strategies",
     "create_backbone": "backbones",
+    "dropquery_query": "strategies",
     "entropy_query": "strategies",
     "get_backbone": "backbones",
     "get_strategy": "strategies",
@@ -37,13 +38,17 @@ _EXPORTS = {
     "list_backbones": "backbones",
     "list_strategies": "strategies",
     "margin_query": "strategies",
+    "maxherding_query": "strategies",
     "on_embeddings": "strategies",
     "patch_modal": "compat",
     "pcb": "strategies",
+    "probcover_query": "strategies",
     "prompt_committee": "committee",
     "random_query": "strategies",
     "ranked_batch_query": "strategies",
     "register_backbone": "backbones",
+    "typiclust_query": "strategies",
+    "uherding_query": "strategies",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Query strategies for modAL: CEC and the field's baselines.
+"""Query strategies for modAL: CEC, the field's baselines and its low-budget methods.
 
 Every strategy has modAL's signature ``strategy(classifier, X_pool, n_instances=1, *,
 random_state=None, **params)``. ``classifier`` may be a modAL learner, a
@@ -24,9 +24,13 @@ from .badge import badge_query
 from .cb import cb_query, cbsq_query
 from .cec import cec_query
 from .coreset import coreset_query
+from .dropquery import dropquery_query
+from .herding import maxherding_query, uherding_query
 from .on_embeddings import on_embeddings, ranked_batch_query
 from .pcb import pcb
+from .probcover import probcover_query
 from .random import random_query
+from .typiclust import typiclust_query
 from .uncertainty import entropy_query, least_confidence_query, margin_query
 
 _STRATEGIES = {
@@ -40,6 +44,12 @@ _STRATEGIES = {
     "cb": cb_query,
     "cbsq": cbsq_query,
     "ranked_batch": ranked_batch_query,
+    # The low-budget methods (TypiClust, ProbCover, MaxHerding, Uncertainty Herding, DropQuery).
+    "typiclust": typiclust_query,
+    "probcover": probcover_query,
+    "maxherding": maxherding_query,
+    "uherding": uherding_query,
+    "dropquery": dropquery_query,
 }
 #: Strategies that balance by themselves (left out of the listed ``+pcb`` variants).
 _SELF_BALANCING = ("cec", "cb", "cbsq")
@@ -60,15 +70,18 @@ def list_strategies(pcb_variants: bool = False) -> list[str]:
     Returns
     -------
     list of str
-        The base names (``"random"``, ``"entropy"``, ..., ``"cec"``, ``"cb"``, ``"cbsq"``),
+        The base names (``"random"``, ``"entropy"``, ..., ``"cec"``, ``"cb"``, ``"cbsq"``, ...,
+        ``"typiclust"``, ``"probcover"``, ``"maxherding"``, ``"uherding"``, ``"dropquery"``),
         then, with ``pcb_variants``, the ``+pcb`` ones.
 
     Examples
     --------
-    >>> list_strategies()
+    >>> list_strategies()[:10]
     ['random', 'entropy', 'margin', 'least_confidence', 'coreset', 'badge', 'cec', 'cb', 'cbsq', 'ranked_batch']
+    >>> list_strategies()[10:]
+    ['typiclust', 'probcover', 'maxherding', 'uherding', 'dropquery']
     >>> list_strategies(pcb_variants=True)[-1]
-    'ranked_batch+pcb'
+    'dropquery+pcb'
     """
     names = list(_STRATEGIES)
     return names + [f"{n}+pcb" for n in names if n not in _SELF_BALANCING] if pcb_variants else names
@@ -117,6 +130,7 @@ def get_strategy(name: str):
     return pcb(_STRATEGIES[base]) if wrapper else _STRATEGIES[base]
 
 
-__all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "entropy_query", "get_strategy",
-           "least_confidence_query", "list_strategies", "margin_query", "on_embeddings", "pcb", "random_query",
-           "ranked_batch_query"]
+__all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "dropquery_query", "entropy_query",
+           "get_strategy", "least_confidence_query", "list_strategies", "margin_query", "maxherding_query",
+           "on_embeddings", "pcb", "probcover_query", "random_query", "ranked_batch_query", "typiclust_query",
+           "uherding_query"]

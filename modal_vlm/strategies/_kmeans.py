@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, squared_norms
+from ._linalg import as_tensor, nearest_centers, squared_norms
 
 
 def _uniform_if_void(weights, n: int) -> torch.Tensor:
@@ -95,3 +95,36 @@ def weighted_kmeans(X: torch.Tensor, n_clusters: int, rng, *, weights=None, max_
         if shift <= threshold:
             break
     return torch.from_numpy(centers)
+
+
+def kmeans_on_pool(F, n_clusters: int, rng, *, subsample=None, extra=None, n_init: int = 1):
+    """k-means of a pool matrix: ``(centers, cluster of every row)``.
+
+    Parameters
+    ----------
+    F : torch.Tensor, DiskMatrix or UnitRows of shape (n, d)
+        The pool (see :mod:`._linalg`).
+    n_clusters : int
+    rng : numpy.random.RandomState
+        Seeds the sample and k-means++.
+    subsample : int, optional
+        Fit on a uniform random sample of this many rows (never fewer than 50 per cluster)
+        when the pool is larger, then assign every row; None fits on the whole pool.
+    extra : torch.Tensor of shape (m, d), optional
+        Rows fitted beside the pool's (e.g. the labeled samples), not assigned here.
+    n_init : int, default=1
+        Runs from different k-means++ seeds; the one of least inertia is kept (a single run
+        can merge two well-separated groups and split a third).
+    """
+    fit_size = len(F) if subsample is None else max(int(subsample), 50 * n_clusters)
+    rows = np.sort(rng.choice(len(F), fit_size, replace=False)) if len(F) > fit_size else None
+    X = F[torch.as_tensor(rows)] if rows is not None else F[torch.arange(len(F))]
+    if extra is not None and len(extra):
+        X = torch.cat([X, as_tensor(extra)])
+    best, centers = float("inf"), None
+    for _ in range(n_init):
+        candidate = weighted_kmeans(X, min(n_clusters, len(X)), rng)
+        inertia = float(nearest_centers(X, candidate)[1].sum())
+        if inertia < best or centers is None:
+            best, centers = inertia, candidate
+    return centers, nearest_centers(F, centers)[0][:, 0].numpy()

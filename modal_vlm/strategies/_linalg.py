@@ -255,3 +255,37 @@ def nearest_rows(centers: torch.Tensor, X, n_nearest: int) -> torch.Tensor:
         best, keep = torch.topk(best, min(n_nearest, best.shape[1]), dim=1, largest=False)
         index = torch.gather(index, 1, keep)
     return index
+
+
+class UnitRows:
+    """Row-normalised view of a :class:`DiskMatrix`: each block read is L2-normalised.
+
+    Quacks like a pool matrix (``len``, ``shape``, ``[rows]``), so the blocked functions
+    here work on it; the normalised pool is never held whole.
+    """
+
+    def __init__(self, matrix):
+        self.matrix, self.shape = matrix, matrix.shape
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.matrix[rows], dim=1)
+
+
+def unit_rows(features):
+    """``features`` with L2-normalised rows, as a pool matrix.
+
+    The low-budget strategies (TypiClust, ProbCover, herding, DropQuery) work on unit
+    embeddings, as their authors do. Embeddings that are unit already (a
+    :class:`~modal_vlm.ClipPromptClassifier`'s) are returned as they are, other in-memory
+    ones normalised into a copy, and a memory-mapped pool wrapped in :class:`UnitRows`.
+    """
+    F = as_matrix(features)
+    if not isinstance(F, torch.Tensor):
+        return UnitRows(F)
+    norms = torch.linalg.vector_norm(F, dim=1)
+    if len(F) == 0 or bool(((norms - 1.0).abs() <= 1e-4).all()):
+        return F
+    return torch.nn.functional.normalize(F, dim=1)

@@ -6,12 +6,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modal_vlm.strategies import _result, get_strategy, list_strategies, pcb
-from modal_vlm.strategies import (badge_query, cb_query, cbsq_query, cec_query, coreset_query, entropy_query,
-                                  least_confidence_query, margin_query, random_query, ranked_batch_query)
+from modal_vlm.strategies import (badge_query, cb_query, cbsq_query, cec_query, coreset_query, dropquery_query,
+                                  entropy_query, least_confidence_query, margin_query, maxherding_query,
+                                  probcover_query, random_query, ranked_batch_query, typiclust_query, uherding_query)
 
+LOW_BUDGET = [typiclust_query, probcover_query, maxherding_query, uherding_query, dropquery_query]
 ALL = [random_query, entropy_query, margin_query, least_confidence_query, coreset_query, badge_query,
-       cec_query, cb_query, cbsq_query, ranked_batch_query, pcb(entropy_query), pcb(cec_query),
-       pcb(coreset_query), pcb(cb_query), pcb(ranked_batch_query)]
+       cec_query, cb_query, cbsq_query, ranked_batch_query, *LOW_BUDGET, pcb(entropy_query), pcb(cec_query),
+       pcb(coreset_query), pcb(cb_query), pcb(ranked_batch_query), pcb(typiclust_query)]
 NAMES = [getattr(s, "__name__", repr(s)) for s in ALL]
 
 
@@ -57,11 +59,24 @@ def test_one_pass_over_the_pool(strategy, fake):
     assert clf.calls == {"transform": 1, "predict_proba": 1}
 
 
+@pytest.mark.parametrize("strategy", LOW_BUDGET, ids=lambda s: s.__name__)
+def test_low_budget_methods_embed_once_and_predict_at_most_once(strategy, fake):
+    clf, X = fake
+    strategy(clf, X, 5, random_state=0)
+    # Coverage methods read no probabilities (ProbCover: only their number of classes).
+    assert clf.calls["transform"] == 1 and clf.calls["predict_proba"] <= 1
+
+
 @pytest.mark.parametrize("strategy, keys, per_sample", [
     (cec_query, {"U", "H", "H_nb"}, "U"),
     (cb_query, {"cluster"}, "cluster"),
     (cbsq_query, {"pseudo_labeled", "pseudo_labels", "confidence", "cluster", "threshold"}, "confidence"),
-], ids=["cec", "cb", "cbsq"])
+    (typiclust_query, {"cluster", "typicality"}, "cluster"),
+    (probcover_query, {"degree", "covered", "delta"}, "degree"),
+    (maxherding_query, {"gain"}, "gain"),
+    (uherding_query, {"uncertainty", "gain", "sigma", "temperature"}, "uncertainty"),
+    (dropquery_query, {"disagreement", "threshold"}, "disagreement"),
+], ids=["cec", "cb", "cbsq", "typiclust", "probcover", "maxherding", "uherding", "dropquery"])
 def test_modal_0_4_1_and_0_4_2_conventions(modal_version, fake, strategy, keys, per_sample):
     clf, X = fake
     result = strategy(clf, X, 3, random_state=0)
@@ -92,7 +107,8 @@ def test_modal_0_4_2_style_call_never_runs_the_strategy_twice(monkeypatch, fake)
     assert len(calls) == 1 and len(query_result) == 4 and "U" in query_metrics
 
 
-@pytest.mark.parametrize("name", ["cec", "entropy", "margin", "entropy+pcb", "cb", "cbsq"])
+@pytest.mark.parametrize("name", ["cec", "entropy", "margin", "entropy+pcb", "cb", "cbsq", "typiclust", "probcover",
+                                  "maxherding", "uherding", "dropquery"])
 def test_cold_start_in_a_real_modal_learner(make_clf, images, name):
     X, _ = images
     learner = ActiveLearner(estimator=make_clf(), query_strategy=get_strategy(name))
@@ -136,7 +152,9 @@ def test_pcb_wraps_modals_own_strategy(make_clf, images):
 
 def test_strategy_registry():
     assert list_strategies() == ["random", "entropy", "margin", "least_confidence", "coreset", "badge", "cec",
-                                 "cb", "cbsq", "ranked_batch"]
+                                 "cb", "cbsq", "ranked_batch", "typiclust", "probcover", "maxherding", "uherding",
+                                 "dropquery"]
+    assert get_strategy("uherding") is uherding_query and get_strategy("typiclust+pcb").base is typiclust_query
     assert "badge+pcb" in list_strategies(pcb_variants=True) and "cb+pcb" not in list_strategies(pcb_variants=True)
     assert get_strategy("cec") is cec_query and get_strategy("cbsq") is cbsq_query
     assert get_strategy("cb+pcb").base is cb_query
