@@ -128,10 +128,9 @@ class PromptedCLIP(nn.Module):
     def __init__(self, backbone, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None,
                  template="a photo of a {}.", generator=None, train_visual_norm=False):
         super().__init__()
-        self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
-                                            ctx_init, generator, template)
         self.logit_scale = backbone.logit_scale
         self.register_buffer("zero_shot_features", zero_shot_text_features(backbone.text, class_names, template))
+        self.init_learned_text(backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template)
         self.register_buffer("prompt_trained", torch.tensor(False))
         self.visual = norm_adapted_copy(backbone.visual) if train_visual_norm else None
         self.class_names = list(class_names)
@@ -139,6 +138,14 @@ class PromptedCLIP(nn.Module):
         self._eval_text_features = None
         self._train_text_features = None
         self.register_state_dict_post_hook(_keep_learned_tensors)
+
+    def init_learned_text(self, backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template):
+        """Create what is trained: here CoOp's :class:`~modal_vlm.prompt_learner.PromptLearner`
+        (``prompt_learner``). A subclass that learns the class text features another way
+        overrides this and :meth:`learned_text_features` (see
+        :class:`~modal_vlm.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
+        self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
+                                            ctx_init, generator, template)
 
     # -- saved state: what was learned, and what it was learned for ---------------------------
 
