@@ -194,7 +194,7 @@ def export_command(args) -> int:
             from .worker import LabelingWorker
 
             worker = LabelingWorker(project, store)
-            worker.prepare()
+            worker.prepare(encode_all=True)
             images, proba = worker.predict()
             text = predictions_csv(store, settings, images, proba, worker.model_info)
         _write(text, args.out)
