@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import BatchScoring, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.callbacks import (BatchScoring, EarlyStopping, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring,
+                              PrintLog)
 from skorch.dataset import Dataset
 from skorch.utils import get_map_location
 from sklearn.exceptions import DataConversionWarning
@@ -1128,8 +1129,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
                     torch.manual_seed(seed)
                 return super().fit_loop(X, y, epochs=self.fit_epochs_, **fit_params)
         except KeyboardInterrupt as exc:
-            self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
+            if not self._stopped_early():  # skorch's EarlyStopping ends training this way too
+                self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
             raise
+
+    def _stopped_early(self) -> bool:
+        """Whether a skorch ``EarlyStopping`` callback just ended training (it raises
+        ``KeyboardInterrupt``, as Ctrl-C does: the fit is then finished, not interrupted)."""
+        return any(isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
+                   for _, cb in self.callbacks_)
 
     @contextlib.contextmanager
     def _all_or_nothing(self):
