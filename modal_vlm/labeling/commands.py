@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .exports import EXPORTS, labels_csv, labels_json, predictions_csv
 from .labelstudio import LOCAL_FILES_PREFIX, import_label_studio, label_studio_config, label_studio_tasks
-from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, Project, open_project
+from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, LEARNERS, Project, open_project
 from .store import LabelStore
 
 DEFAULT_PORT = 8765
@@ -47,8 +47,12 @@ def _add_serve_arguments(p) -> None:
     model.add_argument("--strategy", metavar="NAME", help=f"query strategy (default {DEFAULT_STRATEGY})")
     model.add_argument("--batch", type=int, metavar="N", dest="batch_size",
                        help="images per batch (default: the number of classes, within 8..32)")
+    model.add_argument("--learner", choices=LEARNERS,
+                       help="linear: a zero-shot-initialised linear head, retrained in under a second "
+                            "(default); prompt: CoOp prompt tuning, seconds to minutes per retraining")
     model.add_argument("--train-steps", type=int, metavar="N",
-                       help="optimizer steps per retraining, which bounds its time (default 100)")
+                       help="optimizer steps per retraining, which bound its time (default: the "
+                            "learner's, 200 for linear, the shot schedule capped at 100 for prompt)")
     model.add_argument("--fit-mode", choices=FIT_MODES,
                        help="ueo: also learn from unlabeled images and those labeled 'none of these "
                             "classes' (UEO's unlabeled loss; default supervised)")
@@ -115,7 +119,7 @@ def serve_command(args) -> int:
         project, notes = open_project(
             args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
             strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-            fit_mode=args.fit_mode, seed=args.seed, device=args.device)
+            fit_mode=args.fit_mode, seed=args.seed, device=args.device, learner=args.learner)
         from .server import serve   # the web stack: the 'app' extra
 
         s = project.settings

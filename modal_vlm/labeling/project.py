@@ -27,6 +27,8 @@ DEFAULT_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The query strategy of a new project (a name for :func:`modal_vlm.get_strategy`).
 DEFAULT_STRATEGY = "cec"
 FIT_MODES = ("supervised", "ueo")
+#: The learners of a project (:func:`modal_vlm.estimators.get_estimator`); the first is the default.
+LEARNERS = ("linear", "prompt")
 SETTINGS_FORMAT = 1
 
 
@@ -50,10 +52,10 @@ class Settings:
         Query strategy name (:func:`modal_vlm.get_strategy`).
     batch_size : int, optional
         Images per batch; None: the number of classes, at least 8 and at most 32.
-    train_steps : int, default=100
-        At most about this many optimizer steps per training: the classifier's own epoch
-        schedule (``max_epochs="auto"``), capped so that the wait between two batches stays
-        bounded whatever the number of labels.
+    train_steps : int, optional
+        Optimizer steps per training, which bound the wait between two batches. None: the
+        learner's own (the linear head: ``ClipLinearProbe``'s 200 full-batch steps; prompt
+        tuning: its epoch schedule, ``max_epochs="auto"``, capped at about 100 steps).
     fit_mode : {"supervised", "ueo"}, default="supervised"
         ``"ueo"`` also learns from the unlabeled images and from those labeled "none of these
         classes", through UEO's unlabeled loss (prompt only).
@@ -61,6 +63,11 @@ class Settings:
         Seeds training and every query: the same labels give the same next batch.
     device : str, default="cpu"
         Torch device.
+    learner : {"linear", "prompt"}, default="linear"
+        ``"linear"``: :class:`~modal_vlm.ClipLinearProbe`, a zero-shot-initialised linear head
+        (under a second per retraining, as accurate as prompt tuning on 10-80 labels:
+        ``benchmarks/results/learners.md``); ``"prompt"``: CoOp prompt tuning
+        (:class:`~modal_vlm.ClipPromptClassifier`), seconds to minutes per retraining.
     """
 
     images_dir: str
@@ -69,10 +76,11 @@ class Settings:
     pretrained: str | None = None
     strategy: str = DEFAULT_STRATEGY
     batch_size: int | None = None
-    train_steps: int = 100
+    train_steps: int | None = None
     fit_mode: str = "supervised"
     seed: int = 0
     device: str = "cpu"
+    learner: str = LEARNERS[0]
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -102,13 +110,16 @@ class Settings:
         get_strategy(self.strategy)
         if self.model not in list_backbones(include_open_clip=True):
             raise ValueError(f"unknown model {self.model!r}; see modal_vlm.list_backbones()")
-        for name in ("train_steps", "seed") + (("batch_size",) if self.batch_size is not None else ()):
+        optional = tuple(name for name in ("batch_size", "train_steps") if getattr(self, name) is not None)
+        for name in ("seed",) + optional:
             value = getattr(self, name)
             minimum = 0 if name == "seed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.fit_mode not in FIT_MODES:
             raise ValueError(f"fit_mode must be one of {FIT_MODES}, got {self.fit_mode!r}")
+        if self.learner not in LEARNERS:
+            raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
 
     def to_json(self) -> dict:
         """The settings as ``settings.json`` stores them.
@@ -260,7 +271,7 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     **changes
         Other :class:`Settings` fields (None values are ignored). When resuming they replace
         the project's settings; only ``model``, ``pretrained``, ``strategy``,
-        ``batch_size``, ``train_steps``, ``fit_mode`` and ``device`` may change.
+        ``batch_size``, ``train_steps``, ``fit_mode``, ``learner`` and ``device`` may change.
 
     Returns
     -------
@@ -322,4 +333,4 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     return project, notes
 
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Project", "Settings", "open_project"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "LEARNERS", "Project", "Settings", "open_project"]

@@ -51,6 +51,8 @@ FIRST_POOL = 2000
 FIRST_POOL_SECONDS = 30.0
 #: At most this many unlabeled images join the UEO fit (drawn with the project's seed).
 UEO_UNLABELED = 2000
+#: The prompt learner's step budget when the project sets none (``train_steps=None``).
+PROMPT_TRAIN_STEPS = 100
 
 
 class TrainingProgress(Callback):
@@ -111,39 +113,67 @@ def model_key(settings) -> dict:
     Returns
     -------
     dict
-        Classes, model, weights, fit mode, step budget and seed.
+        Classes, model, weights, learner, fit mode, step budget and seed.
     """
     return {"classes": list(settings.classes), "model": settings.model,
-            "pretrained": settings.pretrained, "fit_mode": settings.fit_mode,
+            "pretrained": settings.pretrained, "learner": settings.learner, "fit_mode": settings.fit_mode,
             "train_steps": settings.train_steps, "seed": settings.seed}
 
 
-def make_classifier(project, max_epochs=1, callbacks=None):
-    """The project's :class:`~modal_vlm.ClipPromptClassifier` (unfitted: zero-shot).
+def make_classifier(project, callbacks=None):
+    """The project's learner (:func:`modal_vlm.estimators.get_estimator` of its ``learner``),
+    unfitted: zero-shot.
 
     Parameters
     ----------
     project : Project
         Settings and the embedding cache directory.
-    max_epochs : int, default=1
-        Epochs of its next ``fit``.
     callbacks : list, optional
         skorch callbacks.
 
     Returns
     -------
-    ClipPromptClassifier
-        Seeded with the project's seed; embeddings cached in ``project.cache_dir``.
+    ClipLinearProbe or ClipPromptClassifier
+        Seeded with the project's seed; embeddings cached in ``project.cache_dir``. Both
+        start at the zero-shot model, so the first labels do not make the model a person is
+        labeling with worse; :func:`training_epochs` gives the epochs of a retraining.
     """
-    from .. import ClipPromptClassifier
+    from ..estimators import get_estimator
 
     s = project.settings
-    extra = {"fit_mode": "ueo", "train_visual_norm": False} if s.fit_mode == "ueo" else {}
-    # The library's learner (it starts at the zero-shot prompt, so the first labels do not
-    # make the model a person is labeling with worse), with the epochs the app allows.
-    return ClipPromptClassifier(list(s.classes), model_name=s.model, pretrained=s.pretrained,
-                                max_epochs=max_epochs, cache_dir=str(project.cache_dir), device=s.device,
-                                random_state=s.seed, verbose=0, callbacks=callbacks, **extra)
+    extra = {}
+    if s.fit_mode == "ueo":
+        extra = {"fit_mode": "ueo", **({"train_visual_norm": False} if s.learner == "prompt" else {})}
+    return get_estimator(s.learner)(list(s.classes), model_name=s.model, pretrained=s.pretrained,
+                                    cache_dir=str(project.cache_dir), device=s.device, random_state=s.seed,
+                                    verbose=0, callbacks=callbacks, **extra)
+
+
+def training_epochs(settings, n_labeled: int, classifier) -> int:
+    """Epochs of one retraining on ``n_labeled`` labels.
+
+    The linear head takes one full-batch step per epoch: ``train_steps``, or its own
+    ``max_epochs``. Prompt tuning follows its shot schedule, capped by :func:`epochs_for` at
+    ``train_steps`` (default :data:`PROMPT_TRAIN_STEPS`) steps.
+
+    Parameters
+    ----------
+    settings : Settings
+        The project's settings.
+    n_labeled : int
+        Labels of this retraining.
+    classifier : ClipLinearProbe or ClipPromptClassifier
+        From :func:`make_classifier`.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if settings.learner == "linear":
+        return settings.train_steps or classifier.max_epochs
+    return epochs_for(n_labeled, len(settings.classes), settings.train_steps or PROMPT_TRAIN_STEPS,
+                      classifier.batch_size)
 
 
 class LabelingWorker:
@@ -447,7 +477,7 @@ class LabelingWorker:
         message = f"training on {len(labeled)} labels"
         progress = TrainingProgress(lambda done, total: self._set("training", message, done, total))
         clf = make_classifier(self.project, callbacks=[("label_app_progress", progress)])
-        epochs = epochs_for(len(labeled), len(settings.classes), settings.train_steps, clf.batch_size)
+        epochs = training_epochs(settings, len(labeled), clf)
         clf.set_params(max_epochs=epochs)
         self._set("training", message, 0, epochs)
         fit_params = {}
@@ -557,4 +587,4 @@ class LabelingWorker:
                 clf.transform([self._path(image) for image in images]))
 
 
-__all__ = ["LabelingWorker", "TrainingProgress", "epochs_for", "make_classifier", "model_key"]
+__all__ = ["LabelingWorker", "TrainingProgress", "epochs_for", "make_classifier", "model_key", "training_epochs"]

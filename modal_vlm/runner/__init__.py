@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..classifier import ClipPromptClassifier
+from ..estimators import get_estimator
 from ..experiment import check_budget, run_active_learning
 from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
 from .curves import plot_learning_curves, summarize
@@ -167,7 +167,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     data = load_run_data(config) if data is None else data
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
-    estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
+    estimator = get_estimator(config.learner)(data.class_names, **{"verbose": int(progress), **config.classifier})
     run_dir = RunDirectory(out)
     header = _header(config, budget, estimator, data)
     runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
