@@ -127,8 +127,9 @@ class ClipLinearProbe(ClipPromptClassifier):
     lambda_kg : float, default=8.0
         Weight of the pull toward the zero-shot text features,
         ``lambda_kg * mean_c (1 - cos(w_c, t0_c))``; 0 is a plain (cosine) linear probe.
-    max_epochs : int, default=100
-        Optimizer steps per ``fit`` (one full batch each).
+    max_epochs : int, default=200
+        Optimizer steps per ``fit`` (one full batch each), all of them (no early stopping:
+        the steps are cheap, and the pull toward zero-shot needs them at few labels).
     lr : float, default=0.01
         Adam's learning rate, annealed to 0 by a cosine over ``max_epochs``
         (:class:`~modal_vlm.callbacks.WarmupCosineLR`, no warm-up).
@@ -188,7 +189,7 @@ class ClipLinearProbe(ClipPromptClassifier):
     """
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, template="a photo of a {}.",
-                 lambda_kg=8.0, image_size=None, max_epochs=100, lr=0.01, batch_size=-1,
+                 lambda_kg=8.0, image_size=None, max_epochs=200, lr=0.01, batch_size=-1,
                  optimizer=torch.optim.Adam, module=LinearProbeCLIP, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
                  encode_workers=None, cache_dir=None, device="cpu", random_state=None, warm_start=False,
                  verbose=1, fit_mode="supervised", lambda_ueo=1.0, ueo_temperature=1.0,
@@ -200,7 +201,7 @@ class ClipLinearProbe(ClipPromptClassifier):
             encode_workers=encode_workers, cache_dir=cache_dir, device=device, random_state=random_state,
             warm_start=warm_start, verbose=verbose, fit_mode=fit_mode, lambda_ueo=lambda_ueo,
             ueo_temperature=ueo_temperature, unlabeled_batch_size=unlabeled_batch_size,
-            module=module, train_visual_norm=False, warmup_epochs=0, **kwargs)
+            module=module, train_visual_norm=False, warmup_epochs=0, n_iter_no_change=None, **kwargs)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         with torch_threads(TRAIN_THREADS):
