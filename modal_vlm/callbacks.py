@@ -162,10 +162,11 @@ class TrainLossPlateau(EarlyStopping):
 
 class EpochProgressBar(Callback):
     """One progress bar per ``fit`` over epochs, shown when training takes over 2 s
-    (``verbose=1``); skorch's per-epoch table is printed instead with ``verbose>=2``."""
+    (``verbose=1``); skorch's per-epoch table is printed instead with ``verbose>=2``. The
+    bar is named by the net's ``PROGRESS_LABEL``; it closes early when training stops early."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.bar_ = tqdm(total=net.fit_epochs_, desc="training prompt", unit="epoch", delay=2.0,
+        self.bar_ = tqdm(total=net.fit_epochs_, desc=getattr(net, "PROGRESS_LABEL", "training"), unit="epoch", delay=2.0,
                          leave=False, disable=(net.verbose != 1) or None)
 
     def on_epoch_end(self, net, **kwargs):

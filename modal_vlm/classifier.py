@@ -312,6 +312,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
     (6,)
     """
 
+    #: Name of the training progress bar.
+    PROGRESS_LABEL = "training prompt"
+
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
                  lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.005,

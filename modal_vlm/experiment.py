@@ -197,7 +197,7 @@ def _labeled_so_far(history, rounds, y_pool):
 
 def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_test, *, rounds=8,
                         budget=None, first_round="random", random_state=None, history=None,
-                        on_round=None):
+                        on_round=None, on_phase=None):
     """Query, label (from ``y_pool``, the simulated oracle), retrain and evaluate, ``rounds`` times.
 
     Parameters
@@ -227,6 +227,9 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         ``random_state`` the result equals that of an uninterrupted run.
     on_round : callable, optional
         Called with each new round's record as soon as it exists.
+    on_phase : callable, optional
+        Called with ``"encode"``, ``"query"``, ``"train"`` or ``"evaluate"`` as each phase
+        starts (progress displays).
 
     Returns
     -------
@@ -287,7 +290,9 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     if len(history) == rounds + 1:
         return history
 
+    phase = on_phase or (lambda name: None)
     model = clone(estimator).set_params(random_state=random_state)
+    phase("encode")
     start = time.perf_counter()
     # Encode everything up front, in one fixed order: the embeddings (and so every later
     # number) are then the same whether this run is fresh or resumed.
@@ -299,6 +304,7 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
                             y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
 
     def record(round_, queried, pseudo, pseudo_given, seconds):
+        phase("evaluate")
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
         seconds["evaluate"] = time.perf_counter() - start
@@ -321,12 +327,14 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         if len(unlabeled) < budget:
             raise ValueError(f"round {round_}: {len(unlabeled)} unlabeled images left for a budget of {budget}; "
                              f"{len(taught) - len(labeled)} pseudo-labels took the rest of the pool.")
+        phase("query")
         start = time.perf_counter()
         round_strategy = random_query if round_ == 1 and first_round == "random" else strategy
         picked, pseudo_picked, pseudo_given = _query(round_strategy, learner, _take(X_pool, unlabeled), budget,
                                                      round_seed(random_state, round_))
         queried, pseudo = unlabeled[picked], unlabeled[pseudo_picked]
         query_seconds = time.perf_counter() - start
+        phase("train")
         start = time.perf_counter()
         learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
                       np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))

@@ -188,6 +188,8 @@ class ClipLinearProbe(ClipPromptClassifier):
     (6,)
     """
 
+    PROGRESS_LABEL = "training linear head"
+
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, template="a photo of a {}.",
                  lambda_kg=8.0, image_size=None, max_epochs=200, lr=0.01, batch_size=-1,
                  optimizer=torch.optim.Adam, module=LinearProbeCLIP, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,

@@ -206,7 +206,8 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
 
             run_active_learning(estimator, strategy, data.X_pool, data.y_pool, data.X_test, data.y_test,
                                 rounds=config.rounds, budget=budget, first_round=config.first_round,
-                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round)
+                                random_state=seed, history=done.get((strategy, seed)), on_round=on_round,
+                                on_phase=bar.set_postfix_str)   # the phase in progress, beside the bar
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:
