@@ -48,6 +48,16 @@ from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY
 POLL = 0.05   # seconds between two looks at /api/state (the page: 0.4)
 
 
+def cpu_seconds(pid: int):
+    """CPU seconds (user + system, its threads included) process ``pid`` has used so far, from
+    ``/proc`` (Linux); None elsewhere. Unlike wall time, it hardly depends on other jobs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def copy_folder(per_class: int, target: Path) -> dict:
     """``per_class`` test images of every CIFAR-10 class under ``target``; path -> class."""
     truth = {}
@@ -119,17 +129,19 @@ def session(args, truth, work, arm) -> dict:
                         client.post("api/label", json={"batch_id": batch["id"], "image_id": item["image_id"],
                                                        "kind": "class", "label": truth[item["path"]]})
                     last = batch["items"][-1]
+                    cpu = cpu_seconds(server.pid)
                     clock = time.perf_counter()
                     client.post("api/label", json={"batch_id": batch["id"], "image_id": last["image_id"],
                                                    "kind": "class", "label": truth[last["path"]]})
                     in_state, state, phases = wait_for_batch(client, batch["id"] + 1, clock)
+                    cpu = None if cpu is None else cpu_seconds(server.pid) - cpu
                     fetch_images(client, state["batch"])
                     on_screen = time.perf_counter() - clock
                     finished = state["batches"][-1]
                     server_side = state["batch"]["created_at"] - finished["finished_at"]
                     rows.append({"arm": arm, "batch": number, "labels": n_labels, "guessed": finished["accuracy"],
                                  "train": state["model"]["seconds"], "server": server_side,
-                                 "state": in_state, "screen": on_screen, "phases": phases})
+                                 "state": in_state, "screen": on_screen, "phases": phases, "cpu": cpu})
                     print(f"{arm}, batch {number}: {on_screen:.2f} s to the next batch on screen", flush=True)
                 wait_idle(client)   # the model saved: the restart below loads it
         finally:
@@ -184,12 +196,13 @@ def main(argv=None) -> int:
         " (run it alone).",
         "",
         "| arm | batch | labels before | guesses right | training (s) | finished → next stored (s, server) "
-        "| last label → batch in API (s) | → images loaded: on screen (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| last label → batch in API (s) | → images loaded: on screen (s) | server CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        cpu = "" if row["cpu"] is None else f"{row['cpu']:.2f}"
         lines.append(f"| {row['arm']} | {row['batch']} | {row['labels']} | {row['guessed']:.0%} | {row['train']:.2f} | "
-                     f"{row['server']:.2f} | {row['state']:.2f} | {row['screen']:.2f} |")
+                     f"{row['server']:.2f} | {row['state']:.2f} | {row['screen']:.2f} | {cpu} |")
     lines.append("")
     targets = {"idle": 1.5, "busy": 10.0}
     for arm in args.arms:
@@ -201,7 +214,9 @@ def main(argv=None) -> int:
         lines.append(f"- Restart (idle) until the open batch is served: {sessions['idle']['restart']:.1f} s, until "
                      f"the worker is idle (model loaded, embeddings read back from the project's cache): "
                      f"{sessions['idle']['restart_idle']:.1f} s.")
-    lines += ["", "A browser polls every 0.4 s while it waits, which can add up to 0.4 s to \"on screen\".", ""]
+    lines += ["", "A browser polls every 0.4 s while it waits, which can add up to 0.4 s to \"on screen\". "
+              "\"server CPU\": CPU seconds the server process used from the last label to the next batch in the "
+              "API (all its threads; /proc), a figure that hardly depends on other jobs.", ""]
     text = "\n".join(lines)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

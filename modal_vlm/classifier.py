@@ -14,8 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import (BatchScoring, EarlyStopping, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring,
-                              PrintLog)
+from skorch.callbacks import BatchScoring, EarlyStopping, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring
 from skorch.dataset import Dataset
 from skorch.utils import get_map_location
 from sklearn.exceptions import DataConversionWarning
@@ -27,7 +26,8 @@ from torch.utils.data import Subset
 from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .compat import patch_modal
-from .callbacks import AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, WarmupCosineLR, shot_schedule_epochs
+from .callbacks import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
+                        shot_schedule_epochs)
 from .encoding import check_encode_dtype, check_workers, embedding_key, encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
@@ -906,7 +906,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
             ("lr_scheduler", WarmupCosineLR()),
             ("early_stopping", TrainLossPlateau()),
             ("progress_bar", EpochProgressBar()),
-            ("print_log", PrintLog(sink=self._print_log)),
+            ("print_log", VerbosePrintLog(sink=self._print_log)),
         ]
         if any(isinstance(cb, LRScheduler) or (isinstance(cb, type) and issubclass(cb, LRScheduler))
                for cb in self._user_callbacks()):

@@ -180,12 +180,13 @@ class ClipLinearProbe(ClipPromptClassifier):
     Examples
     --------
     >>> import numpy as np
-    >>> clf = ClipLinearProbe(["cat", "dog"], model_name="tiny-vit", max_epochs=5, verbose=0)
     >>> X = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
-    >>> clf.predict_proba(X).shape          # zero-shot, before any label
-    (6, 2)
-    >>> clf.fit(X, [0, 1, 0, 1, 0, 1]).predict(X).shape
-    (6,)
+    >>> head = ClipLinearProbe(["cat", "dog"], model_name="tiny-vit", verbose=0)
+    >>> zero_shot = head.predict(X)                  # before any label
+    >>> head.fit(X, ["cat", "dog"] * 3).module_.class_weights.shape
+    torch.Size([2, 32])
+    >>> len(head.history_), set(head.predict(X)) <= {"cat", "dog"}
+    (200, True)
     """
 
     PROGRESS_LABEL = "training linear head"

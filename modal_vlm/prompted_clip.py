@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import string
+import weakref
 
 import numpy as np
 import torch
@@ -60,8 +61,17 @@ def _keep_learned_tensors(module, state_dict, prefix, local_metadata) -> None:
         del state_dict[key]
 
 
+#: Zero-shot text features already computed, per text tower (frozen: they never change):
+#: every ``fit`` builds a new module, and one pass of the tower over C prompts cost about a
+#: third of a linear head's whole fit.
+_ZERO_SHOT = weakref.WeakKeyDictionary()
+
+
 def zero_shot_text_features(text, class_names, template) -> torch.Tensor:
     """Normalised text features ``(C, D)`` of the zero-shot prompts ``template.format(name)``.
+
+    Computed once per text tower, class names and template (the tower is frozen), then
+    served from memory; each call returns its own copy.
 
     Parameters
     ----------
@@ -78,8 +88,12 @@ def zero_shot_text_features(text, class_names, template) -> torch.Tensor:
         One unit-norm feature per class.
     """
     check_template(template)
-    with torch.no_grad():
-        return text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
+    key = (tuple(class_prompt_names(class_names)), template)
+    known = _ZERO_SHOT.setdefault(text, {})
+    if key not in known:
+        with torch.no_grad():
+            known[key] = text.encode_text([template.format(n) for n in key[0]])
+    return known[key].clone()
 
 
 class PromptedCLIP(nn.Module):

@@ -1,5 +1,6 @@
 """``ClipLinearProbe``, the zero-shot-initialised linear head: the contracts of
-``ClipPromptClassifier`` (scikit-learn, skorch, modAL, saving) and what makes it a head."""
+``ClipPromptClassifier`` (scikit-learn's API checks; its estimator checks run in
+test_sklearn_contract; skorch, modAL, saving) and what makes it a head."""
 import pickle
 import warnings
 
@@ -9,9 +10,8 @@ import torch
 from modAL.models import ActiveLearner
 from sklearn.base import clone
 from sklearn.utils import estimator_checks
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from test_experiment import write_image_folder
-from test_sklearn_contract import API_CHECKS, CLASS_NAMES, NOT_APPLICABLE, FeatureImagesClassifier
+from test_sklearn_contract import API_CHECKS
 
 from modal_vlm import ClipLinearProbe, ClipPromptClassifier, cec_query
 from modal_vlm.estimators import get_estimator, list_estimators
@@ -21,19 +21,6 @@ from modal_vlm.linear_probe import TRAIN_THREADS
 def probe(**params):
     defaults = dict(model_name="tiny-vit", max_epochs=20, verbose=0, random_state=0)
     return ClipLinearProbe(params.pop("class_names", ["cat", "dog", "car"]), **{**defaults, **params})
-
-
-class FeatureImagesProbe(FeatureImagesClassifier, ClipLinearProbe):
-    """The linear probe on feature matrices drawn as images (see test_sklearn_contract)."""
-
-
-@parametrize_with_checks([FeatureImagesProbe(CLASS_NAMES, model_name="tiny-vit", max_epochs=2, verbose=0,
-                                             random_state=0)],
-                         expected_failed_checks=lambda est: NOT_APPLICABLE, xfail_strict=True)
-def test_scikit_learn_estimator_checks(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        check(estimator)
 
 
 @pytest.mark.parametrize("check_name", API_CHECKS)

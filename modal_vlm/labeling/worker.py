@@ -32,6 +32,7 @@ import pickle
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from skorch.callbacks import Callback
@@ -338,11 +339,13 @@ class LabelingWorker:
             Encode every readable image before returning, not only the first pool.
         """
         settings = self.project.settings
-        self._set("scanning", f"scanning {settings.images_dir}")
+        self._set("scanning", f"scanning {settings.images_dir}, loading {settings.model}")
         root = self.project.root
-        scan = scan_images(settings.images_dir, exclude=[root])
-        self.store.sync_images(scan.found)
-        self._load_model()
+        with ThreadPoolExecutor(1, thread_name_prefix="modal-vlm-load-model") as pool:
+            loading = pool.submit(self._load_model)   # the model loads while the folder is scanned
+            scan = scan_images(settings.images_dir, exclude=[root])
+            self.store.sync_images(scan.found)
+            loading.result()   # its error, if any, is raised here
         readable = self.store.images("ok")
         ids = {image["id"] for image in readable}
         order = np.random.default_rng(settings.seed).permutation(len(readable))
@@ -358,7 +361,6 @@ class LabelingWorker:
         The labels are the source of truth: a saved model that cannot be loaded (a file from
         another library version) is retrained from them, never fatal.
         """
-        self._set("loading", f"loading {self.project.settings.model}")
         info = self.project.model_info()
         if self.classifier is None and info is not None and info.get("key") == model_key(self.project.settings):
             try:
