@@ -411,19 +411,22 @@ class LabelingWorker:
         set aside. Measures the seconds per image."""
         with self._lock:
             chunk, self._to_encode = self._to_encode[:ENCODE_CHUNK], self._to_encode[ENCODE_CHUNK:]
-        clf = self._current()
         started = time.perf_counter()
         encoded = []
-        try:
-            clf.transform([self._path(image) for image in chunk])
-            encoded = chunk
-        except (ValueError, OSError):
-            for image in chunk:   # find the culprits; the others are encoded
-                try:
-                    clf.transform([self._path(image)])
-                    encoded.append(image)
-                except (ValueError, OSError) as exc:   # the library names the file
-                    self.store.mark_unreadable(image["id"], str(exc))
+        # The lock: an export's predict() encodes too, and the embedding cache is not
+        # thread-safe; an export waits for at most this chunk.
+        with self._model_lock:
+            clf = self._current()
+            try:
+                clf.transform([self._path(image) for image in chunk])
+                encoded = chunk
+            except (ValueError, OSError):
+                for image in chunk:   # find the culprits; the others are encoded
+                    try:
+                        clf.transform([self._path(image)])
+                        encoded.append(image)
+                    except (ValueError, OSError) as exc:   # the library names the file
+                        self.store.mark_unreadable(image["id"], str(exc))
         with self._lock:
             self._encoded.update(image["id"] for image in encoded)
             self._n_readable -= len(chunk) - len(encoded)
@@ -486,7 +489,8 @@ class LabelingWorker:
         if settings.fit_mode == "ueo":
             fit_params["X_unlabeled"] = self._ueo_unlabeled(ood)
         started = time.perf_counter()
-        clf.fit(np.array([self._path(row) for row in labeled]), np.asarray(y), **fit_params)
+        with self._model_lock:   # fit reads the embedding cache, as an export's predict() does
+            clf.fit(np.array([self._path(row) for row in labeled]), np.asarray(y), **fit_params)
         seconds = time.perf_counter() - started
         with self._lock:
             self._speed["epoch"] = seconds / max(1, epochs)

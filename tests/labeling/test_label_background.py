@@ -108,6 +108,6 @@ def test_time_left_is_estimated_from_the_measured_speeds(shapes, make_session, r
     training = [r for r in recorded if r["phase"] == "training"]
     starts = [r for r in training if r["done"] == 0]
     assert starts[0]["seconds_left"] is None or starts[0]["seconds_left"] >= 0
-    assert starts[-1]["seconds_left"] is not None and starts[-1]["seconds_left"] > 0   # the last fit's pace
+    assert starts[-1]["seconds_left"] is not None and starts[-1]["seconds_left"] >= 0   # the last fit's pace
     assert all(r["seconds_left"] is not None for r in training if r["done"])
     assert worker.status()["seconds_left"] is None                # ready: nothing to wait for
