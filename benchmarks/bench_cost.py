@@ -108,7 +108,8 @@ def table(rows, args):
         f"empty embedding cache, torch threads {torch.get_num_threads()}, image encoder "
         f"{args.encode_dtype or 'float32'} with {default_workers()} decoding threads.",
         "",
-        "Command: `python benchmarks/bench_cost.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU, run alone).",
+        "Command: `python benchmarks/bench_cost.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU, run alone). "
+        f"Load average (1 min) {args.load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| pool | epochs | encoding (s) | training (s) | query (s) | evaluation (s) | total (s) | total / floor "
         "| reference harness (s, est.) | reference / total | final accuracy |",
@@ -149,6 +150,7 @@ def main():
     parser.add_argument("--encode-dtype", default=None, choices=list(ENCODE_DTYPES))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost.md"))
     args = parser.parse_args()
+    args.load_before = os.getloadavg()[0]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     X_test, y_test, names = load_image_folder(CIFAR10 / "test", max_per_class=args.test_per_class)
     ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size).backbone_  # load untimed
