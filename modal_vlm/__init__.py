@@ -21,6 +21,7 @@ __version__ = "0.1.0.dev0"
 #: Every public name and the submodule that defines it.
 _EXPORTS = {
     "COOP_PROTOCOL": "classifier",
+    "ClipLinearProbe": "linear_probe",
     "ClipPromptClassifier": "classifier",
     "EmbeddingPool": "embedding_pool",
     "badge_query": "strategies",

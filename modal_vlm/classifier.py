@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import BatchScoring, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.callbacks import BatchScoring, EarlyStopping, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring
 from skorch.dataset import Dataset
 from skorch.utils import get_map_location
 from sklearn.exceptions import DataConversionWarning
@@ -26,7 +26,8 @@ from .backbones import get_backbone
 from .cache import EmbeddingCache
 from .class_names import check_class_names
 from .compat import patch_modal
-from .callbacks import AUTO_EPOCHS, EpochProgressBar, WarmupCosineLR, shot_schedule_epochs
+from .callbacks import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
+                        shot_schedule_epochs)
 from .encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
@@ -49,9 +50,10 @@ PREDICTION_PARAMS = ("class_names", "model_name", "pretrained", "image_size", "d
 #: The PCB/CEC protocol's CoOp learner (``shared/specs/protocol.md``) as parameters:
 #: ``ClipPromptClassifier(class_names, **COOP_PROTOCOL)`` trains exactly as the field's
 #: reference harness does (16 class-specific contexts from N(0, 0.02), SGD 0.002, batch 32,
-#: 200 epochs, warm-up then cosine), whatever the estimator's own defaults.
+#: 200 epochs, every one of them, warm-up then cosine), whatever the estimator's own defaults.
 COOP_PROTOCOL = {
-    "n_ctx": 16, "class_specific_ctx": True, "ctx_init": None, "lambda_kg": 0.0, "max_epochs": 200, "lr": 0.002, "batch_size": 32,
+    "n_ctx": 16, "class_specific_ctx": True, "ctx_init": None, "lambda_kg": 0.0, "max_epochs": 200,
+    "n_iter_no_change": None, "lr": 0.002, "batch_size": 32,
     "warmup_epochs": 1, "warmup_lr": 1e-5, "optimizer": torch.optim.SGD,
     "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4,
 }
@@ -158,11 +160,19 @@ class ClipPromptClassifier(NeuralNetClassifier):
     image_size : int, optional
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int or "auto", default="auto"
-        Training epochs of every ``fit``; an epoch passes once over the labeled samples.
-        ``"auto"`` is the CoOp authors' few-shot schedule by labels per class ``k``: 50
-        epochs for ``k <= 1``, 100 for ``k <= 4``, 200 above
+        Training epochs of every ``fit`` (at most: see ``n_iter_no_change``); an epoch passes
+        once over the labeled samples. ``"auto"`` is the CoOp authors' few-shot schedule by
+        labels per class ``k``: 50 epochs for ``k <= 1``, 100 for ``k <= 4``, 200 above
         (:func:`~modal_vlm.callbacks.shot_schedule_epochs`; ``fit_epochs_`` holds the
-        number used).
+        number scheduled, ``len(history_)`` the number run).
+    n_iter_no_change : int or None, default=5
+        Stop a ``fit`` once the training loss has not fallen by ``tol`` (relative to its best)
+        in this many epochs in a row (:class:`~modal_vlm.callbacks.TrainLossPlateau`, as
+        scikit-learn's ``MLPClassifier``); None runs every scheduled epoch. At 8 labels per
+        class it halves the CoOp schedule's 200 epochs with test accuracy within one std
+        (``benchmarks/results/learners.md``).
+    tol : float, default=0.01
+        The relative fall of the training loss that counts as progress.
     lr : float, default=0.005
         Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 by default,
         set through ``optimizer__momentum`` and ``optimizer__weight_decay``; another
@@ -306,10 +316,13 @@ class ClipPromptClassifier(NeuralNetClassifier):
     (6,)
     """
 
+    #: Name of the training progress bar.
+    PROGRESS_LABEL = "training prompt"
+
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
-                 lambda_kg=8.0, image_size=None, max_epochs="auto", lr=0.005, batch_size=128, warmup_epochs=1,
-                 warmup_lr=1e-5, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
+                 lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.005,
+                 batch_size=128, warmup_epochs=1, warmup_lr=1e-5, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
                  encode_workers=None, cache_dir=None, device="cpu",
                  random_state=None, warm_start=False, verbose=1, fit_mode="supervised",
                  lambda_ueo=1.0, ueo_temperature=1.0, train_visual_norm="auto",
@@ -328,6 +341,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         self.template = template
         self.lambda_kg = lambda_kg
         self.image_size = image_size
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.warmup_epochs = warmup_epochs
         self.warmup_lr = warmup_lr
         self.encode_batch_size = encode_batch_size
@@ -712,8 +727,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         check_workers(self.encode_workers)
 
     def check_training_params(self):
-        """Raise ``ValueError`` for learning rates, batch sizes or epoch counts out of range."""
-        for name in ("lr", "warmup_lr"):
+        """Raise ``ValueError`` for learning rates, batch sizes, epoch counts or stopping rules out of range."""
+        for name in ("lr", "warmup_lr", "tol"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
@@ -728,6 +743,10 @@ class ClipPromptClassifier(NeuralNetClassifier):
                 rule = {None: ">= 0", True: ">= 1, or -1 for all samples in one batch", False: ">= 1"}[allow_all]
                 rule += ', or "auto"' if name == "max_epochs" else ""
                 raise ValueError(f"{name} must be an integer {rule}, got {value!r}.")
+        patience = self.n_iter_no_change
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                     or patience < 1):
+            raise ValueError(f"n_iter_no_change must be an integer >= 1, or None, got {patience!r}.")
 
     def check_skorch_params(self):
         """Raise ``ValueError`` for a ``classes`` other than ``class_names`` or its indices, or
@@ -885,8 +904,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("valid_acc", EpochScoring(_labeled_accuracy, name="valid_acc", lower_is_better=False)),
             ("lr_scheduler", WarmupCosineLR()),
+            ("early_stopping", TrainLossPlateau()),
             ("progress_bar", EpochProgressBar()),
-            ("print_log", PrintLog(sink=self._print_log)),
+            ("print_log", VerbosePrintLog(sink=self._print_log)),
         ]
         if any(isinstance(cb, LRScheduler) or (isinstance(cb, type) and issubclass(cb, LRScheduler))
                for cb in self._user_callbacks()):
@@ -1154,8 +1174,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
                     torch.manual_seed(seed)
                 return super().fit_loop(X, y, epochs=self.fit_epochs_, **fit_params)
         except KeyboardInterrupt as exc:
-            self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
+            if not self._stopped_early():  # skorch's EarlyStopping ends training this way too
+                self._interrupted_ = exc  # raised again by partial_fit, after skorch's on_train_end
             raise
+
+    def _stopped_early(self) -> bool:
+        """Whether a skorch ``EarlyStopping`` callback just ended training (it raises
+        ``KeyboardInterrupt``, as Ctrl-C does: the fit is then finished, not interrupted)."""
+        return any(isinstance(cb, EarlyStopping) and cb.patience is not None
+                   and getattr(cb, "misses_", 0) >= cb.patience for _, cb in self.callbacks_)
 
     @contextlib.contextmanager
     def _all_or_nothing(self):

@@ -18,9 +18,11 @@ import warnings
 DEMO_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The demo's image-encoder resolution: CIFAR's 32 px photos gain nothing from more.
 DEMO_IMAGE_SIZE = 96
-#: The demo's epochs per round: the classifier's schedule ("auto", up to 200 epochs) makes the
-#: demo take 98 s on 2 cores; 50 (the schedule's 1-label-per-class length) keeps it under a minute.
-DEMO_EPOCHS = 50
+#: The demo's learner: the zero-shot-initialised linear head, as accurate as prompt tuning on
+#: 10-80 labels (``benchmarks/results/learners.md``) and fast enough that a run costs little
+#: more than encoding its images (``benchmarks/results/cost.md``). ``--learner prompt`` runs
+#: CoOp prompt tuning instead.
+DEMO_LEARNER = "linear"
 #: ``modal-vlm --help``'s description (plain text: the module docstring is reStructuredText).
 DESCRIPTION = ("Active learning with vision-language models. demo: an offline run on an "
                "embedded CIFAR-10 sample, no data needed. run: active learning on an image "
@@ -33,7 +35,8 @@ SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_si
                  "split_seed": "split_seed", "max_per_class": "max_per_class",
                  "max_test_per_class": "max_test_per_class", "on_bad_image": "on_bad_image",
                  "strategy": "strategies", "seed": "seeds", "rounds": "rounds", "budget": "budget",
-                 "first_round": "first_round", "audit_fraction": "audit_fraction", "label_noise": "label_noise"}
+                 "first_round": "first_round", "audit_fraction": "audit_fraction", "label_noise": "label_noise",
+                 "learner": "learner"}
 #: ``run`` options that set a ``ClipPromptClassifier`` parameter.
 CLASSIFIER_FLAGS = {"model": "model_name", "pretrained": "pretrained", "epochs": "max_epochs",
                     "lr": "lr", "batch_size": "batch_size", "image_size": "image_size",
@@ -60,13 +63,16 @@ def demo(args) -> int:
 
     X_pool, y_pool, X_test, y_test, names = load_cifar10_sample(args.pool_per_class, args.test_per_class)
     data = RunData(X_pool, y_pool, X_test, y_test, names, source="embedded CIFAR-10 sample")
-    classifier = {"model_name": DEMO_MODEL, "image_size": DEMO_IMAGE_SIZE, "max_epochs": args.epochs}
+    classifier = {"model_name": DEMO_MODEL, "image_size": DEMO_IMAGE_SIZE}
+    if args.epochs is not None:
+        classifier["max_epochs"] = args.epochs
     # Every strategy from the zero-shot model (cold start): no random first round to hide behind.
     config = RunConfig(strategies=tuple(args.strategy), seeds=tuple(args.seed), rounds=args.rounds,
-                       first_round="strategy", classifier=classifier)
+                       first_round="strategy", classifier=classifier, learner=args.learner)
     intro = (f"modal-vlm demo: {len(y_pool)} unlabeled CIFAR-10 images, {len(y_test)} test images, "
              f"{args.rounds} rounds x {len(names)} labels from the zero-shot start, "
-             f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL}, results in {args.out}")
+             f"{' vs. '.join(args.strategy)}, offline model {DEMO_MODEL}, {args.learner} learner, "
+             f"results in {args.out}")
     # The rule of `run`: an unfinished demo resumes; a finished one, or anything else in
     # --out, is replaced only with --overwrite (refused before the intro is printed).
     result = run_experiment(config, args.out, data=data, overwrite=args.overwrite, progress=not args.quiet,
@@ -132,8 +138,12 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--strategy", nargs="+", default=["cec", "random"], metavar="NAME",
                    help="query strategies to compare (default: cec random)")
     p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--epochs", type=_demo_epochs, default=DEMO_EPOCHS, metavar="N|auto",
-                   help=f"training epochs per round (default {DEMO_EPOCHS}; auto: the classifier's schedule)")
+    p.add_argument("--learner", choices=("linear", "prompt"), default=DEMO_LEARNER,
+                   help="linear: a zero-shot-initialised linear head (default, fast); prompt: CoOp "
+                        "prompt tuning, the canonical estimator")
+    p.add_argument("--epochs", type=_demo_epochs, default=None, metavar="N|auto",
+                   help="training epochs per round (default: the learner's own; auto: the prompt "
+                        "learner's shot schedule)")
     p.add_argument("--pool-per-class", type=int, default=None, metavar="N",
                    help="pool images per class (at most 100, the default)")
     p.add_argument("--test-per-class", type=int, default=None, metavar="N",
@@ -185,6 +195,9 @@ def _add_run_parser(sub) -> None:
                           help="simulate a careless oracle: flip this share of the pool's labels (seeded), "
                                "to test the suspect-label flags (default 0)")
     model = p.add_argument_group("classifier")
+    model.add_argument("--learner", metavar="prompt|linear",
+                       help="prompt: CoOp prompt tuning (default); linear: a zero-shot-initialised "
+                            "linear head on the embeddings, much faster to train")
     model.add_argument("--model", metavar="NAME", help="backbone name (default ViT-B-32)")
     model.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or local weights file")
     model.add_argument("--epochs", type=int, metavar="N", help="training epochs per round (default: by labels per class, 50 / 100 / 200)")

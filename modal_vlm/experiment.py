@@ -199,7 +199,7 @@ def _labeled_so_far(history, rounds, y_pool):
 
 def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_test, *, rounds=8,
                         budget=None, first_round="random", random_state=None, history=None,
-                        on_round=None, monitor=None):
+                        on_round=None, monitor=None, on_phase=None):
     """Query, label (from ``y_pool``, the simulated oracle), retrain and evaluate, ``rounds`` times.
 
     Parameters
@@ -235,6 +235,9 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         round's query leaves the audit share to random picks, the picks are scored by the
         model before it learns them, and every record gains the monitor's fields (see
         Returns). A resumed run gives the same values as an uninterrupted one.
+    on_phase : callable, optional
+        Called with ``"encode"``, ``"query"``, ``"train"`` or ``"evaluate"`` as each phase
+        starts (progress displays).
 
     Returns
     -------
@@ -302,7 +305,9 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     if len(history) == rounds + 1:
         return history
 
+    phase = on_phase or (lambda name: None)
     model = clone(estimator).set_params(random_state=random_state)
+    phase("encode")
     start = time.perf_counter()
     # Encode everything up front, in one fixed order: the embeddings (and so every later
     # number) are then the same whether this run is fresh or resumed.
@@ -316,6 +321,7 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         monitor.start(model, X_pool, history)
 
     def record(round_, queried, pseudo, pseudo_given, seconds, observed=None):
+        phase("evaluate")
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
         seconds["evaluate"] = time.perf_counter() - start
@@ -342,6 +348,7 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         if len(unlabeled) < budget:
             raise ValueError(f"round {round_}: {len(unlabeled)} unlabeled images left for a budget of {budget}; "
                              f"{len(taught) - len(labeled)} pseudo-labels took the rest of the pool.")
+        phase("query")
         start = time.perf_counter()
         round_strategy = random_query if round_ == 1 and first_round == "random" else strategy
         # The audit share is drawn first, at random; the strategy chooses the rest among the others.
@@ -356,6 +363,7 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         observed = None if monitor is None else monitor.observe(
             model, _take(X_pool, queried), y_pool[queried], ids=queried,
             audit=np.ones(budget, bool) if round_strategy is random_query else np.isin(picked, audit))
+        phase("train")
         start = time.perf_counter()
         learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
                       np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))

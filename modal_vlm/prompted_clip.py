@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import string
+import weakref
 
 import numpy as np
 import torch
@@ -60,8 +61,17 @@ def _keep_learned_tensors(module, state_dict, prefix, local_metadata) -> None:
         del state_dict[key]
 
 
+#: Zero-shot text features already computed, per text tower (frozen: they never change):
+#: every ``fit`` builds a new module, and one pass of the tower over C prompts cost about a
+#: third of a linear head's whole fit.
+_ZERO_SHOT = weakref.WeakKeyDictionary()
+
+
 def zero_shot_text_features(text, class_names, template) -> torch.Tensor:
     """Normalised text features ``(C, D)`` of the zero-shot prompts ``template.format(name)``.
+
+    Computed once per text tower, class names and template (the tower is frozen), then
+    served from memory; each call returns its own copy.
 
     Parameters
     ----------
@@ -78,8 +88,12 @@ def zero_shot_text_features(text, class_names, template) -> torch.Tensor:
         One unit-norm feature per class.
     """
     check_template(template)
-    with torch.no_grad():
-        return text.encode_text([template.format(n) for n in class_prompt_names(class_names)])
+    key = (tuple(class_prompt_names(class_names)), template)
+    known = _ZERO_SHOT.setdefault(text, {})
+    if key not in known:
+        with torch.no_grad():
+            known[key] = text.encode_text([template.format(n) for n in key[0]])
+    return known[key].clone()
 
 
 class PromptedCLIP(nn.Module):
@@ -128,10 +142,9 @@ class PromptedCLIP(nn.Module):
     def __init__(self, backbone, class_names, n_ctx=16, class_specific_ctx=True, ctx_init=None,
                  template="a photo of a {}.", generator=None, train_visual_norm=False):
         super().__init__()
-        self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
-                                            ctx_init, generator, template)
         self.logit_scale = backbone.logit_scale
         self.register_buffer("zero_shot_features", zero_shot_text_features(backbone.text, class_names, template))
+        self.init_learned_text(backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template)
         self.register_buffer("prompt_trained", torch.tensor(False))
         self.visual = norm_adapted_copy(backbone.visual) if train_visual_norm else None
         self.class_names = list(class_names)
@@ -139,6 +152,14 @@ class PromptedCLIP(nn.Module):
         self._eval_text_features = None
         self._train_text_features = None
         self.register_state_dict_post_hook(_keep_learned_tensors)
+
+    def init_learned_text(self, backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template):
+        """Create what is trained: here CoOp's :class:`~modal_vlm.prompt_learner.PromptLearner`
+        (``prompt_learner``). A subclass that learns the class text features another way
+        overrides this and :meth:`learned_text_features` (see
+        :class:`~modal_vlm.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
+        self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
+                                            ctx_init, generator, template)
 
     # -- saved state: what was learned, and what it was learned for ---------------------------
 

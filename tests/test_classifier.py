@@ -72,16 +72,18 @@ def test_protocol_defaults_and_schedule(make_clf, images, class_names):
     assert (params["model_name"], params["pretrained"], params["ctx_init"], params["class_specific_ctx"]) == \
         ("ViT-B-32", None, "template", True)
     assert (params["lambda_kg"], params["max_epochs"], params["lr"], params["batch_size"]) == (8.0, "auto", 0.005, 128)
+    assert (params["n_iter_no_change"], params["tol"]) == (5, 0.01)   # stop when the training loss is flat
     assert (params["optimizer"], params["optimizer__momentum"], params["optimizer__weight_decay"]) == \
         (torch.optim.SGD, 0.9, 5e-4)
     # CoOp's protocol is one parameter set away.
     coop = ClipPromptClassifier(class_names, **COOP_PROTOCOL).get_params()
     assert (coop["ctx_init"], coop["n_ctx"], coop["lambda_kg"], coop["max_epochs"], coop["lr"], coop["batch_size"]) \
         == (None, 16, 0.0, 200, 0.002, 32)
+    assert coop["n_iter_no_change"] is None   # every one of its 200 epochs
     X, y = images
     # "auto": 50 epochs up to one label per class, 100 up to four, 200 above.
     for n, epochs in ((3, 50), (12, 100), (6, 100)):
-        fitted = make_clf(max_epochs="auto", warmup_epochs=0, lr=0.01).fit(X[:n], y[:n])
+        fitted = make_clf(max_epochs="auto", warmup_epochs=0, lr=0.01, n_iter_no_change=None).fit(X[:n], y[:n])
         assert fitted.fit_epochs_ == epochs == len(fitted.history)
         assert fitted.history[-1, "lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (epochs - 1) / epochs)))
     with pytest.raises(ValueError, match='max_epochs must be an integer >= 0, or "auto"'):
@@ -90,6 +92,19 @@ def test_protocol_defaults_and_schedule(make_clf, images, class_names):
     expected = [1e-5] + [0.01 * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(3)]  # warm-up, cosine
     assert fitted.history[:, "lr"] == pytest.approx(expected)
     assert fitted.optimizer_.param_groups[0]["lr"] == pytest.approx(expected[-1])
+
+
+def test_training_stops_when_the_loss_is_flat(make_clf, images):
+    X, y = images
+    # lr 0 after the warm-up: the loss stops falling at once; the schedule is not shortened
+    flat = make_clf(max_epochs=40, lr=0.0, warmup_lr=0.0, n_iter_no_change=3).fit(X, y)
+    assert len(flat.history_) == 4 and flat.fit_epochs_ == 40 and flat.module_.prompt_trained
+    assert make_clf(max_epochs=12, lr=0.0, warmup_lr=0.0, n_iter_no_change=None).fit(X, y).history_[-1, "epoch"] == 12
+    for value in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_iter_no_change must be an integer >= 1, or None"):
+            make_clf(n_iter_no_change=value).fit(X, y)
+    with pytest.raises(ValueError, match="tol must be a number >= 0"):
+        make_clf(tol=-0.1).fit(X, y)
 
 
 def test_transform_is_the_normalised_embedding(make_clf, images):

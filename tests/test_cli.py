@@ -208,9 +208,9 @@ def test_result_files_get_the_usual_mode(tmp_path, folder):
     assert set(modes.values()) == {"0o644"}, modes
 
 
-def test_demo_trains_the_fixed_demo_epochs_unless_told_otherwise():
-    """The demo's own epoch count keeps it under a minute on 2 cores (98 s with "auto")."""
+def test_demo_trains_the_linear_head_unless_told_otherwise():
+    """The demo's learner is the fast linear head, with its own steps, unless told otherwise."""
     parse = cli.build_parser().parse_args
-    assert parse(["demo"]).epochs == cli.DEMO_EPOCHS == 50
-    assert parse(["demo", "--epochs", "auto"]).epochs == "auto"
+    assert (parse(["demo"]).learner, parse(["demo"]).epochs) == (cli.DEMO_LEARNER, None) == ("linear", None)
+    assert parse(["demo", "--learner", "prompt", "--epochs", "auto"]).epochs == "auto"
     assert parse(["demo", "--epochs", "7"]).epochs == 7

@@ -20,7 +20,7 @@ from sklearn.utils import check_array, get_tags
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from modal_vlm import ClipPromptClassifier
+from modal_vlm import ClipLinearProbe, ClipPromptClassifier
 
 #: Estimator checks that cannot pass, by name, with the reason (also in docs/contracts.rst).
 NOT_APPLICABLE = {
@@ -83,12 +83,18 @@ class FeatureImagesClassifier(ClipPromptClassifier):
         return super().frozen_transform(draw_features(X))
 
 
+class FeatureImagesProbe(FeatureImagesClassifier, ClipLinearProbe):
+    """The linear head (``ClipLinearProbe``) on feature matrices drawn as images."""
+
+
 def small(cls=ClipPromptClassifier, **params):
     defaults = dict(model_name="tiny-vit", n_ctx=2, max_epochs=2, batch_size=16, verbose=0, random_state=0)
     return cls(params.pop("class_names", CLASS_NAMES), **{**defaults, **params})
 
 
-@parametrize_with_checks([small(FeatureImagesClassifier)], expected_failed_checks=lambda est: NOT_APPLICABLE,
+@parametrize_with_checks([small(FeatureImagesClassifier),
+                          FeatureImagesProbe(CLASS_NAMES, model_name="tiny-vit", max_epochs=2, verbose=0, random_state=0)],
+                         expected_failed_checks=lambda est: NOT_APPLICABLE,
                          xfail_strict=True)
 def test_scikit_learn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

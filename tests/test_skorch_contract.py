@@ -3,7 +3,7 @@ across fit / partial_fit, user schedulers, optimizers and batch sizes."""
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import BatchScoring, EpochScoring, LRScheduler
+from skorch.callbacks import BatchScoring, EarlyStopping, EpochScoring, LRScheduler
 from skorch.dataset import ValidSplit
 
 
@@ -167,3 +167,13 @@ def test_other_optimizers_and_parameter_groups(make_clf, data):
     grouped = make_clf(lr=0.01, max_epochs=2, warmup_epochs=0,
                        optimizer__param_groups=[("prompt_learner.ctx", {"lr": 0.02})]).fit(X, y)
     assert grouped.optimizer_.param_groups[0]["lr"] == pytest.approx(2 * schedule(0.01, 2, 0)[-1])
+
+
+def test_skorch_early_stopping_ends_the_fit_instead_of_interrupting_it(make_clf, data):
+    # EarlyStopping stops training by raising KeyboardInterrupt, as Ctrl-C does; only Ctrl-C
+    # undoes the fit.
+    X, y = data
+    stop = EarlyStopping(monitor="train_loss", patience=2, threshold=10.0, sink=lambda *_: None)
+    clf = make_clf(max_epochs=20, callbacks=[stop]).fit(X, y)
+    assert len(clf.history_) == 3 and clf.module_.prompt_trained   # fitted: stopped after 1 + patience epochs
+    assert clf.fit_epochs_ == 20

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .exports import EXPORTS, labels_csv, labels_json, predictions_csv
 from .labelstudio import LOCAL_FILES_PREFIX, import_label_studio, label_studio_config, label_studio_tasks
-from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, Project, open_project
+from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, LEARNERS, Project, open_project
 from .store import LabelStore
 
 DEFAULT_PORT = 8765
@@ -52,8 +52,12 @@ def _add_project_arguments(p) -> None:
     model.add_argument("--strategy", metavar="NAME", help=f"query strategy (default {DEFAULT_STRATEGY})")
     model.add_argument("--batch", type=int, metavar="N", dest="batch_size",
                        help="images per batch (default: the number of classes, within 8..32)")
+    model.add_argument("--learner", choices=LEARNERS,
+                       help="linear: a zero-shot-initialised linear head, retrained in under a second "
+                            "(default); prompt: CoOp prompt tuning, seconds to minutes per retraining")
     model.add_argument("--train-steps", type=int, metavar="N",
-                       help="optimizer steps per retraining, which bounds its time (default 100)")
+                       help="optimizer steps per retraining, which bound its time (default: the "
+                            "learner's, 200 for linear, the shot schedule capped at 100 for prompt)")
     model.add_argument("--fit-mode", choices=FIT_MODES,
                        help="ueo: also learn from unlabeled images and those labeled 'none of these "
                             "classes' (UEO's unlabeled loss; default supervised)")
@@ -146,11 +150,12 @@ def _open(args, prog):
     project, notes = open_project(
         args.project, args.images_dir, _classes(args), model=args.model, pretrained=args.pretrained,
         strategy=args.strategy, batch_size=args.batch_size, train_steps=args.train_steps,
-        fit_mode=args.fit_mode, seed=args.seed, device=args.device, audit_fraction=args.audit_fraction)
+        fit_mode=args.fit_mode, seed=args.seed, device=args.device, audit_fraction=args.audit_fraction,
+        learner=args.learner)
     s = project.settings
     print(f"{prog}: project {project.root} ({'; '.join(notes) or 'resumed'})\n"
           f"  images: {s.images_dir}\n  classes: {', '.join(s.classes)}\n"
-          f"  model: {s.model}, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
+          f"  model: {s.model}, {s.learner} learner, strategy: {s.strategy}, {s.images_per_batch} images per batch\n"
           f"  labels so far: {_counts(project)}", flush=True)
     return project
 
@@ -229,7 +234,7 @@ def export_command(args) -> int:
             from .worker import LabelingWorker
 
             worker = LabelingWorker(project, store)
-            worker.prepare()
+            worker.prepare(encode_all=True)
             images, proba = worker.predict()
             text = predictions_csv(store, settings, images, proba, worker.model_info)
             contents = f"{len(images)} rows"

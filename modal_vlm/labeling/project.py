@@ -28,6 +28,8 @@ DEFAULT_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The query strategy of a new project (a name for :func:`modal_vlm.get_strategy`).
 DEFAULT_STRATEGY = "cec"
 FIT_MODES = ("supervised", "ueo")
+#: The learners of a project (:func:`modal_vlm.estimators.get_estimator`); the first is the default.
+LEARNERS = ("linear", "prompt")
 SETTINGS_FORMAT = 1
 
 
@@ -51,10 +53,10 @@ class Settings:
         Query strategy name (:func:`modal_vlm.get_strategy`).
     batch_size : int, optional
         Images per batch; None: the number of classes, at least 8 and at most 32.
-    train_steps : int, default=100
-        At most about this many optimizer steps per training: the classifier's own epoch
-        schedule (``max_epochs="auto"``), capped so that the wait between two batches stays
-        bounded whatever the number of labels.
+    train_steps : int, optional
+        Optimizer steps per training, which bound the wait between two batches. None: the
+        learner's own (the linear head: ``ClipLinearProbe``'s 200 full-batch steps; prompt
+        tuning: its epoch schedule, ``max_epochs="auto"``, capped at about 100 steps).
     fit_mode : {"supervised", "ueo"}, default="supervised"
         ``"ueo"`` also learns from the unlabeled images and from those labeled "none of these
         classes", through UEO's unlabeled loss (prompt only).
@@ -66,6 +68,11 @@ class Settings:
         Share of every batch drawn at random from the unlabeled images (shown like any other
         card): the labels that keep the header's accuracy estimate honest
         (:mod:`modal_vlm.labeling.trust`); in [0, 1).
+    learner : {"linear", "prompt"}, default="linear"
+        ``"linear"``: :class:`~modal_vlm.ClipLinearProbe`, a zero-shot-initialised linear head
+        (under a second per retraining, as accurate as prompt tuning on 10-80 labels:
+        ``benchmarks/results/learners.md``); ``"prompt"``: CoOp prompt tuning
+        (:class:`~modal_vlm.ClipPromptClassifier`), seconds to minutes per retraining.
     """
 
     images_dir: str
@@ -74,11 +81,12 @@ class Settings:
     pretrained: str | None = None
     strategy: str = DEFAULT_STRATEGY
     batch_size: int | None = None
-    train_steps: int = 100
+    train_steps: int | None = None
     fit_mode: str = "supervised"
     seed: int = 0
     device: str = "cpu"
     audit_fraction: float = 0.2
+    learner: str = LEARNERS[0]
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -101,7 +109,8 @@ class Settings:
         get_strategy(self.strategy)
         if self.model not in list_backbones(include_open_clip=True):
             raise ValueError(f"unknown model {self.model!r}; see modal_vlm.list_backbones()")
-        for name in ("train_steps", "seed") + (("batch_size",) if self.batch_size is not None else ()):
+        optional = tuple(name for name in ("batch_size", "train_steps") if getattr(self, name) is not None)
+        for name in ("seed",) + optional:
             value = getattr(self, name)
             minimum = 0 if name == "seed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -111,6 +120,8 @@ class Settings:
         from ..evaluation import audit_count
 
         audit_count(self.audit_fraction, 1, self.images_per_batch)   # in [0, 1), leaving the strategy a pick
+        if self.learner not in LEARNERS:
+            raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
 
     def to_json(self) -> dict:
         """The settings as ``settings.json`` stores them.
@@ -148,6 +159,8 @@ class Settings:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
+        # A project saved before the learner was a setting was prompt-tuned: it stays so.
+        data.setdefault("learner", "prompt")
         return cls(**data)
 
 
@@ -262,8 +275,8 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     **changes
         Other :class:`Settings` fields (None values are ignored). When resuming they replace
         the project's settings; only ``model``, ``pretrained``, ``strategy``,
-        ``batch_size``, ``train_steps``, ``fit_mode``, ``device`` and ``audit_fraction`` may
-        change.
+        ``batch_size``, ``train_steps``, ``fit_mode``, ``learner``, ``device`` and ``audit_fraction``
+        may change.
 
     Returns
     -------
@@ -325,4 +338,4 @@ def open_project(root, images_dir=None, classes=None, **changes) -> tuple[Projec
     return project, notes
 
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "Project", "Settings", "open_project"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STRATEGY", "LEARNERS", "Project", "Settings", "open_project"]

@@ -3,20 +3,26 @@
 One thread does all the model work, in this order:
 
 1. scan the image folder into the store (new files, missing files, unreadable files);
-2. encode every readable image, in chunks through ``ClipPromptClassifier.transform``
-   (progress shown; embeddings cached on disk in the project, so this happens once);
-3. whenever no batch is open: retrain on every label (a fresh prompt, seeded), then let the
-   strategy pick the next batch from the unlabeled images (an audit share of it drawn at
-   random, :mod:`~modal_vlm.labeling.trust`) and store it with the model's guesses and their
-   calibrated confidence; then save the classifier (``model.pkl``).
+2. encode the readable images in a random order of the folder (seeded by the project's seed),
+   in chunks through the classifier's ``transform`` (progress shown; embeddings cached on disk
+   in the project, so this happens once), until the first :data:`FIRST_POOL` are encoded (or
+   :data:`FIRST_POOL_SECONDS` have passed): a big folder is labelable in the first minute;
+3. whenever no batch is open: retrain on every label (seeded), then let the strategy pick the
+   next batch from the unlabeled images encoded so far (an audit share of it drawn at random,
+   :mod:`~modal_vlm.labeling.trust`) and store it with the model's guesses and their
+   calibrated confidence; then save the classifier (``model.pkl``);
+4. encode the rest of the folder in the background, chunk by chunk: each chunk joins the pool
+   of the next query, and a finished batch (a wake-up) is served before the next chunk.
 
 The worker then sleeps until :meth:`LabelingWorker.wake` (a finished batch, an edit). A
 failure is reported in :meth:`LabelingWorker.status` and the worker waits for the next
 wake-up: labels keep being recorded whatever the worker does. An image that cannot be
-decoded is set aside as unreadable and the work goes on.
+decoded is set aside as unreadable and the work goes on. The status carries an estimate of
+the time left until the next batch, from the speeds measured so far (seconds per encoded
+image, per training epoch, per query).
 
-Training and querying are the library's: :class:`~modal_vlm.ClipPromptClassifier` inside
-modAL's ``ActiveLearner`` with a strategy of :func:`modal_vlm.get_strategy`.
+Training and querying are the library's: the project's learner (:func:`make_classifier`)
+inside modAL's ``ActiveLearner`` with a strategy of :func:`modal_vlm.get_strategy`.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import pickle
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from skorch.callbacks import Callback
@@ -36,10 +43,19 @@ from ..runner.rundir import write_atomic
 from .scan import scan_images
 from .trust import ProjectTrust, choose_audit, stop_set
 
-#: Images per ``transform`` call while encoding the folder (one progress step each).
+#: Images per ``transform`` call while encoding the folder (one progress step each; a finished
+#: batch waits at most for the chunk being encoded).
 ENCODE_CHUNK = 32
+#: The first batch is chosen among the first this many images of the folder's random order,
+#: zero-shot; the rest joins the pool while they are labeled.
+FIRST_POOL = 2000
+#: ... or among those encoded after this many seconds of encoding (at least one batch's worth),
+#: when the backbone is too slow for FIRST_POOL images in that time.
+FIRST_POOL_SECONDS = 30.0
 #: At most this many unlabeled images join the UEO fit (drawn with the project's seed).
 UEO_UNLABELED = 2000
+#: The prompt learner's step budget when the project sets none (``train_steps=None``).
+PROMPT_TRAIN_STEPS = 100
 
 
 class TrainingProgress(Callback):
@@ -100,39 +116,67 @@ def model_key(settings) -> dict:
     Returns
     -------
     dict
-        Classes, model, weights, fit mode, step budget and seed.
+        Classes, model, weights, learner, fit mode, step budget and seed.
     """
     return {"classes": list(settings.classes), "model": settings.model,
-            "pretrained": settings.pretrained, "fit_mode": settings.fit_mode,
+            "pretrained": settings.pretrained, "learner": settings.learner, "fit_mode": settings.fit_mode,
             "train_steps": settings.train_steps, "seed": settings.seed}
 
 
-def make_classifier(project, max_epochs=1, callbacks=None):
-    """The project's :class:`~modal_vlm.ClipPromptClassifier` (unfitted: zero-shot).
+def make_classifier(project, callbacks=None):
+    """The project's learner (:func:`modal_vlm.estimators.get_estimator` of its ``learner``),
+    unfitted: zero-shot.
 
     Parameters
     ----------
     project : Project
         Settings and the embedding cache directory.
-    max_epochs : int, default=1
-        Epochs of its next ``fit``.
     callbacks : list, optional
         skorch callbacks.
 
     Returns
     -------
-    ClipPromptClassifier
-        Seeded with the project's seed; embeddings cached in ``project.cache_dir``.
+    ClipLinearProbe or ClipPromptClassifier
+        Seeded with the project's seed; embeddings cached in ``project.cache_dir``. Both
+        start at the zero-shot model, so the first labels do not make the model a person is
+        labeling with worse; :func:`training_epochs` gives the epochs of a retraining.
     """
-    from .. import ClipPromptClassifier
+    from ..estimators import get_estimator
 
     s = project.settings
-    extra = {"fit_mode": "ueo", "train_visual_norm": False} if s.fit_mode == "ueo" else {}
-    # The library's learner (it starts at the zero-shot prompt, so the first labels do not
-    # make the model a person is labeling with worse), with the epochs the app allows.
-    return ClipPromptClassifier(list(s.classes), model_name=s.model, pretrained=s.pretrained,
-                                max_epochs=max_epochs, cache_dir=str(project.cache_dir), device=s.device,
-                                random_state=s.seed, verbose=0, callbacks=callbacks, **extra)
+    extra = {}
+    if s.fit_mode == "ueo":
+        extra = {"fit_mode": "ueo", **({"train_visual_norm": False} if s.learner == "prompt" else {})}
+    return get_estimator(s.learner)(list(s.classes), model_name=s.model, pretrained=s.pretrained,
+                                    cache_dir=str(project.cache_dir), device=s.device, random_state=s.seed,
+                                    verbose=0, callbacks=callbacks, **extra)
+
+
+def training_epochs(settings, n_labeled: int, classifier) -> int:
+    """Epochs of one retraining on ``n_labeled`` labels.
+
+    The linear head takes one full-batch step per epoch: ``train_steps``, or its own
+    ``max_epochs``. Prompt tuning follows its shot schedule, capped by :func:`epochs_for` at
+    ``train_steps`` (default :data:`PROMPT_TRAIN_STEPS`) steps.
+
+    Parameters
+    ----------
+    settings : Settings
+        The project's settings.
+    n_labeled : int
+        Labels of this retraining.
+    classifier : ClipLinearProbe or ClipPromptClassifier
+        From :func:`make_classifier`.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if settings.learner == "linear":
+        return settings.train_steps or classifier.max_epochs
+    return epochs_for(n_labeled, len(settings.classes), settings.train_steps or PROMPT_TRAIN_STEPS,
+                      classifier.batch_size)
 
 
 def confidence(proba) -> np.ndarray:
@@ -181,10 +225,15 @@ class LabelingWorker:
         self._lock = threading.Lock()         # guards _status and the wake/idle pair
         self._model_lock = threading.RLock()  # the classifier: the worker and exports
         self._status = {"phase": "starting", "message": "starting", "done": 0, "total": 0,
-                        "error": None}
+                        "error": None, "seconds_left": None}
         self._thread = None
         self.trust = ProjectTrust(project, store)
         self._pool_proba = None      # (model key, image ids, raw probabilities) of the current model
+        self._encoded = set()        # ids of the images encoded in this process (the pool's)
+        self._to_encode = []         # the rest, in the folder's random order
+        self._n_readable = 0
+        self._speed = {}             # measured seconds: "image" (encoding), "epoch", "query"
+        self._phase_started = time.perf_counter()
 
     # -- control --------------------------------------------------------------------------
 
@@ -252,15 +301,35 @@ class LabelingWorker:
             ``phase`` (``starting``, ``scanning``, ``encoding``, ``training``, ``scoring``, ``querying``,
             ``saving``, ``ready``: a batch is open, ``done``: nothing left to label,
             ``error``), ``message``, progress ``done`` / ``total``, ``error`` (the failure,
-            or None).
+            or None), ``seconds_left`` (estimated seconds until the next batch is on screen,
+            from the speeds measured so far; None when there is nothing to go on),
+            ``encoded`` / ``readable`` (images in the pool so far / readable images: the
+            background encoding's progress).
         """
         with self._lock:
-            return dict(self._status)
+            return {**self._status, "encoded": len(self._encoded), "readable": self._n_readable}
 
     def _set(self, phase, message, done=0, total=0, error=None):
         with self._lock:
+            if phase != self._status["phase"]:
+                self._phase_started = time.perf_counter()
             self._status = {"phase": phase, "message": message, "done": done, "total": total,
-                            "error": error}
+                            "error": error, "seconds_left": self._seconds_left(phase, done, total)}
+
+    def _seconds_left(self, phase, done, total):
+        """Seconds until the next batch, from the measured speeds (None without a measurement)."""
+        speed = self._speed
+        query = speed.get("query", 0.0)
+        if phase == "encoding" and "image" in speed:
+            return round((total - done) * speed["image"] + query, 1)
+        if phase == "training" and done:   # this fit's own pace
+            per_epoch = (time.perf_counter() - self._phase_started) / done
+            return round((total - done) * per_epoch + query, 1)
+        if phase == "training" and "epoch" in speed:
+            return round(total * speed["epoch"] + query, 1)
+        if phase == "querying" and "query" in speed:
+            return round(max(0.0, query - (time.perf_counter() - self._phase_started)), 1)
+        return None
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -278,6 +347,7 @@ class LabelingWorker:
                 except (FileNotFoundError, ValueError):   # a file changed under us: rescan, retry
                     self.prepare()
                     self._step()
+                self._encode_rest()
             except Exception as exc:  # reported on the page; labeling goes on
                 self._set("error", f"{type(exc).__name__}: {exc}", error=traceback.format_exc())
             with self._lock:
@@ -285,20 +355,34 @@ class LabelingWorker:
                     self._idle.set()
             self._wake.wait()
 
-    def prepare(self) -> None:
-        """Scan the folder, load the saved model and encode every image (steps 1 and 2).
+    def prepare(self, encode_all=False) -> None:
+        """Scan the folder, load the saved model and encode the first images (steps 1 and 2).
 
         The thread does this first, and again when a file vanished or changed under it; an
-        export without a server calls it directly. Embeddings come from the disk cache after
-        the first time, so a repeat costs little more than reading the files.
+        export without a server calls it with ``encode_all=True``. Embeddings come from the
+        disk cache after the first time, so a repeat costs little more than reading the files.
+
+        Parameters
+        ----------
+        encode_all : bool, default=False
+            Encode every readable image before returning, not only the first pool.
         """
         settings = self.project.settings
-        self._set("scanning", f"scanning {settings.images_dir}")
+        self._set("scanning", f"scanning {settings.images_dir}, loading {settings.model}")
         root = self.project.root
-        scan = scan_images(settings.images_dir, exclude=[root])
-        self.store.sync_images(scan.found)
-        self._load_model()
-        self._encode_all()
+        with ThreadPoolExecutor(1, thread_name_prefix="modal-vlm-load-model") as pool:
+            loading = pool.submit(self._load_model)   # the model loads while the folder is scanned
+            scan = scan_images(settings.images_dir, exclude=[root])
+            self.store.sync_images(scan.found)
+            loading.result()   # its error, if any, is raised here
+        readable = self.store.images("ok")
+        ids = {image["id"] for image in readable}
+        order = np.random.default_rng(settings.seed).permutation(len(readable))
+        with self._lock:
+            self._encoded &= ids      # a file that vanished or became unreadable leaves the pool
+            self._to_encode = [readable[i] for i in order if readable[i]["id"] not in self._encoded]
+            self._n_readable = len(readable)
+        self._encode_first(len(readable) if encode_all else FIRST_POOL)
 
     def _load_model(self):
         """``model.pkl`` if it was trained with the current settings; else it is retrained.
@@ -306,7 +390,6 @@ class LabelingWorker:
         The labels are the source of truth: a saved model that cannot be loaded (a file from
         another library version) is retrained from them, never fatal.
         """
-        self._set("loading", f"loading {self.project.settings.model}")
         info = self.project.model_info()
         if self.classifier is None and info is not None and info.get("key") == model_key(self.project.settings):
             try:
@@ -329,22 +412,56 @@ class LabelingWorker:
     def _path(self, image) -> str:
         return os.path.join(self.project.settings.images_dir, image["path"])
 
-    def _encode_all(self):
-        images = self.store.images("ok")
-        clf = self._current()
-        total = len(images)
-        self._set("encoding", f"encoding {total} images", 0, total)
-        for start in range(0, total, ENCODE_CHUNK):
-            chunk = images[start:start + ENCODE_CHUNK]
+    def _encode_first(self, n_first):
+        """Encode until ``n_first`` images are in the pool (or :data:`FIRST_POOL_SECONDS` passed
+        with a batch's worth), with the encoding phase shown; the rest is left to
+        :meth:`_encode_rest`."""
+        target = min(n_first, len(self._encoded) + len(self._to_encode))
+        total = len(self._encoded) + len(self._to_encode)
+        message = (f"encoding {total} images" if target == total
+                   else f"encoding the first {target} of {total} images")
+        enough = max(self.project.settings.images_per_batch, 1)
+        started = time.perf_counter()
+        self._set("encoding", message, len(self._encoded), target)
+        while self._to_encode and len(self._encoded) < target:
+            if len(self._encoded) >= enough and time.perf_counter() - started > FIRST_POOL_SECONDS:
+                break
+            self._encode_chunk()
+            self._set("encoding", message, len(self._encoded), target)
+
+    def _encode_rest(self):
+        """Encode the rest of the folder chunk by chunk, until done or woken (a finished batch
+        goes first: it waits at most for one chunk)."""
+        while self._to_encode and not self._wake.is_set() and not self._stop.is_set():
+            self._encode_chunk()
+
+    def _encode_chunk(self):
+        """Encode the next :data:`ENCODE_CHUNK` images; they join the pool, unreadable ones are
+        set aside. Measures the seconds per image."""
+        with self._lock:
+            chunk, self._to_encode = self._to_encode[:ENCODE_CHUNK], self._to_encode[ENCODE_CHUNK:]
+        started = time.perf_counter()
+        encoded = []
+        # The lock: an export's predict() encodes too, and the embedding cache is not
+        # thread-safe; an export waits for at most this chunk.
+        with self._model_lock:
+            clf = self._current()
             try:
                 clf.transform([self._path(image) for image in chunk])
+                encoded = chunk
             except (ValueError, OSError):
                 for image in chunk:   # find the culprits; the others are encoded
                     try:
                         clf.transform([self._path(image)])
+                        encoded.append(image)
                     except (ValueError, OSError) as exc:   # the library names the file
                         self.store.mark_unreadable(image["id"], str(exc))
-            self._set("encoding", f"encoding {total} images", min(start + ENCODE_CHUNK, total), total)
+        with self._lock:
+            self._encoded.update(image["id"] for image in encoded)
+            self._n_readable -= len(chunk) - len(encoded)
+            per_image = (time.perf_counter() - started) / max(1, len(chunk))
+            self._speed["image"] = per_image if "image" not in self._speed else \
+                0.7 * self._speed["image"] + 0.3 * per_image   # smoothed: the cache makes chunks uneven
 
     def _step(self):
         open_batch = self.store.batch()
@@ -395,15 +512,18 @@ class LabelingWorker:
         message = f"training on {len(labeled)} labels"
         progress = TrainingProgress(lambda done, total: self._set("training", message, done, total))
         clf = make_classifier(self.project, callbacks=[("label_app_progress", progress)])
-        epochs = epochs_for(len(labeled), len(settings.classes), settings.train_steps, clf.batch_size)
+        epochs = training_epochs(settings, len(labeled), clf)
         clf.set_params(max_epochs=epochs)
         self._set("training", message, 0, epochs)
         fit_params = {}
         if settings.fit_mode == "ueo":
             fit_params["X_unlabeled"] = self._ueo_unlabeled(ood)
         started = time.perf_counter()
-        clf.fit(np.array([self._path(row) for row in labeled]), np.asarray(y), **fit_params)
+        with self._model_lock:   # fit reads the embedding cache, as an export's predict() does
+            clf.fit(np.array([self._path(row) for row in labeled]), np.asarray(y), **fit_params)
         seconds = time.perf_counter() - started
+        with self._lock:
+            self._speed["epoch"] = seconds / max(1, epochs)
         # The progress callback belongs to this worker, not to the exported classifier.
         clf.callbacks = None
         clf.callbacks_ = [(name, cb) for name, cb in clf.callbacks_ if name != "label_app_progress"]
@@ -423,10 +543,20 @@ class LabelingWorker:
         return np.array(paths) if paths else None
 
     def _pool(self) -> list[dict]:
-        """Readable images without a decision (skipped ones are set aside, not pooled)."""
-        states = self.store.states()
-        return [image for image in self.store.images("ok")
-                if image["id"] not in states or states[image["id"]]["kind"] == "unlabel"]
+        """Encoded readable images without a decision (skipped ones are set aside, not pooled).
+
+        While the pool is empty and images remain to be encoded, they are encoded first: the
+        labels never run out before the folder does.
+        """
+        while True:
+            states = self.store.states()
+            with self._lock:
+                encoded = set(self._encoded)
+            pool = [image for image in self.store.images("ok") if image["id"] in encoded
+                    and (image["id"] not in states or states[image["id"]]["kind"] == "unlabel")]
+            if pool or not self._to_encode:
+                return pool
+            self._encode_first(len(self._encoded) + FIRST_POOL)
 
     def _model_key(self) -> int:
         """The current model's training watermark (0: zero-shot)."""
@@ -436,7 +566,9 @@ class LabelingWorker:
         """Once per model: its probabilities on every readable image (the estimate's pool, the
         exports) and its predictions on the stop set, compared with the previous model's."""
         key = self._model_key()
-        images = self.store.images("ok")
+        with self._lock:   # the images encoded so far: scoring must not encode the whole folder
+            encoded = set(self._encoded)
+        images = [image for image in self.store.images("ok") if image["id"] in encoded]
         if self._pool_proba is not None and self._pool_proba[0] == key and len(self._pool_proba[1]) == len(images):
             return
         self._set("scoring", f"scoring {len(images)} images")
@@ -536,11 +668,14 @@ class LabelingWorker:
             return None
         n = min(settings.images_per_batch, len(pool))
         self._set("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
+        started = time.perf_counter()
         picked, audit = self.next_batch(pool, len(self.store.batches()) + 1)
         calibrator = self.trust.calibrator()
         with self._model_lock:
             clf = self._current()
             proba = clf.predict_proba_from_features(clf.transform([self._path(pool[i]) for i in picked]))
+        with self._lock:
+            self._speed["query"] = time.perf_counter() - started
         shown = calibrator.transform(proba)
         items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(c))
                  for i, p, c in zip(picked, shown, confidence(shown))]
@@ -585,4 +720,5 @@ class LabelingWorker:
         return images, self.trust.calibrator().transform(proba)
 
 
-__all__ = ["LabelingWorker", "TrainingProgress", "confidence", "epochs_for", "make_classifier", "model_key"]
+__all__ = ["LabelingWorker", "TrainingProgress", "confidence", "epochs_for", "make_classifier", "model_key",
+           "training_epochs"]

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..class_names import check_class_names
-from ..classifier import ClipPromptClassifier
+from ..estimators import get_estimator
 from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
 from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
@@ -230,7 +230,7 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
     budget = len(data.class_names) if config.budget is None else config.budget
     check_budget(budget, config.rounds, len(data.y_pool))
     audit_count(config.audit_fraction, 1, budget)   # an audit share that leaves the strategy no pick
-    estimator = ClipPromptClassifier(data.class_names, **{"verbose": int(progress), **config.classifier})
+    estimator = get_estimator(config.learner)(data.class_names, **{"verbose": int(progress), **config.classifier})
     run_dir = RunDirectory(out)
     header = _header(config, budget, estimator, data)
     runs = [(strategy, seed) for strategy in config.strategies for seed in config.seeds]
@@ -278,7 +278,8 @@ def run_experiment(config: RunConfig, out, *, data: RunData | None = None, overw
             run_active_learning(estimator, strategy, data.X_pool, y_oracle, data.X_test, data.y_test,
                                 rounds=config.rounds, budget=budget, first_round=config.first_round,
                                 random_state=seed, history=done.get((strategy, seed)), on_round=on_round,
-                                monitor=LoopMonitor(config.audit_fraction, random_state=seed))
+                                monitor=LoopMonitor(config.audit_fraction, random_state=seed),
+                                on_phase=bar.set_postfix_str)   # the phase in progress, beside the bar
     summary = summarize(run_dir.records)
     run_dir.write_json(SUMMARY, summary)
     if title is None:

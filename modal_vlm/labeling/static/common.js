@@ -62,6 +62,12 @@ function sharpenSmall(img) {
   return img;
 }
 
+function formatSeconds(seconds) {
+  if (seconds < 1) return "1 s";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
 function renderStatus(worker, model) {
   const status = document.getElementById("status");
   const parts = [];
@@ -75,6 +81,14 @@ function renderStatus(worker, model) {
   if (busy && worker.total) {
     parts.push(element("progress", {max: worker.total, value: worker.done}),
                element("span", {class: "count"}, `${worker.done} / ${worker.total}`));
+  }
+  if (busy && worker.seconds_left != null) {  // from the worker's measured speed
+    parts.push(element("span", {class: "eta"}, `about ${formatSeconds(worker.seconds_left)} left`));
+  }
+  if (worker.phase !== "encoding" && worker.encoded < worker.readable) {  // the rest of the folder
+    parts.push(element("span", {class: "background"}, "encoding in the background: "),
+               element("progress", {max: worker.readable, value: worker.encoded}),
+               element("span", {class: "count"}, `${worker.encoded} / ${worker.readable} images in the pool`));
   }
   if (model) {
     parts.push(element("span", {class: "model"},
