@@ -18,6 +18,7 @@ _EXPORTS = {
     "COOP_PROTOCOL": "classifier",
     "ClipPromptClassifier": "classifier",
     "EmbeddingPool": "embedding_pool",
+    "NONE": "sentinels",
     "badge_query": "strategies",
     "cb_query": "strategies",
     "cbsq_query": "strategies",

@@ -31,7 +31,8 @@ from .encoding import check_encode_dtype, check_workers, embedding_key, encode_i
 from .inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
-from .ueo import UNLABELED, SemiSupervisedBatchSampler, TrainingSet
+from .sentinels import NONE, UNLABELED, sentinel_mask
+from .ueo import SemiSupervisedBatchSampler, TrainingSet
 
 FIT_MODES = ("supervised", "ueo", "infomax")
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
@@ -109,9 +110,9 @@ def _dataset_labels(dataset) -> torch.Tensor:
 
 
 def _labeled_accuracy(net, X, y):
-    """Accuracy over the labeled samples (``y != -1``): the default ``valid_acc``."""
+    """Accuracy over the samples labeled with a class (``y >= 0``): the default ``valid_acc``."""
     y = np.asarray(y)
-    labeled = y != UNLABELED
+    labeled = y >= 0
     return float(np.mean(net._predict_indices(X)[labeled] == y[labeled])) if labeled.any() else float("nan")
 
 
@@ -560,7 +561,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return self.predict_proba(X).argmax(axis=1)
 
     def _label_indices(self, y) -> np.ndarray:
-        """``y`` as int64 indices into ``class_names`` (names looked up, -1 kept); raises
+        """``y`` as int64 indices into ``class_names`` (names looked up, -1 and -2 kept); raises
         ``ValueError`` for unknown names, mixed kinds and non-integer numbers."""
         # A list keeps its elements' types (np.asarray would turn [name, 1] into strings).
         y = np.array(y, dtype=object) if isinstance(y, (list, tuple)) else np.asarray(y)
@@ -573,23 +574,28 @@ class ClipPromptClassifier(NeuralNetClassifier):
             raise ValueError(f"Unknown label type: y must hold entries of class_names or integer indices into it, "
                              f"got {kind}.")
         lookup = {name: i for i, name in enumerate(self.class_names)}
-        is_name = np.array([isinstance(v, str) for v in y.ravel()], dtype=bool).reshape(y.shape)
-        numbers = y[~is_name]
-        if is_name.any() and numbers.size and not all(
-                isinstance(v, (int, np.integer)) and v == UNLABELED for v in numbers):
-            raise ValueError("y mixes class names with numbers; use names (and -1 for unlabeled samples) "
-                             "or indices throughout.")
+        # -1 and -2 (UNLABELED, NONE) may stand beside names, as numbers or as the text NumPy
+        # makes of them when modAL stacks them with names.
+        sentinels = np.full(y.shape, 0, dtype=np.int64)
+        for sentinel in (UNLABELED, NONE):
+            sentinels[sentinel_mask(y, sentinel, self.class_names)] = sentinel
+        is_name = np.array([isinstance(v, str) for v in y.ravel()], dtype=bool).reshape(y.shape) & (sentinels == 0)
+        numbers = y[~is_name & (sentinels == 0)]
+        if is_name.any() and numbers.size:
+            raise ValueError("y mixes class names with numbers; use names (with modal_vlm.NONE for \"none of these "
+                             "classes\" and -1 for unlabeled samples) or indices throughout.")
         unknown = sorted({str(v) for v in y[is_name] if v not in lookup})
         if unknown:
             raise ValueError(f"Unknown labels {unknown[:10]}: y must hold entries of class_names "
                              f"({len(self.class_names)} names) or indices into it.")
         if not is_name.any():  # an object array (or a list) of numbers
-            numbers = np.asarray(y.tolist())
+            numbers = np.asarray([int(sentinel) if sentinel else v
+                                  for v, sentinel in zip(y.ravel().tolist(), sentinels.ravel())]).reshape(y.shape)
             if numbers.dtype.kind in "OUS":
                 raise ValueError("Unknown label type: y must hold entries of class_names or integer indices into it.")
             return self._label_indices(numbers)
-        return np.array([lookup[v] if isinstance(v, str) else UNLABELED for v in y.ravel()],
-                        dtype=np.int64).reshape(y.shape)
+        return np.array([lookup[v] if named else int(sentinel) for v, named, sentinel
+                         in zip(y.ravel(), is_name.ravel(), sentinels.ravel())], dtype=np.int64).reshape(y.shape)
 
     @contextlib.contextmanager
     def _labels_of(self, y):
@@ -597,7 +603,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
         indices, like the training targets; after a successful call ``classes_`` is
         ``class_names`` if ``y`` held names; a failed call restores the previous state."""
         y = np.asarray(y) if y is not None else None
-        by_name = y is not None and y.dtype.kind in "USO" and any(isinstance(v, str) for v in y.ravel())
+        by_name = y is not None and y.dtype.kind in "USO" and any(
+            isinstance(v, str) and not sentinel for v, sentinel in
+            zip(y.ravel(), sentinel_mask(y, UNLABELED, self.class_names) | sentinel_mask(y, NONE, self.class_names)))
         had, previous = hasattr(self, "_labels_by_name"), getattr(self, "_labels_by_name", False)
         self._labels_by_name = False
         try:
@@ -929,7 +937,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         y = self._label_indices(given)
         if self.fit_mode == "supervised" and np.any(y == UNLABELED):
             raise ValueError("y == -1 marks unlabeled samples; use fit_mode='ueo' or 'infomax' to learn from them.")
-        known = y[y != UNLABELED] if self.fit_mode != "supervised" else y
+        known = y[(y != UNLABELED) & (y != NONE)]
         bad = sorted(set(known[(known < 0) | (known >= len(self.class_names))].astype(int).tolist()))
         if bad:
             raise ValueError(
@@ -952,6 +960,9 @@ class ClipPromptClassifier(NeuralNetClassifier):
             zero_shot = zero_shot_text_features(self.backbone_.text, self.class_names, self.template)
             cosine = torch.from_numpy(frozen) @ zero_shot.cpu().T
             weights = ueo_sample_weights(cosine, self.ueo_temperature).numpy()
+            # A person said "none of these classes": the weight of certain OOD, the lowest
+            # maximum softmax probability there is.
+            weights[labels == NONE] = 1.0 / len(self.class_names)
         if not self._trains_visual_norm():
             return TrainingSet(torch.from_numpy(frozen), labels, weights)
         return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
@@ -966,9 +977,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
                   if k not in ("batch_size", "shuffle", "generator", "sampler")}
         labels = _dataset_labels(dataset)
         n = max(1, len(labels))
+        # Supervised training has no loss for "none" samples: they are never drawn.
+        unlabeled = () if self.fit_mode == "supervised" else (UNLABELED, NONE)
         sampler = SemiSupervisedBatchSampler(labels, n if self.batch_size == -1 else self.batch_size,
                                              n if self.unlabeled_batch_size == -1 else self.unlabeled_batch_size,
-                                             self._seed())
+                                             self._seed(), unlabeled_labels=unlabeled)
         return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
 
     def infer(self, x, **fit_params):
@@ -986,14 +999,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
         return loss
 
     def _data_loss(self, y_pred, y_true, X, training):
-        if self.fit_mode == "supervised" or not isinstance(X, Mapping):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
         labels = torch.as_tensor(y_true).to(y_pred.device)
-        labeled = labels != UNLABELED
+        labeled = labels >= 0  # a class; not UNLABELED, not NONE
+        if bool(labeled.all()):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
         loss = y_pred.new_zeros(())
         if labeled.any():
             loss = self.criterion_(y_pred[labeled], labels[labeled])
-        if not labeled.all():
+        if self.fit_mode != "supervised" and isinstance(X, Mapping):
+            # Unlabeled and "none" samples: UEO's loss (NONE's weight is the lowest, 1 / C).
             logits = y_pred[~labeled] * (UEO_LOGIT_SCALE / self.module_.logit_scale)
             loss = loss + self.lambda_ueo * ueo_loss(logits, X["weight"].to(y_pred.device)[~labeled])
         return loss
@@ -1013,7 +1027,15 @@ class ClipPromptClassifier(NeuralNetClassifier):
             Paths, PIL images, uint8 arrays or preprocessed tensors.
         y : array-like of shape (n_samples,)
             Entries of ``class_names`` or indices into it; -1 marks unlabeled samples (UEO
-            modes). With names, ``predict`` returns names.
+            modes); :data:`modal_vlm.NONE` (-2) marks images of none of the classes (a
+            person's "none of these classes"), in every mode and beside names too. With
+            names, ``predict`` returns names.
+
+            "None" images are a label like any other for the learner and the strategies
+            (:doc:`/open_set`): in the UEO modes they join UEO's unlabeled loss with the
+            weight of certain out-of-distribution samples (``1 / n_classes``); a
+            supervised fit has no loss term for them, and on "none" labels alone it gives
+            the zero-shot model.
         X_unlabeled : images, optional
             More unlabeled images (UEO modes), e.g. the remaining active-learning pool.
         **fit_params
@@ -1052,11 +1074,23 @@ class ClipPromptClassifier(NeuralNetClassifier):
                 y = np.concatenate([y, np.full(n_images(X_unlabeled), UNLABELED, dtype=np.int64)])
             with self._all_or_nothing():
                 dataset = self.get_dataset(X, y)  # reads and encodes every image: bad ones fail here
+                if self.fit_mode == "supervised" and not bool((dataset.labels >= 0).any()):
+                    return self._fit_without_classes()
                 if self.warm_start:
                     self._sync_module(keys=None)  # continuing needs a module of the current parameters
                 else:
                     vars(self).pop("_pending_state_", None)  # a fresh prompt replaces any saved one
                 return super().fit(dataset, dataset.labels.numpy(), **fit_params)
+
+    def _fit_without_classes(self):
+        """A supervised fit on labels that are all :data:`~modal_vlm.NONE`: nothing to learn
+        a class from, so the model is the zero-shot one (a fresh prompt would be untrained
+        noise with ``ctx_init=None``); with ``warm_start`` it stays as it was."""
+        if not self.warm_start or not self.initialized_:
+            vars(self).pop("_pending_state_", None)
+            self.initialize()
+        self.fit_epochs_ = 0
+        return self
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training the current prompt (initialised first if needed).
@@ -1112,7 +1146,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         epochs = self.max_epochs
         if epochs == AUTO_EPOCHS:
             labels = np.asarray(y if y is not None else _dataset_labels(X))
-            epochs = shot_schedule_epochs(int(np.sum(labels != UNLABELED)), len(self.class_names))
+            epochs = shot_schedule_epochs(int(np.sum(labels >= 0)), len(self.class_names))
         self.fit_epochs_ = int(epochs)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):

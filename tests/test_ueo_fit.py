@@ -109,7 +109,7 @@ def test_ood_score_is_max_probability(make_clf, images):
     (dict(), dict(y=np.r_[np.zeros(6), -np.ones(6)].astype(int)), "use fit_mode='ueo'"),
     (dict(), dict(X_unlabeled=np.zeros((2, 32, 32, 3), np.uint8)), "X_unlabeled is used by"),
     (dict(fit_mode="ueo", ueo_temperature=0), {}, "ueo_temperature"),
-    (dict(fit_mode="ueo"), dict(y=np.r_[np.zeros(6), -2 * np.ones(6)].astype(int)), r"Unknown labels \[-2\]"),
+    (dict(fit_mode="ueo"), dict(y=np.r_[np.zeros(6), -3 * np.ones(6)].astype(int)), r"Unknown labels \[-3\]"),
 ])
 def test_bad_ueo_settings(make_clf, images, params, fit_args, match):
     X, y = images
