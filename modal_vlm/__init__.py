@@ -34,6 +34,7 @@ _EXPORTS = {
     "list_strategies": "strategies",
     "margin_query": "strategies",
     "on_embeddings": "strategies",
+    "open_set": "strategies",
     "patch_modal": "compat",
     "pcb": "strategies",
     "prompt_committee": "committee",

@@ -20,7 +20,8 @@ import numpy as np
 from modAL.models import ActiveLearner
 from sklearn.base import clone
 
-from .metrics import classification_metrics
+from .metrics import classification_metrics, ood_metrics
+from .sentinels import NONE
 from .strategies import get_strategy, random_query
 from .strategies._result import pseudo_labels, split_result
 
@@ -209,9 +210,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         ``random_state=`` when it accepts one), or a name for
         :func:`modal_vlm.get_strategy` (``"cec"``, ``"entropy+pcb"``...).
     X_pool, y_pool : images, array of int
-        The unlabeled pool and the labels the oracle reveals.
+        The unlabeled pool and the labels the oracle reveals: class indices, or
+        :data:`modal_vlm.NONE` for images of none of the classes (the oracle answers "none
+        of these classes": the answer costs a label and is taught like any other).
     X_test, y_test : images, array of int
-        Evaluation set.
+        Evaluation set; images labeled :data:`~modal_vlm.NONE` are left out of the accuracies
+        and scored as out-of-distribution (``auroc``, ``fpr_at_95_tpr``).
     rounds : int, default=8
         Number of query-and-train rounds (the protocol: 8).
     budget : int, optional
@@ -232,9 +236,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     -------
     list of dict
         One record per round, round 0 being zero-shot: ``round``, ``n_labeled`` (oracle
-        labels so far: the budget spent), ``n_pseudo_labeled`` (pseudo-labeled training
-        samples so far), ``accuracy``, ``mean_per_class_accuracy``, ``per_class_accuracy``
-        (None for a class absent from the test set), ``class_counts`` (oracle labels per class
+        labels so far: the budget spent), ``n_none`` (of those, "none of these classes"
+        answers), ``n_pseudo_labeled`` (pseudo-labeled training samples so far), ``accuracy``,
+        ``mean_per_class_accuracy`` (the balanced accuracy), ``per_class_accuracy`` (None for
+        a class absent from the test set), with a test set holding images of none of the
+        classes ``auroc`` and ``fpr_at_95_tpr`` of ``score_samples`` (see
+        :func:`modal_vlm.metrics.ood_metrics`), ``class_counts`` (oracle labels per class
         so far), ``queried`` (pool indices sent to the oracle) and ``queried_labels``,
         ``pseudo_labeled`` (pool indices the strategy labeled itself) and ``pseudo_labels``
         (the labels it gave them), ``pseudo_correct`` (how many of those equal ``y_pool``),
@@ -298,14 +305,19 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
                             X_training=_take(X_pool, taught) if taught else None,
                             y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
 
+    known_test = y_test != NONE
+
     def record(round_, queried, pseudo, pseudo_given, seconds):
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
+        ood = {} if known_test.all() else ood_metrics(learner.estimator.score_samples(X_test), known_test)
         seconds["evaluate"] = time.perf_counter() - start
-        entry = {"round": round_, "n_labeled": len(labeled), "n_pseudo_labeled": len(taught) - len(labeled),
-                 **classification_metrics(y_test, y_pred),
+        answers = y_pool[labeled]
+        entry = {"round": round_, "n_labeled": len(labeled), "n_none": int(np.sum(answers == NONE)),
+                 "n_pseudo_labeled": len(taught) - len(labeled),
+                 **classification_metrics(y_test[known_test], y_pred[known_test]), **ood,
                  "per_class_accuracy": per_class_accuracy(y_test, y_pred, n_classes),
-                 "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
+                 "class_counts": np.bincount(answers[answers >= 0], minlength=n_classes).tolist(),
                  "queried": [int(i) for i in queried], "queried_labels": [int(c) for c in y_pool[queried]],
                  "pseudo_labeled": [int(i) for i in pseudo], "pseudo_labels": [int(c) for c in pseudo_given],
                  "pseudo_correct": int(np.sum(y_pool[pseudo] == pseudo_given)), "seconds": seconds}

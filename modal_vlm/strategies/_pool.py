@@ -11,6 +11,7 @@ import numbers
 from functools import cached_property
 
 import numpy as np
+import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
@@ -148,6 +149,32 @@ class QueryPool:
                              f"({self.proba.shape[1]}, n_features), one row per class.")
         return text
 
+    def subset(self, rows, X_rows) -> "QueryPool":
+        """A view of the pool images ``rows`` (``X_rows`` = those images), sharing what is
+        already computed here (embeddings, probabilities, the labeled set's).
+
+        Parameters
+        ----------
+        rows : np.ndarray of int
+            Positions in this pool.
+        X_rows : sequence
+            ``X_pool`` at ``rows`` (see :func:`take_rows`).
+
+        Returns
+        -------
+        QueryPool
+        """
+        view = QueryPool(self.classifier, X_rows, X_labeled=self.X_training, y_labeled=self.y_training)
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        if "features" in self.__dict__ and not isinstance(self.features, DiskMatrix):
+            view.features = self.features[index]
+        if "proba" in self.__dict__:
+            view.proba = self.proba[np.asarray(rows)]
+        for name in ("labeled_features", "labeled_proba", "labeled_none", "text_features"):
+            if name in self.__dict__:
+                view.__dict__[name] = self.__dict__[name]
+        return view
+
     def predict_proba(self, X):
         """The cached :attr:`proba` for the pool itself, the estimator's otherwise."""
         return self.proba if X is self.X_pool else self.estimator.predict_proba(X)
@@ -185,6 +212,13 @@ class QueryPool:
         """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label);
         :data:`~modal_vlm.NONE` labels count for no class."""
         return np.bincount(self.labeled_positions(), minlength=self.proba.shape[1])
+
+
+def take_rows(X, rows):
+    """``X`` at the positions ``rows``: an array (or :class:`~modal_vlm.EmbeddingPool`) is
+    indexed, any other sequence gives a list."""
+    rows = np.asarray(rows, dtype=np.intp)
+    return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]
 
 
 def check_n_instances(n_instances, n_pool: int) -> int:

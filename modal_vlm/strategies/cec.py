@@ -35,6 +35,7 @@ from ._knn import knn as nearest_neighbours
 from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows, row_blocks
 from ._pool import prepare
 from ._result import query_result
+from .open_set import pool_none_probability
 from .uncertainty import entropy, top_scores
 
 SELECTIONS = ("centroid", "most_uncertain", "candidates")
@@ -354,7 +355,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
               calibrate=True, clustering=True, selection="centroid", knn="auto",
               kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, avoid_labeled=True,
-              clusters_per_label=2, weight_power=1.0, return_metrics=False):
+              clusters_per_label=2, weight_power=1.0, open_set=False, return_metrics=False):
     """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
 
     Parameters
@@ -444,6 +445,10 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
+    metrics = {"U": U, "H": H, "H_nb": H_nb, "prior": prior}
+    if open_set:  # images like those marked "none of these classes" weigh less
+        metrics["none_probability"] = pool_none_probability(pool)
+        U = U * (1.0 - metrics["none_probability"])
     if clustering:
         labeled = pool.labeled_features if avoid_labeled else None
         picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
@@ -453,4 +458,4 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
                                                 weight_power=weight_power)
     else:
         picks = top_scores(U, n_instances, rng)
-    return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)
+    return query_result(picks, metrics, return_metrics)
