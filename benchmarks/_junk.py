@@ -64,3 +64,18 @@ def screenshots(n, rng) -> np.ndarray:
 
 #: The generated kinds by name.
 KINDS = {"digits": digits, "screenshots": screenshots}
+
+
+def junk_files(kind, n, folder, seed=0) -> np.ndarray:
+    """``n`` images of a generated kind as PNG files in ``folder / kind`` (written once; the
+    same ``seed`` gives the same images), their paths in order: a folder of junk, as a user's
+    ``none_data`` would be."""
+    from pathlib import Path
+
+    target = Path(folder) / f"{kind}-{n}-seed{seed}"
+    paths = [target / f"{i:05d}.png" for i in range(n)]
+    if not all(path.exists() for path in paths):
+        target.mkdir(parents=True, exist_ok=True)
+        for path, pixels in zip(paths, KINDS[kind](n, np.random.default_rng(seed))):
+            Image.fromarray(pixels).save(path)
+    return np.array([str(path) for path in paths])

@@ -257,6 +257,10 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
 
     Notes
     -----
+    Semi-supervised fits. With an estimator in a UEO fit mode (``fit_mode="ueo"`` or
+    ``"infomax"``) every round's fit also gets the images still unlabeled, as
+    ``X_unlabeled`` (``learner.teach(X, y, X_unlabeled=...)``).
+
     Pseudo-labels. A strategy may label some pool samples itself instead of sending them to
     the oracle (CB+SQ's selective querying): its metrics then hold ``"pseudo_labeled"``
     (positions in the pool it was given, disjoint from its ``budget`` picks) and
@@ -301,9 +305,17 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     model.transform(X_pool)
     model.transform(X_test)
     encode_seconds = time.perf_counter() - start
+    unlabeled = np.setdiff1d(np.arange(len(y_pool)), taught)  # sorted, as np.delete keeps it
+    # A semi-supervised fit mode (UEO, InfoMax) also learns from the images not labeled yet.
+    semi_supervised = getattr(model, "fit_mode", "supervised") != "supervised"
+
+    def unlabeled_kwargs():
+        return {"X_unlabeled": _take(X_pool, unlabeled)} if semi_supervised else {}
+
     learner = ActiveLearner(estimator=model, query_strategy=strategy,
                             X_training=_take(X_pool, taught) if taught else None,
-                            y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
+                            y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None,
+                            **(unlabeled_kwargs() if taught else {}))
 
     known_test = y_test != NONE
 
@@ -328,7 +340,6 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     empty = np.zeros(0, dtype=np.intp)
     if not history:
         record(0, empty, empty, empty, {"encode": encode_seconds, "query": 0.0, "train": 0.0})
-    unlabeled = np.setdiff1d(np.arange(len(y_pool)), taught)  # sorted, as np.delete keeps it
     for round_ in range(len(history), rounds + 1):
         if len(unlabeled) < budget:
             raise ValueError(f"round {round_}: {len(unlabeled)} unlabeled images left for a budget of {budget}; "
@@ -340,11 +351,11 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         queried, pseudo = unlabeled[picked], unlabeled[pseudo_picked]
         query_seconds = time.perf_counter() - start
         start = time.perf_counter()
+        unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
         learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
-                      np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))
+                      np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype), **unlabeled_kwargs())
         train_seconds = time.perf_counter() - start
         labeled += queried.tolist()
         taught += queried.tolist() + pseudo.tolist()
-        unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
         record(round_, queried, pseudo, pseudo_given, {"encode": 0.0, "query": query_seconds, "train": train_seconds})
     return history

@@ -98,9 +98,12 @@ def test_modal_teach_passes_the_pool(make_clf, images):
     np.testing.assert_allclose(learner.predict_proba(X), reference.predict_proba(X), atol=1e-6)
 
 
-def test_ood_score_is_max_probability(make_clf, images):
-    X, _ = images
-    clf = make_clf()
+def test_ood_score_follows_the_learned_prompt(make_clf, images):
+    X, y = images
+    clf = make_clf(fit_mode="ueo", train_visual_norm=False).fit(X[:6], y[:6], X_unlabeled=X[6:])
+    cosine = clf.transform(X) @ clf.class_text_features().T
+    np.testing.assert_allclose(clf.score_samples(X), cosine.max(1), atol=1e-6)
+    clf.set_params(ood_score="max_probability")
     np.testing.assert_allclose(clf.score_samples(X), clf.predict_proba(X).max(1))
 
 

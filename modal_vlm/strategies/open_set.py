@@ -55,7 +55,9 @@ def none_probability(features, labeled_features, labeled_none, bandwidth=BANDWID
     Returns
     -------
     np.ndarray of shape (n,), float32
-        Values in ``[0, 1]``; zeros when nothing is marked none, ones when every label is.
+        Values in ``[0, 1]``; zeros when nothing is marked none. When every label is
+        "none" there is no class to compare with: ``p_none`` is then the kernel to the
+        nearest mark alone (1 for a marked image, ``1/e`` at a cosine of ``1 - tau``).
 
     Examples
     --------
@@ -68,8 +70,6 @@ def none_probability(features, labeled_features, labeled_none, bandwidth=BANDWID
     labeled_none = np.asarray(labeled_none, dtype=bool)
     if labeled_features is None or not labeled_none.any():
         return np.zeros(n, dtype=np.float32)
-    if labeled_none.all():
-        return np.ones(n, dtype=np.float32)
     if not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth!r}.")
     marks = torch.nn.functional.normalize(as_tensor(labeled_features).float(), dim=1)
@@ -78,6 +78,9 @@ def none_probability(features, labeled_features, labeled_none, bandwidth=BANDWID
     for rows in row_blocks(n, len(marks)):
         F = torch.nn.functional.normalize(as_tensor(features[rows]).float(), dim=1)
         logits = (F @ marks.T - 1.0) / bandwidth
+        if bool(is_none.all()):
+            result[rows] = torch.exp(logits.max(dim=1).values).numpy()
+            continue
         none = torch.logsumexp(logits[:, is_none], dim=1)
         known = torch.logsumexp(logits[:, ~is_none], dim=1)
         result[rows] = torch.sigmoid(none - known).numpy()
