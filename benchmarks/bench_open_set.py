@@ -34,6 +34,15 @@ as ``X_unlabeled``); ``entropy``,
 
     OMP_NUM_THREADS=1 python benchmarks/bench_open_set.py [--pools near digits ...] [--arms ...]
         [--seeds 0 1 2 3 4] [--out benchmarks/results/open_set.md] [--table-only]
+    OMP_NUM_THREADS=1 python benchmarks/bench_open_set.py --scores [--seeds 0 1 2]
+
+``--scores`` studies the in-distribution score itself (the issue's "why does UEO not raise
+AUROC?"): on the ``near`` and ``digits`` pools, 5 labels per known class drawn with the seed,
+three fits (zero-shot; labels only; semi-supervised UEO, prompt-only, the rest of the pool
+unlabeled) and the AUROC of two scores of the same fit: the maximum softmax probability
+(the UEO paper's) and the maximum cosine to a class (``score_samples``'s default);
+``--norm`` adds UEO with the image encoder's normalisation layers trained
+(``train_visual_norm=True``), which is slow on a CPU.
 
 Runs already in the JSON beside ``--out`` are kept (same pool, arm, seed and settings), so an
 interrupted benchmark resumes; several processes may run different pools with their own
@@ -153,6 +162,55 @@ def run(pool_name, arm, seed, args):
             "seconds": sum(r["seconds"]["query"] + r["seconds"]["train"] for r in records)}
 
 
+SCORE_FITS = {
+    "zero-shot": None,
+    "labels only": {},
+    "UEO (prompt only)": {"fit_mode": "ueo", "train_visual_norm": False},
+}
+NORM_FITS = {  # the same number of epochs for both, so that only the norm layers differ
+    "UEO (prompt only), 50 epochs": {"fit_mode": "ueo", "train_visual_norm": False, "max_epochs": 50},
+    "UEO + visual norms, 50 epochs": {"fit_mode": "ueo", "train_visual_norm": True, "max_epochs": 50},
+}
+
+
+def score_study(pool_name, fit_name, params, seed, args):
+    """AUROC of the two in-distribution scores after one fit on 5 labels per known class."""
+    from modal_vlm.metrics import ood_metrics
+
+    X_pool, y_pool, X_test, y_test, names = load_pool(pool_name, seed, args)
+    rng = np.random.default_rng(seed)
+    labeled = np.concatenate([rng.choice(np.flatnonzero(y_pool == c), 5, replace=False) for c in range(len(names))])
+    clf = ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size, verbose=0,
+                               cache_dir=args.cache_dir, random_state=seed, **(params or {}))
+    start = time.perf_counter()
+    if params is not None:
+        unlabeled = {"X_unlabeled": np.delete(X_pool, labeled)} if params.get("fit_mode") == "ueo" else {}
+        clf.fit(X_pool[labeled], y_pool[labeled], **unlabeled)
+    known = y_test != NONE
+    proba = clf.predict_proba(X_test)
+    cosine = clf.transform(X_test) @ clf.class_text_features().T
+    return {"part": "scores", "pool": pool_name, "fit": fit_name, "seed": seed, "config": config(args),
+            "accuracy": float(np.mean(proba[known].argmax(1) == y_test[known])),
+            "max_probability": ood_metrics(proba.max(1), known), "max_cosine": ood_metrics(cosine.max(1), known),
+            "seconds": time.perf_counter() - start}
+
+
+def score_table(results):
+    lines = ["## The in-distribution score: max probability vs max cosine", "",
+             "Part `--scores`: one fit on 5 labels per known class (drawn with the seed), AUROC and FPR at 95 % "
+             "TPR of known vs junk test images for two scores of the same fit; accuracy on the known classes.", "",
+             "| pool | fit | seeds | accuracy | AUROC max probability | AUROC max cosine | "
+             "FPR@95 max probability | FPR@95 max cosine |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for pool in dict.fromkeys(r["pool"] for r in results):
+        for fit in dict.fromkeys(r["fit"] for r in results if r["pool"] == pool):
+            mine = [r for r in results if (r["pool"], r["fit"]) == (pool, fit)]
+            lines.append(f"| {pool} | {fit} | {len(mine)} | {_ms([r['accuracy'] for r in mine])} | "
+                         + " | ".join(_ms([r[score][metric] for r in mine]) for metric in ("auroc", "fpr_at_95_tpr")
+                                      for score in ("max_probability", "max_cosine")) + " |")
+    return lines + [""]
+
+
 def config(args):
     return {"model": args.model, "rounds": args.rounds, "budget": args.budget, "image_size": args.image_size,
             "pool_per_class": args.pool_per_class, "test_per_class": args.test_per_class}
@@ -179,6 +237,8 @@ def table(results, args):
         + "` (2 shared CPU cores; accuracy does not depend on load).",
         "",
     ]
+    scores = [r for r in results if r.get("part") == "scores"]
+    results = [r for r in results if r.get("part") != "scores"]
     for pool in POOLS:
         runs = [r for r in results if r["pool"] == pool]
         if not runs:
@@ -211,6 +271,8 @@ def table(results, args):
                 au = np.array([r["auroc"] for r in with_auroc if r["arm"] == arm], dtype=float)
                 lines.append(f"| {arm} | " + " | ".join(_ms(au[:, k]) for k in range(au.shape[1])) + " |")
             lines.append("")
+    if scores:
+        lines += score_table(scores)
     return "\n".join(lines) + "\n"
 
 
@@ -230,20 +292,38 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "open_set.md"))
     parser.add_argument("--merge", nargs="*", default=[], help="JSON files of other processes to merge in")
     parser.add_argument("--table-only", action="store_true", help="run nothing: rewrite the table from the JSON")
+    parser.add_argument("--scores", action="store_true", help="run the score study instead of the pools")
+    parser.add_argument("--norm", action="store_true", help="with --scores: the visual-norm fits only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
     store = out.with_suffix(".json")
     results = json.loads(store.read_text()) if store.exists() else []
     for other in args.merge:
-        known = {(r["pool"], r["arm"], r["seed"]) for r in results}
-        results += [r for r in json.loads(Path(other).read_text()) if (r["pool"], r["arm"], r["seed"]) not in known]
+        def key(r):
+            return r.get("part"), r["pool"], r.get("arm"), r.get("fit"), r["seed"]
+        known = {key(r) for r in results}
+        results += [r for r in json.loads(Path(other).read_text()) if key(r) not in known]
     results = [r for r in results if r["config"] == config(args)]
-    if not args.table_only:
+    if args.scores and not args.table_only:
+        fits = NORM_FITS if args.norm else SCORE_FITS
+        for pool in ("digits", "near") if args.pools == list(POOLS) else args.pools:
+            for fit, params in fits.items():
+                for seed in args.seeds:
+                    key = ("scores", pool, fit, seed)
+                    if any((r.get("part"), r["pool"], r.get("fit"), r["seed"]) == key for r in results):
+                        continue
+                    results.append(score_study(pool, fit, params, seed, args))
+                    r = results[-1]
+                    print(f"scores {pool} / {fit} / seed {seed}: AUROC probability {r['max_probability']['auroc']:.3f}, "
+                          f"cosine {r['max_cosine']['auroc']:.3f} ({r['seconds']:.0f} s)", flush=True)
+                    store.write_text(json.dumps(results, indent=1))
+                    out.write_text(table(results, args))
+    elif not args.table_only:
         for pool in args.pools:
             for arm in args.arms or POOL_ARMS[pool]:
                 for seed in args.seeds:
-                    if any((r["pool"], r["arm"], r["seed"]) == (pool, arm, seed) for r in results):
+                    if any((r["pool"], r.get("arm"), r["seed"]) == (pool, arm, seed) for r in results):
                         continue
                     start = time.perf_counter()
                     results.append(run(pool, arm, seed, args))

@@ -60,6 +60,16 @@ def image_files(folder) -> list[str]:
     """The image files under ``folder`` (recursively; suffixes in :data:`IMAGE_EXTENSIONS`,
     hidden files left out), sorted by path.
 
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder to search.
+
+    Returns
+    -------
+    list of str
+        The paths of the image files.
+
     Examples
     --------
     >>> import pathlib, tempfile

@@ -52,6 +52,7 @@ def sentinel_mask(y, sentinel, class_names=()) -> np.ndarray:
     Returns
     -------
     np.ndarray of bool of shape (n_samples,)
+        True where ``y`` holds ``sentinel``.
 
     Examples
     --------
@@ -82,6 +83,7 @@ def none_mask(y, class_names=()) -> np.ndarray:
     Returns
     -------
     np.ndarray of bool of shape (n_samples,)
+        True where ``y`` says "none of these classes".
 
     Examples
     --------

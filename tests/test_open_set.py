@@ -3,7 +3,7 @@ estimator, modAL's ``teach``, the strategies and the runner; open-set-aware sele
 import numpy as np
 import pytest
 from modAL.models import ActiveLearner
-from PIL import Image
+from test_experiment import write_image_folder
 
 import modal_vlm
 from modal_vlm import NONE, ClipPromptClassifier
@@ -138,18 +138,9 @@ def test_ueo_runs_learn_from_the_images_not_yet_labeled(images, monkeypatch):
     assert seen == [6, 3]   # a resumed run refits round 1 as the uninterrupted run did
 
 
-def write_folder(root, names, per_folder, seed=0):
-    rng = np.random.default_rng(seed)
-    for name in names:
-        (root / name).mkdir(parents=True)
-        for i in range(per_folder):
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i:02d}.png")
-    return root
-
-
 def test_run_data_with_none_images_and_a_long_tail(tmp_path):
-    data_dir = write_folder(tmp_path / "data", ["a", "b", "c"], 12)
-    none_dir = write_folder(tmp_path / "junk", ["screens", "blurred"], 5, seed=1)
+    data_dir = write_image_folder(tmp_path / "data", ["a", "b", "c"], 12)
+    none_dir = write_image_folder(tmp_path / "junk", ["screens", "blurred"], 5, seed=1)
     config = RunConfig(data=str(data_dir), none_data=str(none_dir), test_size=0.2, long_tail=4).validate()
     data = load_run_data(config)
     assert np.sum(data.y_pool == NONE) == 8 and np.sum(data.y_test == NONE) == 2

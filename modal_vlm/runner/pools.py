@@ -56,7 +56,18 @@ def long_tail_counts(n_max, n_classes, imbalance) -> np.ndarray:
 
 
 def check_imbalance(imbalance) -> None:
-    """Raise ``ValueError`` unless ``imbalance`` is a number >= 1 (not a bool)."""
+    """Raise ``ValueError`` unless ``imbalance`` is a number >= 1 (not a bool).
+
+    Parameters
+    ----------
+    imbalance : object
+        The ``long_tail`` setting: the ratio of the most common class's count to the rarest's.
+
+    Raises
+    ------
+    ValueError
+        ``imbalance`` is not a number >= 1.
+    """
     if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not imbalance >= 1:
         raise ValueError(f"long_tail (the imbalance ratio) must be a number >= 1, got {imbalance!r}.")
 
