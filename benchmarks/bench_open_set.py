@@ -38,9 +38,10 @@ as ``X_unlabeled``); ``entropy``,
 
 ``--scores`` studies the in-distribution score itself (the issue's "why does UEO not raise
 AUROC?"): on the ``near`` and ``digits`` pools, 5 labels per known class drawn with the seed,
-three fits (zero-shot; labels only; semi-supervised UEO, prompt-only, the rest of the pool
-unlabeled) and the AUROC of two scores of the same fit: the maximum softmax probability
-(the UEO paper's) and the maximum cosine to a class (``score_samples``'s default);
+four fits (zero-shot; labels only; semi-supervised UEO, prompt-only, the rest of the pool
+unlabeled; the same with UEO's weight temperature at 0.01) and the AUROC of two scores of the
+same fit: the maximum softmax probability (the UEO paper's) and the maximum cosine to a class
+(``score_samples``'s default);
 ``--norm`` adds UEO with the image encoder's normalisation layers trained
 (``train_visual_norm=True``), which is slow on a CPU.
 
@@ -166,6 +167,9 @@ SCORE_FITS = {
     "zero-shot": None,
     "labels only": {},
     "UEO (prompt only)": {"fit_mode": "ueo", "train_visual_norm": False},
+    # UEO's sample weights at T = 0.01 (CLIP's logit scale) instead of the authors' 1, where
+    # they are all close to 1 / C: does the weighting matter?
+    "UEO (prompt only), T=0.01": {"fit_mode": "ueo", "train_visual_norm": False, "ueo_temperature": 0.01},
 }
 NORM_FITS = {  # the same number of epochs for both, so that only the norm layers differ
     "UEO (prompt only), 50 epochs": {"fit_mode": "ueo", "train_visual_norm": False, "max_epochs": 50},

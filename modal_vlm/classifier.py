@@ -570,16 +570,29 @@ class ClipPromptClassifier(NeuralNetClassifier):
         X : images
             Paths, PIL images, uint8 arrays or preprocessed tensors.
         y : array-like of shape (n_samples,)
-            True labels: entries of ``class_names`` or indices into it.
+            True labels: entries of ``class_names`` or indices into it. Images labeled
+            :data:`modal_vlm.NONE` are left out: no class is right for them (score them with
+            :meth:`score_samples` and :func:`modal_vlm.metrics.ood_metrics`).
         sample_weight : array-like of shape (n_samples,), optional
             Sample weights.
 
         Returns
         -------
         float
-            The (weighted) fraction of correct predictions.
+            The (weighted) fraction of correct predictions among the images of the classes.
+
+        Raises
+        ------
+        ValueError
+            ``y`` holds no image of the classes.
         """
-        return float(accuracy_score(self._label_indices(y), self._predict_indices(X), sample_weight=sample_weight))
+        labels, predicted = self._label_indices(y), self._predict_indices(X)
+        of_a_class = labels != NONE
+        if not of_a_class.any():
+            raise ValueError("y holds only modal_vlm.NONE: accuracy needs images of the classes (score images of "
+                             "none of the classes with score_samples and modal_vlm.metrics.ood_metrics).")
+        weights = None if sample_weight is None else np.asarray(sample_weight)[of_a_class]
+        return float(accuracy_score(labels[of_a_class], predicted[of_a_class], sample_weight=weights))
 
     def _predict_indices(self, X) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)

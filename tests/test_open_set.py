@@ -78,6 +78,14 @@ def test_ueo_learns_from_none_with_the_weight_of_certain_ood(images):
     assert not np.allclose(fitted.predict_proba(X), plain.fit(X[:3], y[:3]).predict_proba(X))
 
 
+def test_score_leaves_none_images_out(images):
+    X, y = images
+    clf = ClipPromptClassifier(["cat", "dog", "car"], **TINY)
+    assert clf.score(X, np.r_[y[:6], [NONE] * 6]) == pytest.approx(clf.score(X[:6], y[:6]))
+    with pytest.raises(ValueError, match="y holds only modal_vlm.NONE"):
+        clf.score(X[:2], [NONE, NONE])
+
+
 def test_labels_that_are_neither_a_class_nor_none_are_refused(images):
     X, y = images
     with pytest.raises(ValueError, match=r"Unknown labels \[-3\]"):
