@@ -217,7 +217,7 @@ def always_reread(app, env, added, changed, removed):
 
 # Pages that may be missing while a feature is being written; the user guide lists only
 # those that exist (so no toctree ever points at a missing file).
-USER_GUIDE = ["installation", "quickstart", "inputs", "strategies", "ueo", "contracts", "experiments",
+USER_GUIDE = ["installation", "quickstart", "inputs", "strategies", "ueo", "open_set", "contracts", "experiments",
               "labeling", "labelstudio", "trust", "performance", "scale", "results"]
 USER_GUIDE_MARKER = ".. user-guide-toctree::"
 

@@ -53,7 +53,7 @@ print("2-fold accuracy:", np.round(scores, 3))
 
 # %%
 # ``score_samples`` follows scikit-learn's outlier detectors: higher means more normal, here
-# more likely one of ``class_names`` (the maximum softmax probability). Its negation is an
+# more likely one of ``class_names`` (the largest cosine to a class's text feature). Its negation is an
 # out-of-distribution score.
 print("in-distribution scores:", np.round(clf.score_samples(X_test[:5]), 3))
 

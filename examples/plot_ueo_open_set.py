@@ -5,7 +5,7 @@ UEO on an open-set pool: accuracy and OOD scores
 In practice an unlabeled pool holds images of classes nobody named: out-of-distribution
 (OOD) images. UEO (Liang et al., ICML 2024) trains on such a pool anyway: its loss sharpens
 the predictions of confident (likely known) images and flattens those of uncertain (likely
-unknown) ones, so the maximum softmax probability separates the two better.
+unknown) ones.
 
 Here six CIFAR-10 classes are *known* (named to the model) and four are *unknown*. A few
 images of the known classes are labeled; the rest of the pool, unknown classes included, is unlabeled
@@ -84,7 +84,7 @@ for ax, (name, score) in zip(axes, scores.items()):
     ax.hist(score[is_known], bins=bins, alpha=0.6, label="known classes (ID)")
     ax.hist(score[~is_known], bins=bins, alpha=0.6, label="unknown classes (OOD)")
     ax.set_title(name)
-    ax.set_xlabel("OOD score: max softmax probability")
+    ax.set_xlabel("in-distribution score: max cosine to a class")
 axes[0].set_ylabel("test images")
 axes[0].legend()
 fig.tight_layout()

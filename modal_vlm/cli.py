@@ -36,7 +36,7 @@ SETTING_FLAGS = {"data": "data", "test_data": "test_data", "test_size": "test_si
                  "max_test_per_class": "max_test_per_class", "on_bad_image": "on_bad_image",
                  "strategy": "strategies", "seed": "seeds", "rounds": "rounds", "budget": "budget",
                  "first_round": "first_round", "audit_fraction": "audit_fraction", "label_noise": "label_noise",
-                 "learner": "learner"}
+                 "learner": "learner", "none_data": "none_data", "long_tail": "long_tail"}
 #: ``run`` options that set a ``ClipPromptClassifier`` parameter.
 CLASSIFIER_FLAGS = {"model": "model_name", "pretrained": "pretrained", "epochs": "max_epochs",
                     "lr": "lr", "batch_size": "batch_size", "image_size": "image_size",
@@ -180,6 +180,12 @@ def _add_run_parser(sub) -> None:
                       help="images per class read from --test-data")
     data.add_argument("--on-bad-image", metavar="fail|skip",
                       help="unreadable image files: stop (fail, default) or leave out with a warning")
+    data.add_argument("--none-data", metavar="DIR",
+                      help="image folder of images of none of the classes, mixed into pool and test set; "
+                           "the simulated oracle answers 'none of these classes' for them")
+    data.add_argument("--long-tail", type=float, metavar="RATIO",
+                      help="make the pool long-tailed: class counts decay by a constant factor down to "
+                           "1/RATIO of the first class's (e.g. 100)")
     protocol = p.add_argument_group("protocol")
     protocol.add_argument("--strategy", nargs="+", metavar="NAME",
                           help="query strategies, e.g. cec entropy random entropy+pcb (default: cec)")

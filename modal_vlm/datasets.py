@@ -56,7 +56,29 @@ def _subsample_per_class(y: np.ndarray, max_per_class: int | None, random_state)
     return np.sort(np.concatenate(chosen))
 
 
-def _image_files(folder: Path) -> list[str]:
+def image_files(folder) -> list[str]:
+    """The image files under ``folder`` (recursively; suffixes in :data:`IMAGE_EXTENSIONS`,
+    hidden files left out), sorted by path.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder to search.
+
+    Returns
+    -------
+    list of str
+        The paths of the image files.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "a.png").write_bytes(b""), (root / ".b.png").write_bytes(b""), (root / "c.txt").write_bytes(b"")
+    >>> [pathlib.Path(p).name for p in image_files(root)]
+    ['a.png']
+    """
+    folder = Path(folder)
     # Hidden files are skipped: macOS "._name.jpg" resource forks carry image suffixes. A
     # symbolic link that leads nowhere (a loop, a missing target) is listed, so that the
     # unreadable-image check names it instead of it vanishing from the data.
@@ -137,7 +159,7 @@ def load_image_folder(root, classes=None, max_per_class=None, random_state=None)
             )
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = _image_files(root / name)
+        files = image_files(root / name)
         if not files:
             raise ValueError(
                 f"class folder {str(root / name)!r} holds no image "

@@ -20,7 +20,8 @@ import numpy as np
 from modAL.models import ActiveLearner
 from sklearn.base import clone
 
-from .metrics import classification_metrics
+from .metrics import classification_metrics, ood_metrics
+from .sentinels import NONE
 from .strategies import get_strategy, random_query
 from .strategies._result import pseudo_labels, split_result
 
@@ -211,9 +212,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         ``random_state=`` when it accepts one), or a name for
         :func:`modal_vlm.get_strategy` (``"cec"``, ``"entropy+pcb"``...).
     X_pool, y_pool : images, array of int
-        The unlabeled pool and the labels the oracle reveals.
+        The unlabeled pool and the labels the oracle reveals: class indices, or
+        :data:`modal_vlm.NONE` for images of none of the classes (the oracle answers "none
+        of these classes": the answer costs a label and is taught like any other).
     X_test, y_test : images, array of int
-        Evaluation set.
+        Evaluation set; images labeled :data:`~modal_vlm.NONE` are left out of the accuracies
+        and scored as out-of-distribution (``auroc``, ``fpr_at_95_tpr``).
     rounds : int, default=8
         Number of query-and-train rounds (the protocol: 8).
     budget : int, optional
@@ -243,9 +247,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     -------
     list of dict
         One record per round, round 0 being zero-shot: ``round``, ``n_labeled`` (oracle
-        labels so far: the budget spent), ``n_pseudo_labeled`` (pseudo-labeled training
-        samples so far), ``accuracy``, ``mean_per_class_accuracy``, ``per_class_accuracy``
-        (None for a class absent from the test set), ``class_counts`` (oracle labels per class
+        labels so far: the budget spent), ``n_none`` (of those, "none of these classes"
+        answers), ``n_pseudo_labeled`` (pseudo-labeled training samples so far), ``accuracy``,
+        ``mean_per_class_accuracy`` (the balanced accuracy), ``per_class_accuracy`` (None for
+        a class absent from the test set), with a test set holding images of none of the
+        classes ``auroc`` and ``fpr_at_95_tpr`` of ``score_samples`` (see
+        :func:`modal_vlm.metrics.ood_metrics`), ``class_counts`` (oracle labels per class
         so far), ``queried`` (pool indices sent to the oracle) and ``queried_labels``,
         ``pseudo_labeled`` (pool indices the strategy labeled itself) and ``pseudo_labels``
         (the labels it gave them), ``pseudo_correct`` (how many of those equal ``y_pool``),
@@ -268,6 +275,10 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
 
     Notes
     -----
+    Semi-supervised fits. With an estimator in a UEO fit mode (``fit_mode="ueo"`` or
+    ``"infomax"``) every round's fit also gets the images still unlabeled, as
+    ``X_unlabeled`` (``learner.teach(X, y, X_unlabeled=...)``).
+
     Pseudo-labels. A strategy may label some pool samples itself instead of sending them to
     the oracle (CB+SQ's selective querying): its metrics then hold ``"pseudo_labeled"``
     (positions in the pool it was given, disjoint from its ``budget`` picks) and
@@ -314,9 +325,19 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     model.transform(X_pool)
     model.transform(X_test)
     encode_seconds = time.perf_counter() - start
+    unlabeled = np.setdiff1d(np.arange(len(y_pool)), taught)  # sorted, as np.delete keeps it
+    # A semi-supervised fit mode (UEO, InfoMax) also learns from the images not labeled yet.
+    semi_supervised = getattr(model, "fit_mode", "supervised") != "supervised"
+
+    def unlabeled_kwargs():
+        return {"X_unlabeled": _take(X_pool, unlabeled)} if semi_supervised else {}
+
     learner = ActiveLearner(estimator=model, query_strategy=strategy,
                             X_training=_take(X_pool, taught) if taught else None,
-                            y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None)
+                            y_training=np.asarray(taught_labels, dtype=y_pool.dtype) if taught else None,
+                            **(unlabeled_kwargs() if taught else {}))
+
+    known_test = y_test != NONE
     if monitor is not None:
         monitor.start(model, X_pool, history)
 
@@ -324,15 +345,18 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
         phase("evaluate")
         start = time.perf_counter()
         y_pred = learner.predict(X_test)
+        ood = {} if known_test.all() else ood_metrics(learner.estimator.score_samples(X_test), known_test)
         seconds["evaluate"] = time.perf_counter() - start
         trust = {} if monitor is None else {
             **(observed or {"audit": [], "queried_proba": []}),
             **monitor.update(model, _take(X_pool, np.setdiff1d(np.arange(len(y_pool)), taught))),
             "calibration": monitor.test_calibration(model, X_test, y_test)}
-        entry = {"round": round_, "n_labeled": len(labeled), "n_pseudo_labeled": len(taught) - len(labeled),
-                 **classification_metrics(y_test, y_pred),
+        answers = y_pool[labeled]
+        entry = {"round": round_, "n_labeled": len(labeled), "n_none": int(np.sum(answers == NONE)),
+                 "n_pseudo_labeled": len(taught) - len(labeled),
+                 **classification_metrics(y_test[known_test], y_pred[known_test]), **ood,
                  "per_class_accuracy": per_class_accuracy(y_test, y_pred, n_classes),
-                 "class_counts": np.bincount(y_pool[labeled], minlength=n_classes).tolist(),
+                 "class_counts": np.bincount(answers[answers >= 0], minlength=n_classes).tolist(),
                  "queried": [int(i) for i in queried], "queried_labels": [int(c) for c in y_pool[queried]],
                  "pseudo_labeled": [int(i) for i in pseudo], "pseudo_labels": [int(c) for c in pseudo_given],
                  "pseudo_correct": int(np.sum(y_pool[pseudo] == pseudo_given)), "seconds": seconds, **trust}
@@ -343,7 +367,6 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
     empty = np.zeros(0, dtype=np.intp)
     if not history:
         record(0, empty, empty, empty, {"encode": encode_seconds, "query": 0.0, "train": 0.0})
-    unlabeled = np.setdiff1d(np.arange(len(y_pool)), taught)  # sorted, as np.delete keeps it
     for round_ in range(len(history), rounds + 1):
         if len(unlabeled) < budget:
             raise ValueError(f"round {round_}: {len(unlabeled)} unlabeled images left for a budget of {budget}; "
@@ -365,12 +388,12 @@ def run_active_learning(estimator, query_strategy, X_pool, y_pool, X_test, y_tes
             audit=np.ones(budget, bool) if round_strategy is random_query else np.isin(picked, audit))
         phase("train")
         start = time.perf_counter()
+        unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
         learner.teach(_take(X_pool, np.concatenate([queried, pseudo])),
-                      np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype))
+                      np.concatenate([y_pool[queried], pseudo_given]).astype(y_pool.dtype), **unlabeled_kwargs())
         train_seconds = time.perf_counter() - start
         labeled += queried.tolist()
         taught += queried.tolist() + pseudo.tolist()
-        unlabeled = np.delete(unlabeled, np.concatenate([picked, pseudo_picked]))
         record(round_, queried, pseudo, pseudo_given, {"encode": 0.0, "query": query_seconds, "train": train_seconds},
                observed)
     return history

@@ -1,6 +1,7 @@
 """The pieces of UEO training (``fit_mode="ueo"`` / ``"infomax"``) besides the loss.
 
-* :class:`TrainingSet`: inputs with UEO's fixed sample weight, and a label (-1 = unlabeled);
+* :class:`TrainingSet`: inputs with UEO's fixed sample weight, and a label (-1 = unlabeled,
+  -2 = none of the classes);
 * :class:`SemiSupervisedBatchSampler`: one labeled and one unlabeled batch per step;
 * :func:`norm_adapted_copy`: an image encoder whose normalisation affine parameters train.
 
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-UNLABELED = -1
+from .sentinels import NONE, UNLABELED
+
 NORM_LAYERS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
 
@@ -57,6 +59,9 @@ class SemiSupervisedBatchSampler(Sampler):
     """Batches of ``batch_size`` labeled samples, each joined by ``unlabeled_batch_size``
     unlabeled ones.
 
+    Labeled samples have a class (``label >= 0``); the unlabeled stream draws the samples
+    whose label is in ``unlabeled_labels``; any other sample is never drawn.
+
     An epoch is one shuffled pass over the labeled samples; the unlabeled samples are drawn
     from an endless shuffled stream, so every round of active learning sees fresh pool
     samples. Without labels an epoch is one shuffled pass over the unlabeled samples;
@@ -65,11 +70,14 @@ class SemiSupervisedBatchSampler(Sampler):
     Parameters
     ----------
     labels : array-like of int
-        -1 marks unlabeled samples.
+        Class indices; -1 marks unlabeled samples, -2 samples of none of the classes.
     batch_size, unlabeled_batch_size : int
     seed : int, optional
         Seeds the order. The labeled and unlabeled streams draw from separate generators,
         so the labeled batches do not depend on the unlabeled data.
+    unlabeled_labels : tuple of int, default=(-1, -2)
+        The labels of the unlabeled stream (UNLABELED, NONE); ``()`` draws labeled
+        samples only.
 
     Examples
     --------
@@ -78,10 +86,11 @@ class SemiSupervisedBatchSampler(Sampler):
     [3]
     """
 
-    def __init__(self, labels, batch_size, unlabeled_batch_size, seed=None):
+    def __init__(self, labels, batch_size, unlabeled_batch_size, seed=None, unlabeled_labels=(UNLABELED, NONE)):
         labels = torch.as_tensor(labels)
-        self.labeled = torch.nonzero(labels != UNLABELED).flatten()
-        self.unlabeled = torch.nonzero(labels == UNLABELED).flatten()
+        self.labeled = torch.nonzero(labels >= 0).flatten()
+        self.unlabeled = torch.nonzero(torch.isin(labels, torch.as_tensor(list(unlabeled_labels),
+                                                                          dtype=labels.dtype))).flatten()
         self.batch_size, self.unlabeled_batch_size = int(batch_size), int(unlabeled_batch_size)
         self.generators = [None if seed is None else torch.Generator().manual_seed(seed + offset)
                            for offset in (0, 1)]

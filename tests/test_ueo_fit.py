@@ -98,9 +98,12 @@ def test_modal_teach_passes_the_pool(make_clf, images):
     np.testing.assert_allclose(learner.predict_proba(X), reference.predict_proba(X), atol=1e-6)
 
 
-def test_ood_score_is_max_probability(make_clf, images):
-    X, _ = images
-    clf = make_clf()
+def test_ood_score_follows_the_learned_prompt(make_clf, images):
+    X, y = images
+    clf = make_clf(fit_mode="ueo", train_visual_norm=False).fit(X[:6], y[:6], X_unlabeled=X[6:])
+    cosine = clf.transform(X) @ clf.class_text_features().T
+    np.testing.assert_allclose(clf.score_samples(X), cosine.max(1), atol=1e-6)
+    clf.set_params(ood_score="max_probability")
     np.testing.assert_allclose(clf.score_samples(X), clf.predict_proba(X).max(1))
 
 
@@ -109,7 +112,7 @@ def test_ood_score_is_max_probability(make_clf, images):
     (dict(), dict(y=np.r_[np.zeros(6), -np.ones(6)].astype(int)), "use fit_mode='ueo'"),
     (dict(), dict(X_unlabeled=np.zeros((2, 32, 32, 3), np.uint8)), "X_unlabeled is used by"),
     (dict(fit_mode="ueo", ueo_temperature=0), {}, "ueo_temperature"),
-    (dict(fit_mode="ueo"), dict(y=np.r_[np.zeros(6), -2 * np.ones(6)].astype(int)), r"Unknown labels \[-2\]"),
+    (dict(fit_mode="ueo"), dict(y=np.r_[np.zeros(6), -3 * np.ones(6)].astype(int)), r"Unknown labels \[-3\]"),
 ])
 def test_bad_ueo_settings(make_clf, images, params, fit_args, match):
     X, y = images

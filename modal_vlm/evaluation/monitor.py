@@ -22,6 +22,7 @@ from .assessment import DEFAULT_CALIBRATION_DECAY, HeldOutPairs, assess, fit_cal
 from .calibration import expected_calibration_error
 from .stopping import DEFAULT_KAPPA_THRESHOLD, DEFAULT_KAPPA_WINDOW, is_stable, prediction_agreement
 from .suspects import DEFAULT_SUSPECT_RATIO
+from ..sentinels import NONE
 
 #: Share of every batch drawn at random for the accuracy estimate (see trust.md).
 DEFAULT_AUDIT_FRACTION = 0.2
@@ -100,6 +101,12 @@ def audit_count(audit_fraction, round_, n_instances) -> int:
                          "with no pick for the query strategy; lower audit_fraction or raise the budget.")
     return math.floor(round_ * share + 1e-9) - math.floor((round_ - 1) * share + 1e-9)
 
+
+
+def _known(y) -> np.ndarray:
+    """Which labels name a class: an answer "none of these classes" (:data:`modal_vlm.NONE`)
+    has no class to be right or wrong about, so it is neither a held-out pair nor calibrated."""
+    return np.asarray(y) != NONE
 
 class LoopMonitor(BaseEstimator):
     """Calibration, accuracy estimate, stopping signal and suspect labels for an active-learning loop.
@@ -224,8 +231,10 @@ class LoopMonitor(BaseEstimator):
                 continue
             ids = np.asarray(record["queried"], dtype=np.intp)
             audit = set(record.get("audit", []))
-            self._add(self._positions(estimator, record["queried_labels"]),
-                      np.asarray(record["queried_proba"], dtype=float), ids, [i in audit for i in ids])
+            known = _known(record["queried_labels"])
+            self._add(self._positions(estimator, np.asarray(record["queried_labels"])[known]),
+                      np.asarray(record["queried_proba"], dtype=float)[known], ids[known],
+                      [i in audit for i in ids[known]])
             self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         return self
 
@@ -297,7 +306,7 @@ class LoopMonitor(BaseEstimator):
         X : sequence of images
             The newly labeled images.
         y : array-like of shape (n,)
-            Their labels (entries of ``estimator.classes_``).
+            Their labels (entries of ``estimator.classes_``, or :data:`modal_vlm.NONE`: left out).
         ids : array-like of int, optional
             Their ids (pool positions), reported by :meth:`update`'s ``suspect_labels``;
             default: their order of observation.
@@ -316,7 +325,8 @@ class LoopMonitor(BaseEstimator):
         if ids.shape != (n,) or audit.shape != (n,) or len(np.asarray(y)) != n:
             raise ValueError(f"X, y, ids and audit must describe the same {n} images.")
         proba = _rounded(estimator.predict_proba(X)) if n else np.zeros((0, len(estimator.classes_)))
-        self._add(self._positions(estimator, y), proba, ids, audit)
+        known = _known(y)
+        self._add(self._positions(estimator, np.asarray(y)[known]), proba[known], ids[known], audit[known])
         return {"queried_proba": proba.tolist(), "audit": ids[audit].tolist()}
 
     def update(self, estimator, X_unlabeled) -> dict:
@@ -364,7 +374,7 @@ class LoopMonitor(BaseEstimator):
         X_test : sequence of images
             Test images.
         y_test : array-like
-            Their labels (entries of ``estimator.classes_``).
+            Their labels (entries of ``estimator.classes_``, or :data:`modal_vlm.NONE`: left out).
 
         Returns
         -------
@@ -372,8 +382,9 @@ class LoopMonitor(BaseEstimator):
             ``temperature`` (the calibration's), ``ece`` (expected calibration error of the
             calibrated confidence) and ``ece_uncalibrated`` (of ``predict_proba``'s).
         """
-        proba = np.asarray(estimator.predict_proba(X_test))
-        y = self._positions(estimator, y_test)
+        known = _known(y_test)
+        proba = np.asarray(estimator.predict_proba(X_test))[known]
+        y = self._positions(estimator, np.asarray(y_test)[known])
         return {"temperature": round(self.calibrator_.temperature_, 6),
                 "ece": round(expected_calibration_error(y, self.calibrate(proba)), 6),
                 "ece_uncalibrated": round(expected_calibration_error(y, proba), 6)}

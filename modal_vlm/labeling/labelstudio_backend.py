@@ -798,7 +798,7 @@ class LabelStudioWorker(LabelingWorker):
                            f"{counts['unlabeled']} images ranked")
 
     def _needs_training(self, open_batch) -> bool:
-        labeled, _, _ = self._labeled()
+        labeled, _ = self._labeled()
         if not labeled:
             return False
         if self.classifier is None or self.model_info is None:

@@ -40,6 +40,7 @@ from skorch.callbacks import Callback
 
 from ..experiment import round_seed
 from ..runner.rundir import write_atomic
+from ..sentinels import NONE
 from .scan import scan_images
 from .trust import ProjectTrust, choose_audit, stop_set
 
@@ -478,20 +479,23 @@ class LabelingWorker:
             self._set("ready", f"batch {open_batch['id']}: {len(open_batch['items'])} images")
 
     def _labeled(self):
-        """Class labels of readable images: (images, class indices), and OOD-labeled images."""
+        """Labels of readable images: (images, labels), a class index or, for "none of these
+        classes", :data:`modal_vlm.NONE`: the learner's own label, taught as in a modAL loop."""
         classes = list(self.project.settings.classes)
-        labeled, ood = [], []
+        labeled, y = [], []
         for row in self.store.labels():
             if row["status"] != "ok":
                 continue  # its label is kept; the file cannot be read now
             if row["kind"] == "class" and row["label"] in classes:
                 labeled.append(row)
+                y.append(classes.index(row["label"]))
             elif row["kind"] == "ood":
-                ood.append(row)
-        return labeled, [classes.index(row["label"]) for row in labeled], ood
+                labeled.append(row)
+                y.append(NONE)
+        return labeled, y
 
     def _needs_training(self, open_batch) -> bool:
-        labeled, _, _ = self._labeled()
+        labeled, _ = self._labeled()
         if not labeled:
             return False
         info = self.model_info
@@ -508,16 +512,17 @@ class LabelingWorker:
         settings = self.project.settings
         watermark = self.store.last_event_id()
         finished = self._finished_batches()
-        labeled, y, ood = self._labeled()
+        labeled, y = self._labeled()
+        n_ood = sum(label == NONE for label in y)
         message = f"training on {len(labeled)} labels"
         progress = TrainingProgress(lambda done, total: self._set("training", message, done, total))
         clf = make_classifier(self.project, callbacks=[("label_app_progress", progress)])
-        epochs = training_epochs(settings, len(labeled), clf)
+        epochs = training_epochs(settings, max(1, len(y) - n_ood), clf)
         clf.set_params(max_epochs=epochs)
         self._set("training", message, 0, epochs)
         fit_params = {}
         if settings.fit_mode == "ueo":
-            fit_params["X_unlabeled"] = self._ueo_unlabeled(ood)
+            fit_params["X_unlabeled"] = self._ueo_unlabeled()
         started = time.perf_counter()
         with self._model_lock:   # fit reads the embedding cache, as an export's predict() does
             clf.fit(np.array([self._path(row) for row in labeled]), np.asarray(y), **fit_params)
@@ -527,19 +532,20 @@ class LabelingWorker:
         # The progress callback belongs to this worker, not to the exported classifier.
         clf.callbacks = None
         clf.callbacks_ = [(name, cb) for name, cb in clf.callbacks_ if name != "label_app_progress"]
-        info = {"round": finished, "trained_through": watermark, "n_labels": len(labeled),
-                "n_ood": len(ood), "epochs": epochs, "seconds": round(seconds, 3),
+        info = {"round": finished, "trained_through": watermark, "n_labels": len(labeled) - n_ood,
+                "n_ood": n_ood, "epochs": epochs, "seconds": round(seconds, 3),
                 "trained_at": time.time(), "key": model_key(settings), "saved": False}
         with self._model_lock:
             self.classifier, self.model_info = clf, info
 
-    def _ueo_unlabeled(self, ood):
-        """UEO's unlabeled images: those labeled out-of-distribution and (a sample of) the pool."""
+    def _ueo_unlabeled(self):
+        """UEO's unlabeled images: (a sample of) the pool; those labeled "none of these
+        classes" are taught as :data:`modal_vlm.NONE`, which UEO's loss uses too."""
         pool = self._pool()
         if len(pool) > UEO_UNLABELED:
             rng = np.random.default_rng(self.project.settings.seed)
             pool = [pool[i] for i in np.sort(rng.choice(len(pool), UEO_UNLABELED, replace=False))]
-        paths = [self._path(row) for row in ood + pool]
+        paths = [self._path(row) for row in pool]
         return np.array(paths) if paths else None
 
     def _pool(self) -> list[dict]:
@@ -619,11 +625,11 @@ class LabelingWorker:
 
         settings = self.project.settings
         X_pool = np.array([self._path(image) for image in pool])
-        labeled, y, _ = self._labeled()
+        labeled, y = self._labeled()
         with self._model_lock:
             clf = self._current()
             learner = ActiveLearner(estimator=clf, query_strategy=get_strategy(settings.strategy))
-            if labeled:  # what PCB's class counts and Coreset's distances read; no refit
+            if labeled:  # what PCB's class counts, Coreset's distances, open-set weights read; no refit
                 learner.X_training = np.array([self._path(row) for row in labeled])
                 learner.y_training = np.asarray(y)
             picked, _ = learner.query(X_pool, n_instances=n, random_state=round_seed(settings.seed, query_number))

@@ -30,7 +30,7 @@ from ..class_names import check_class_names
 from ..estimators import get_estimator
 from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
-from .config import RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
+from .config import PATH_SETTINGS, RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig
 from .curves import plot_learning_curves, summarize
 from .data import RunData, load_run_data
 from .rundir import PLOT, SUMMARY, RunDirectory, RunDirectoryError
@@ -154,7 +154,7 @@ def _jsonable(value):
 
 def _with_absolute_paths(config: RunConfig) -> RunConfig:
     return config.override(**{key: str(Path(getattr(config, key)).resolve())
-                              for key in ("data", "test_data") if getattr(config, key) is not None})
+                              for key in PATH_SETTINGS if getattr(config, key) is not None})
 
 
 def _header(config: RunConfig, budget: int, estimator, data: RunData) -> dict:

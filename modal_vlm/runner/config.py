@@ -25,6 +25,10 @@ from ..estimators import get_estimator, list_estimators
 from ..evaluation.monitor import DEFAULT_AUDIT_FRACTION, check_fraction
 from ..experiment import FIRST_ROUNDS, check_int
 from ..strategies import get_strategy
+from .pools import check_imbalance
+
+#: Settings that name folders (relative to a TOML file's folder there).
+PATH_SETTINGS = ("data", "test_data", "none_data")
 
 #: Values of ``on_bad_image``.
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -60,6 +64,17 @@ class RunConfig:
         Read at most this many images per class from ``data`` / ``test_data`` (a seeded subset).
     on_bad_image : {"fail", "skip"}, default="fail"
         An unreadable image file stops the run (naming it), or is left out with a warning.
+    none_data : str, optional
+        Image folder (searched recursively) of images of none of the classes: they join the
+        pool and the test set (split like a class, by ``test_size`` and ``split_seed``), the
+        simulated oracle answers "none of these classes" (:data:`modal_vlm.NONE`) for them,
+        each answer costs a label, and the test set's share is scored as
+        out-of-distribution (AUROC). See :doc:`/open_set`.
+    long_tail : float, optional
+        Make the pool long-tailed: class counts decay by a constant factor, from the
+        smallest class's pool size for the first class (folder order) down to that size
+        divided by ``long_tail`` for the last (e.g. 100: 200 images down to 2); the test set
+        stays as it is. Report the balanced accuracy (``mean_per_class_accuracy``).
     strategies : tuple of str, default=("cec",)
         Names for :func:`modal_vlm.get_strategy`.
     seeds : tuple of int, default=(0, 1, 2)
@@ -106,6 +121,8 @@ class RunConfig:
     max_per_class: int | None = None
     max_test_per_class: int | None = None
     on_bad_image: str = "fail"
+    none_data: str | None = None
+    long_tail: float | None = None
     strategies: tuple = ("cec",)
     seeds: tuple = (0, 1, 2)
     rounds: int = 8
@@ -147,7 +164,7 @@ class RunConfig:
             raise FileNotFoundError(f"config file {str(path)!r} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-        for key in ("data", "test_data"):
+        for key in PATH_SETTINGS:
             if isinstance(values.get(key), str):
                 values[key] = str(path.parent / values[key])
         return cls().override(**values)
@@ -209,6 +226,8 @@ class RunConfig:
                 (isinstance(size, numbers.Integral) and size >= 1)
                 or (isinstance(size, numbers.Real) and 0 < size < 1)):
             raise ValueError(f"test_size must be a fraction in (0, 1) or a count >= 1, got {size!r}.")
+        if self.long_tail is not None:
+            check_imbalance(self.long_tail)
         _check_choice("first_round", self.first_round, FIRST_ROUNDS)
         check_fraction("audit_fraction", self.audit_fraction)
         check_fraction("label_noise", self.label_noise)

@@ -80,9 +80,12 @@ def summarize(records) -> list[dict]:
     -------
     list of dict
         ``strategy``, ``n_seeds``, ``n_labeled``, ``final_accuracy_mean``/``_std``,
-        ``aulc_mean``/``_std`` (see :func:`area_under_curve`), ``stop_round`` (the mean over
-        seeds of the first round the stopping signal said ``stable``; None if it never did)
-        and ``n_seeds_stable`` (the seeds it did in).
+        ``final_balanced_accuracy_mean``/``_std`` (the mean per-class accuracy, where the
+        records hold it), ``aulc_mean``/``_std`` (see :func:`area_under_curve`), ``stop_round``
+        (the mean over seeds of the first round the stopping signal said ``stable``; None if it
+        never did), ``n_seeds_stable`` (the seeds it did in), and where the records count
+        them, ``none_share_mean`` (the share of the labels spent on images of none of the
+        classes).
 
     Examples
     --------
@@ -103,11 +106,18 @@ def summarize(records) -> list[dict]:
         final = np.array([run[-1]["accuracy"] for run in complete])
         aulc = np.array([area_under_curve([r["n_labeled"] for r in run], [r["accuracy"] for r in run])
                          for run in complete])
+        row = {"strategy": strategy, "n_seeds": len(complete), "n_labeled": complete[0][-1]["n_labeled"],
+               "final_accuracy_mean": float(final.mean()), "final_accuracy_std": float(final.std())}
+        if all("mean_per_class_accuracy" in run[-1] for run in complete):
+            balanced = np.array([run[-1]["mean_per_class_accuracy"] for run in complete])
+            row.update(final_balanced_accuracy_mean=float(balanced.mean()),
+                       final_balanced_accuracy_std=float(balanced.std()))
         stops = [r for r in map(stop_round, complete) if r is not None]
-        rows.append({"strategy": strategy, "n_seeds": len(complete), "n_labeled": complete[0][-1]["n_labeled"],
-                     "final_accuracy_mean": float(final.mean()), "final_accuracy_std": float(final.std()),
-                     "aulc_mean": float(aulc.mean()), "aulc_std": float(aulc.std()),
-                     "stop_round": float(np.mean(stops)) if stops else None, "n_seeds_stable": len(stops)})
+        row.update(aulc_mean=float(aulc.mean()), aulc_std=float(aulc.std()),
+                   stop_round=float(np.mean(stops)) if stops else None, n_seeds_stable=len(stops))
+        if all("n_none" in run[-1] for run in complete) and row["n_labeled"]:
+            row["none_share_mean"] = float(np.mean([run[-1]["n_none"] / run[-1]["n_labeled"] for run in complete]))
+        rows.append(row)
     return rows
 
 

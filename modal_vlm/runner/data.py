@@ -9,8 +9,10 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from ..class_names import check_class_names
-from ..datasets import load_image_folder
+from ..datasets import image_files, load_image_folder
 from ..inputs import unreadable_reason
+from ..sentinels import NONE
+from .pools import long_tailed
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,12 @@ class RunData:
         The unlabeled pool: image paths (an array of str), images or arrays, anything
         :class:`~modal_vlm.ClipPromptClassifier` accepts.
     y_pool : np.ndarray of int, shape (n_pool,)
-        The pool's labels (the simulated oracle), indices into ``class_names``.
+        The pool's labels (the simulated oracle), indices into ``class_names``, or
+        :data:`modal_vlm.NONE` for images of none of the classes.
     X_test : sequence
         The test images, as ``X_pool``.
     y_test : np.ndarray of int, shape (n_test,)
-        The test labels, indices into ``class_names``.
+        The test labels, indices into ``class_names`` or :data:`~modal_vlm.NONE`.
     class_names : list of str
         Class names, in label order; they become the classifier's prompts.
     source : object, optional
@@ -63,14 +66,17 @@ class RunData:
         -------
         dict
             ``source``, ``class_names``, ``n_pool``, ``n_test``, ``pool_per_class`` and
-            ``test_per_class`` (class name -> count), ``skipped_images``.
+            ``test_per_class`` (class name -> count), ``pool_none`` and ``test_none`` (images
+            of none of the classes), ``skipped_images``.
         """
         def per_class(y):
-            return dict(zip(self.class_names, np.bincount(y, minlength=len(self.class_names)).tolist()))
+            return dict(zip(self.class_names, np.bincount(y[y >= 0], minlength=len(self.class_names)).tolist()))
 
+        y_pool, y_test = np.asarray(self.y_pool), np.asarray(self.y_test)
         return {"source": self.source, "class_names": list(self.class_names),
-                "n_pool": len(self.y_pool), "n_test": len(self.y_test),
-                "pool_per_class": per_class(self.y_pool), "test_per_class": per_class(self.y_test),
+                "n_pool": len(y_pool), "n_test": len(y_test),
+                "pool_per_class": per_class(y_pool), "test_per_class": per_class(y_test),
+                "pool_none": int(np.sum(y_pool == NONE)), "test_none": int(np.sum(y_test == NONE)),
                 "skipped_images": dict(self.skipped)}
 
 
@@ -125,7 +131,7 @@ def load_run_data(config) -> RunData:
     ----------
     config : RunConfig
         Reads ``data``, ``test_data``, ``test_size``, ``split_seed``, ``max_per_class``,
-        ``max_test_per_class`` and ``on_bad_image``.
+        ``max_test_per_class``, ``on_bad_image``, ``none_data`` and ``long_tail``.
 
     Returns
     -------
@@ -172,5 +178,37 @@ def load_run_data(config) -> RunData:
         X_test, y_test, skipped_test = _drop_unreadable(X_test, y_test, names, config.on_bad_image,
                                                         config.test_data)
         skipped.update(skipped_test)
+    if config.long_tail is not None:
+        keep = long_tailed(y_pool, config.long_tail)
+        X_pool, y_pool = X_pool[keep], y_pool[keep]
     source = {"data": config.data, "test_data": config.test_data}
+    if config.none_data is not None:
+        none_pool, none_test, skipped_none = _none_images(config)
+        skipped.update(skipped_none)
+        X_pool, y_pool = np.concatenate([X_pool, none_pool]), np.r_[y_pool, np.full(len(none_pool), NONE)]
+        X_test, y_test = np.concatenate([X_test, none_test]), np.r_[y_test, np.full(len(none_test), NONE)]
+        source["none_data"] = config.none_data
     return RunData(X_pool, y_pool, X_test, y_test, names, source=source, skipped=skipped)
+
+
+def _none_images(config):
+    """``config.none_data``'s images split into pool and test parts (``test_size``,
+    ``split_seed``), and the unreadable ones skipped (policy "skip")."""
+    from pathlib import Path
+
+    folder = Path(config.none_data)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"none_data folder {config.none_data!r} does not exist or is not a folder")
+    paths = np.asarray(image_files(folder), dtype=str)
+    labels = np.full(len(paths), NONE)
+    paths, labels, skipped = _drop_unreadable(paths, labels, [], config.on_bad_image, config.none_data)
+    if len(paths) < 2:
+        raise ValueError(f"none_data folder {config.none_data!r} holds {len(paths)} readable images; "
+                         "at least 2 are needed (one for the pool, one for the test set).")
+    try:
+        pool, test = train_test_split(np.arange(len(paths)), test_size=config.test_size,
+                                      random_state=config.split_seed)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {config.none_data!r} into pool and test images "
+                         f"(test_size={config.test_size}): {exc}") from None
+    return paths[np.sort(pool)], paths[np.sort(test)], skipped

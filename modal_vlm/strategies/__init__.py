@@ -27,6 +27,7 @@ from .coreset import coreset_query
 from .dropquery import dropquery_query
 from .herding import maxherding_query, uherding_query
 from .on_embeddings import on_embeddings, ranked_batch_query
+from .open_set import open_set
 from .pcb import pcb
 from .probcover import probcover_query
 from .random import random_query
@@ -55,6 +56,8 @@ _STRATEGIES = {
 _SELF_BALANCING = ("cec", "cb", "cbsq")
 #: Strategies whose pseudo-labels PCB's re-selection would orphan (no ``+pcb``).
 _PSEUDO_LABELING = ("cbsq",)
+#: The wrappers a name may append, ``NAME+pcb``, ``NAME+open``, ``NAME+pcb+open``.
+_WRAPPERS = {"pcb": pcb, "open": open_set}
 
 
 def list_strategies(pcb_variants: bool = False) -> list[str]:
@@ -94,8 +97,11 @@ def get_strategy(name: str):
     ----------
     name : str
         A name of :func:`list_strategies`, optionally followed by ``"+pcb"`` for PCB class
-        balancing around it (:class:`~modal_vlm.pcb` with its default ``gamma``). CB+SQ is
-        ``"cbsq"`` (the authors' name for it): ``+`` is PCB's separator here.
+        balancing around it (:class:`~modal_vlm.pcb` with its default ``gamma``) and/or
+        ``"+open"`` for open-set-aware selection (:class:`~modal_vlm.open_set`: the images
+        most like those marked "none of these classes" are hidden from it), wrapped in the
+        order written. CB+SQ is ``"cbsq"`` (the authors' name for it): ``+`` separates
+        wrappers here.
 
     Returns
     -------
@@ -114,23 +120,28 @@ def get_strategy(name: str):
     'cec_query'
     >>> get_strategy("margin+pcb")
     pcb(margin_query, gamma=0.1)
+    >>> get_strategy("margin+pcb+open")
+    open_set(pcb_margin_query, threshold=0.5)
     >>> get_strategy("nope")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown strategy 'nope'; use one of [...] (append '+pcb' for PCB class balancing).
+    ValueError: Unknown strategy 'nope'; use one of [...] (append '+pcb' for PCB class balancing, '+open' for open-set-aware selection).
     """
-    base, _, wrapper = name.partition("+")
-    if base not in _STRATEGIES or wrapper not in ("", "pcb"):
+    base, *wrappers = name.split("+")
+    if base not in _STRATEGIES or any(w not in _WRAPPERS for w in wrappers) or len(set(wrappers)) != len(wrappers):
         hint = " CB+SQ is 'cbsq'." if name.replace(" ", "").lower() == "cb+sq" else ""
         raise ValueError(f"Unknown strategy {name!r}; use one of {list_strategies()} "
-                         f"(append '+pcb' for PCB class balancing).{hint}")
-    if wrapper and base in _PSEUDO_LABELING:
+                         f"(append '+pcb' for PCB class balancing, '+open' for open-set-aware selection).{hint}")
+    if "pcb" in wrappers and base in _PSEUDO_LABELING:
         raise ValueError(f"{name!r}: PCB re-selects among {base}'s picks, so its pseudo-labels would "
                          f"no longer belong to the batch; use {base!r} alone.")
-    return pcb(_STRATEGIES[base]) if wrapper else _STRATEGIES[base]
+    strategy = _STRATEGIES[base]
+    for wrapper in wrappers:
+        strategy = _WRAPPERS[wrapper](strategy)
+    return strategy
 
 
 __all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "dropquery_query", "entropy_query",
            "get_strategy", "least_confidence_query", "list_strategies", "margin_query", "maxherding_query",
-           "on_embeddings", "pcb", "probcover_query", "random_query", "ranked_batch_query", "typiclust_query",
-           "uherding_query"]
+           "on_embeddings", "open_set", "pcb", "probcover_query", "random_query", "ranked_batch_query",
+           "typiclust_query", "uherding_query"]

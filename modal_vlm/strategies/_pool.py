@@ -12,10 +12,12 @@ import numbers
 from functools import cached_property
 
 import numpy as np
+import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
 from ..embedding_pool import EmbeddingPool
+from ..sentinels import none_mask
 from ._linalg import DiskMatrix, as_tensor, pool_blocks
 
 
@@ -148,6 +150,32 @@ class QueryPool:
                              f"({self.proba.shape[1]}, n_features), one row per class.")
         return text
 
+    def subset(self, rows, X_rows) -> "QueryPool":
+        """A view of the pool images ``rows`` (``X_rows`` = those images), sharing what is
+        already computed here (embeddings, probabilities, the labeled set's).
+
+        Parameters
+        ----------
+        rows : np.ndarray of int
+            Positions in this pool.
+        X_rows : sequence
+            ``X_pool`` at ``rows`` (see :func:`take_rows`).
+
+        Returns
+        -------
+        QueryPool
+        """
+        view = QueryPool(self.classifier, X_rows, X_labeled=self.X_training, y_labeled=self.y_training)
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        if "features" in self.__dict__ and not isinstance(self.features, DiskMatrix):
+            view.features = self.features[index]
+        if "proba" in self.__dict__:
+            view.proba = self.proba[np.asarray(rows)]
+        for name in ("labeled_features", "labeled_proba", "labeled_none", "text_features"):
+            if name in self.__dict__:
+                view.__dict__[name] = self.__dict__[name]
+        return view
+
     def predict_proba(self, X):
         """The cached :attr:`proba` for the pool itself, the estimator's otherwise."""
         return self.proba if X is self.X_pool else self.estimator.predict_proba(X)
@@ -157,21 +185,41 @@ class QueryPool:
         """The classifier's ``classes_`` (``arange(C)`` for a model without them)."""
         return np.asarray(getattr(self._model, "classes_", np.arange(self.proba.shape[1])))
 
+    @cached_property
+    def labeled_none(self) -> np.ndarray:
+        """Which samples of the labeled set are labeled :data:`~modal_vlm.NONE` ("none of
+        these classes"), ``(L,)`` bool (empty before any label)."""
+        if self.y_training is None or len(self.y_training) == 0:
+            return np.zeros(0, dtype=bool)
+        classes = self.classes
+        names = classes.tolist() if classes.dtype.kind in "USO" else ()
+        return none_mask(np.asarray(self.y_training, dtype=object).reshape(-1), names)
+
     def labeled_positions(self) -> np.ndarray:
-        """Column of :attr:`proba` of each label of the labeled set (empty before any label)."""
+        """Column of :attr:`proba` of each class label of the labeled set, in its order, the
+        :data:`~modal_vlm.NONE` labels left out (empty before any label)."""
         if self.y_training is None or len(self.y_training) == 0:
             return np.zeros(0, dtype=np.intp)
         n_classes, classes = self.proba.shape[1], self.classes
-        y = np.asarray(self.y_training).reshape(-1)
-        position = np.searchsorted(classes, y).clip(0, len(classes) - 1)
-        if len(classes) != n_classes or not np.array_equal(classes[position], y):
-            raise ValueError(f"labels {sorted(set(y.tolist()) - set(classes.tolist()))} of the labeled "
-                             f"set are not among the classifier's {n_classes} classes_.")
-        return position
+        y = np.asarray(self.y_training, dtype=object).reshape(-1)[~self.labeled_none].tolist()
+        column = {label: i for i, label in enumerate(classes.tolist())}
+        unknown = sorted({label for label in y if label not in column}, key=str)
+        if len(classes) != n_classes or unknown:
+            raise ValueError(f"labels {unknown[:10]} of the labeled set are not among the classifier's "
+                             f"{n_classes} classes_.")
+        return np.array([column[label] for label in y], dtype=np.intp)
 
     def class_counts(self) -> np.ndarray:
-        """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label)."""
+        """Labels per class over all ``C`` classes of :attr:`proba` (zeros before any label);
+        :data:`~modal_vlm.NONE` labels count for no class."""
         return np.bincount(self.labeled_positions(), minlength=self.proba.shape[1])
+
+
+def take_rows(X, rows):
+    """``X`` at the positions ``rows``: an array (or :class:`~modal_vlm.EmbeddingPool`) is
+    indexed, any other sequence gives a list."""
+    rows = np.asarray(rows, dtype=np.intp)
+    return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]
 
 
 def check_n_instances(n_instances, n_pool: int) -> int:

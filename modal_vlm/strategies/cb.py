@@ -373,10 +373,12 @@ def cbsq_query(classifier, X_pool, n_instances=1, *, random_state=None, cluster_
     _check_int("cluster_factor", cluster_factor, 1)
     max_pseudo_labels = n_instances if max_pseudo_labels is None else max_pseudo_labels
     _check_int("max_pseudo_labels", max_pseudo_labels, 0)
+    if pool.n_labeled and len(pool.labeled_none) != pool.n_labeled:
+        raise ValueError(f"the labeled set has {pool.n_labeled} images but {len(pool.labeled_none)} labels.")
     n_classes, labeled_classes = pool.proba.shape[1], pool.labeled_positions()
-    if len(labeled_classes) != pool.n_labeled:
-        raise ValueError(f"the labeled set has {pool.n_labeled} images but {len(labeled_classes)} labels.")
-    thresholds = class_thresholds(pool.labeled_proba, labeled_classes, n_classes)
+    # Images labeled "none of these classes" tell no class's confidence.
+    labeled_proba = None if pool.labeled_proba is None else pool.labeled_proba[~pool.labeled_none]
+    thresholds = class_thresholds(labeled_proba, labeled_classes, n_classes)
     confidence, predicted = pool.proba.max(1), pool.proba.argmax(1)
     confident = confidence >= thresholds[predicted]
     # The authors' first round of CB+SQ is plain CB (alvlm.py 520-526): C clusters, no threshold.

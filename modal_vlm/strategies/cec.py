@@ -36,6 +36,7 @@ from ._knn import knn as nearest_neighbours
 from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows, row_blocks
 from ._pool import prepare
 from ._result import query_result
+from .open_set import pool_none_probability
 from .uncertainty import entropy, top_scores
 
 SELECTIONS = ("centroid", "most_uncertain", "candidates")
@@ -358,7 +359,7 @@ def uncertainty_weighted_clustering(features, U, n_instances, rng, *, selection=
 def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=None, k=10, alpha=0.5,
               calibrate=True, clustering=True, selection="centroid", knn="auto",
               kmeans_subsample=KMEANS_SUBSAMPLE, candidates_per_query=CANDIDATES_PER_QUERY, avoid_labeled=True,
-              clusters_per_label=2, weight_power=1.0, return_metrics=False):
+              clusters_per_label=2, weight_power=1.0, open_set=True, return_metrics=False):
     """CEC query strategy (calibrated entropy, neighbours, uncertainty-weighted clustering).
 
     Parameters
@@ -408,14 +409,23 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     weight_power : float, default=1.0
         k-means weights ``U ** weight_power`` (1: the spec; 0: unweighted clusters), see
         :func:`uncertainty_weighted_clustering`.
+    open_set : bool, default=True
+        Multiply ``U`` by ``1 - p_none``, the probability that an image is like those the
+        labeled set marks :data:`~modal_vlm.NONE` ("none of these classes"; see
+        :mod:`modal_vlm.strategies.open_set`), so that clusters of junk weigh little and
+        are not picked. Before the first "none" answer ``p_none`` is 0: on a pool without
+        junk the picks are exactly those of ``open_set=False``. On pools with 40 % junk it
+        keeps CEC's picks off the junk (``benchmarks/results/open_set.md``).
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 
     Returns
     -------
     indices or (indices, metrics)
-        See :ref:`strategies-return`; ``metrics`` holds per-sample ``"U"``, ``"H"``,
-        ``"H_nb"`` and the class ``"prior"`` (None when ``calibrate=False``).
+        See :ref:`strategies-return`; ``metrics`` holds per-sample ``"U"`` (as used for the
+        picks: with ``open_set``, times ``1 - p_none``), ``"H"``, ``"H_nb"``, the class
+        ``"prior"`` (None when ``calibrate=False``) and, with ``open_set``,
+        ``"none_probability"``.
 
     Raises
     ------
@@ -451,6 +461,11 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
     needs_features = alpha > 0 or clustering
     features = pool.features if needs_features else None
     U, H_nb = neighbour_uncertainty(H, features, k, alpha, knn=knn, rng=rng) if alpha > 0 else (H, H)
+    metrics = {"H": H, "H_nb": H_nb, "prior": prior}
+    if open_set:  # images like those marked "none of these classes" weigh less
+        metrics["none_probability"] = pool_none_probability(pool)
+        U = U * (1.0 - metrics["none_probability"])
+    metrics["U"] = U
     if clustering:
         labeled = pool.labeled_features if avoid_labeled else None
         picks = uncertainty_weighted_clustering(features, U, n_instances, rng, selection=selection,
@@ -460,4 +475,4 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
                                                 weight_power=weight_power)
     else:
         picks = top_scores(U, n_instances, rng)
-    return query_result(picks, {"U": U, "H": H, "H_nb": H_nb, "prior": prior}, return_metrics)
+    return query_result(picks, metrics, return_metrics)
