@@ -55,8 +55,6 @@ import argparse
 import functools
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -238,12 +236,21 @@ def table(results, args):
         "classes' test images; balanced: mean per-class accuracy. AUROC: known vs junk test images, from "
         "`score_samples`. Area: mean accuracy over rounds 1..R (trapezoids).",
         "",
-        "Command: `" + " ".join(["OMP_NUM_THREADS=1 python benchmarks/bench_open_set.py", *map(shlex.quote, sys.argv[1:])])
-        + "` (2 shared CPU cores; accuracy does not depend on load).",
-        "",
     ]
     scores = [r for r in results if r.get("part") == "scores"]
     results = [r for r in results if r.get("part") != "scores"]
+    # The commands that reproduce the runs in the JSON (not this process's own command line:
+    # a resumed or --table-only run would name only its part).
+    commands = []
+    for part, ran in (([], results), (["--scores"], scores)):
+        if ran:
+            pools = [p for p in POOLS if any(r["pool"] == p for r in ran)]
+            seeds = sorted({r["seed"] for r in ran})
+            commands.append(" ".join(["OMP_NUM_THREADS=1 python benchmarks/bench_open_set.py", *part,
+                                      "--pools", *pools, "--seeds", *map(str, seeds)]))
+    lines += ["Commands: " + "; ".join(f"`{c}`" for c in commands)
+              + " (2 shared CPU cores; accuracy does not depend on load; the JSON beside this file keeps "
+              "every run, so a command resumes).", ""]
     for pool in POOLS:
         runs = [r for r in results if r["pool"] == pool]
         if not runs:
