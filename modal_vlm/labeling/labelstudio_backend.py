@@ -772,13 +772,26 @@ class LabelStudioWorker(LabelingWorker):
 
     # -- the step -------------------------------------------------------------------------
 
+    def prepare(self, encode_all=True) -> None:
+        """Scan the folder, load the saved model and encode **every** image.
+
+        Label Studio sorts all of its tasks by the priorities pushed to it, so the backend ranks
+        the whole folder: unlike the label page, it cannot start from the first images encoded.
+
+        Parameters
+        ----------
+        encode_all : bool, default=True
+            Ignored: always True here.
+        """
+        super().prepare(encode_all=True)
+
     def _step(self):
         self.apply_pending()
         if self._needs_training(None):
             self._train()
         if self.images.new_images.is_set():
             self.images.new_images.clear()
-            self._encode_all()
+            self.prepare()   # the new files join the store and the pool, encoded
         self._rank()
         if self.model_info is not None and not self.model_info["saved"]:
             self._save_model()

@@ -410,6 +410,10 @@ def test_uploads_are_fetched_with_the_api_key_into_the_image_folder(shapes, make
     assert saved.read_bytes() == png.getvalue()
     assert "label-studio-files/upload/7/abc-photo.png" in {row["path"] for row in b.store.images()}
     assert [c[1] for c in b.ls.calls].count("/data/upload/7/abc-photo.png") == 1   # fetched once
+    # the new file joins the pool: the next ranking gives it a priority (it is encoded)
+    uploaded = next(row["id"] for row in b.store.images() if row["path"].endswith("abc-photo.png"))
+    idle(b)
+    assert b.worker.ranking.priority[uploaded] > 0, b.worker.ranking.priority
     fake = b.client.post("/predict", json={"tasks": [{"id": 502, "data": {"image": "/data/upload/7/fake.png"}}],
                                            "label_config": CONFIG})
     assert fake.status_code == 422 and "not an image" in fake.json()["error"]
