@@ -89,7 +89,7 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters, 
 #: The arms each pool runs by default: the fewest runs that check the issue's targets (the other
 #: arms on request, ``--arms``).
 POOL_ARMS = {
-    "near": ["random", "cec (5d07f40)", "cec"],
+    "near": ["random", "cec (5d07f40)", "cec, open_set=False", "cec"],
     "digits": ["random", "cec"],
     "screenshots": ["random", "cec"],
     "long-tail": ["random", "cec", "entropy+pcb", "cb"],
