@@ -93,7 +93,7 @@ POOL_ARMS = {
     "digits": ["random", "cec"],
     "screenshots": ["random", "cec"],
     "long-tail": ["random", "cec", "entropy+pcb", "cb"],
-    "clean": ["cec, open_set=False", "cec"],
+    "clean": ["cec, open_set=False", "cec", "entropy", "entropy+open"],
 }
 
 
