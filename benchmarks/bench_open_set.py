@@ -89,11 +89,11 @@ ARMS = {  # name -> (strategy name, strategy parameters, classifier parameters, 
 #: The arms each pool runs by default: the fewest runs that check the issue's targets (the other
 #: arms on request, ``--arms``).
 POOL_ARMS = {
-    "near": ["random", "cec (5d07f40)", "cec"],
+    "near": ["random", "cec (5d07f40)", "cec, open_set=False", "cec"],
     "digits": ["random", "cec"],
     "screenshots": ["random", "cec"],
     "long-tail": ["random", "cec", "entropy+pcb", "cb"],
-    "clean": ["cec, open_set=False", "cec"],
+    "clean": ["cec, open_set=False", "cec", "entropy", "entropy+open"],
 }
 
 

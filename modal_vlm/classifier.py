@@ -255,8 +255,8 @@ class ClipPromptClassifier(NeuralNetClassifier):
         ``logit_scale``), or the maximum softmax probability (the UEO paper's score). The
         cosine separates images of none of the classes far better with the offline model,
         and stays so after training while the probability loses it: AUROC against digits
-        0.84 -> 0.94 after 30 labels (UEO 0.95), where the probability falls 0.67 -> 0.58
-        (UEO 0.64); see ``benchmarks/results/open_set.md``.
+        0.84 -> 0.93 after 30 labels (semi-supervised UEO 0.93), where the probability falls
+        0.67 -> 0.61 (UEO 0.63); 5 seeds, see ``benchmarks/results/open_set.md``.
     **kwargs
         Any other skorch parameter (``optimizer``, ``optimizer__momentum``, ``callbacks``,
         ``train_split``, ``iterator_train__num_workers``...). ``train_split=ValidSplit(...)``

@@ -415,7 +415,9 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         :mod:`modal_vlm.strategies.open_set`), so that clusters of junk weigh little and
         are not picked. Before the first "none" answer ``p_none`` is 0: on a pool without
         junk the picks are exactly those of ``open_set=False``. On pools with 40 % junk it
-        keeps CEC's picks off the junk (``benchmarks/results/open_set.md``).
+        cuts CEC's picks of far junk to 6-8 % (digits, screenshots) and of near junk (other
+        CIFAR-10 classes) to 36 %, against 41 % without it; on near junk it also costs 0.013
+        accuracy, within one std (``benchmarks/results/open_set.md``, 5 seeds).
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 
