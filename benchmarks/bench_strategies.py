@@ -22,7 +22,8 @@ final accuracy and area) and a JSON file of every run beside it. Extra seeds for
 go to another ``--out`` (``results/strategies_20_seeds.md``: five seeds cannot separate a
 lead of 0.02 from a per-seed spread of the same size). ``--first-round strategy --rounds 1``
 is the cold start (``results/strategies_cold_start.md``): the first labels chosen by each
-strategy from the zero-shot model instead of at random.
+strategy from the zero-shot model instead of at random. The low-budget methods (issue 28) in the
+full protocol, beside CEC's and random's runs of the same seeds: ``results/strategies_low_budget.md``.
 """
 from __future__ import annotations
 
