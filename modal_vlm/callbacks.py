@@ -162,7 +162,21 @@ class TrainLossPlateau(EarlyStopping):
 
 class VerbosePrintLog(PrintLog):
     """skorch's per-epoch table, made only when it is printed (``verbose >= 2``): formatting
-    it took about a millisecond per epoch, a fifth of a linear head's whole step."""
+    it took about a millisecond per epoch, a fifth of a linear head's whole step.
+
+    Parameters
+    ----------
+    keys_ignored : str or list of str, optional
+        As for skorch's ``PrintLog``.
+    sink : callable, default=print
+        As for skorch's ``PrintLog``.
+    tablefmt : str, default="simple"
+        As for skorch's ``PrintLog``.
+    floatfmt : str, default=".4f"
+        As for skorch's ``PrintLog``.
+    stralign : str, default="right"
+        As for skorch's ``PrintLog``.
+    """
 
     def on_epoch_end(self, net, **kwargs):
         if net.verbose >= 2:

@@ -22,6 +22,7 @@ def list_estimators() -> list[str]:
     Returns
     -------
     list of str
+        The registered learners, the canonical prompt learner first.
 
     Examples
     --------

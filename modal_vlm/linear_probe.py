@@ -78,6 +78,25 @@ class LinearProbeCLIP(PromptedCLIP):
     (``n_ctx``, ``class_specific_ctx``, ``ctx_init``, ``generator``) are accepted and ignored:
     ``W`` starts where zero-shot is, deterministically.
 
+    Parameters
+    ----------
+    backbone : Backbone
+        The frozen encoders (:func:`~modal_vlm.backbones.get_backbone`).
+    class_names : list of str
+        The classes.
+    n_ctx : int, default=16
+        The prompt learner's; accepted and ignored.
+    class_specific_ctx : bool, default=True
+        The prompt learner's; accepted and ignored.
+    ctx_init : str, optional
+        The prompt learner's; accepted and ignored.
+    template : str, default="a photo of a {}."
+        The zero-shot prompt that gives the starting weights.
+    generator : torch.Generator, optional
+        The prompt learner's; accepted and ignored.
+    train_visual_norm : bool, default=False
+        As for :class:`~modal_vlm.prompted_clip.PromptedCLIP`.
+
     Examples
     --------
     >>> import torch
@@ -92,7 +111,13 @@ class LinearProbeCLIP(PromptedCLIP):
         self.class_weights = nn.Parameter(self.zero_shot_features.detach().clone())
 
     def learned_text_features(self) -> torch.Tensor:
-        """``normalize(W)``, ``(C, D)`` (with grad)."""
+        """The class weights as the model uses them.
+
+        Returns
+        -------
+        torch.Tensor
+            ``normalize(W)``, ``(C, D)`` (with grad).
+        """
         return F.normalize(self.class_weights, dim=-1)
 
     def describe(self) -> dict:
@@ -122,11 +147,17 @@ class ClipLinearProbe(ClipPromptClassifier):
     ----------
     class_names : list of str
         The classes (see :class:`~modal_vlm.ClipPromptClassifier`).
-    model_name, pretrained, template, image_size
-        The backbone and the zero-shot prompt, as for ``ClipPromptClassifier``.
+    model_name : str, default="ViT-B-32"
+        The backbone, as for ``ClipPromptClassifier``.
+    pretrained : str or path-like, optional
+        Its weights, as for ``ClipPromptClassifier``.
+    template : str, default="a photo of a {}."
+        The zero-shot prompt that gives ``T0``.
     lambda_kg : float, default=8.0
         Weight of the pull toward the zero-shot text features,
         ``lambda_kg * mean_c (1 - cos(w_c, t0_c))``; 0 is a plain (cosine) linear probe.
+    image_size : int, optional
+        Input size of the image encoder, as for ``ClipPromptClassifier``.
     max_epochs : int, default=200
         Optimizer steps per ``fit`` (one full batch each), all of them (no early stopping:
         the steps are cheap, and the pull toward zero-shot needs them at few labels).
@@ -139,8 +170,18 @@ class ClipLinearProbe(ClipPromptClassifier):
         skorch's ``optimizer``; its settings through ``optimizer__*``.
     module : class, default=LinearProbeCLIP
         skorch's ``module``: the head.
-    encode_batch_size, encode_dtype, jpeg_draft, encode_workers, cache_dir, device
-        Encoding and placement, as for ``ClipPromptClassifier``.
+    encode_batch_size : int, default=64
+        Images per encoding batch, as for ``ClipPromptClassifier``.
+    encode_dtype : str, optional
+        Precision of the encoding, as for ``ClipPromptClassifier``.
+    jpeg_draft : bool, default=True
+        Decode JPEGs at a reduced size when they are large, as for ``ClipPromptClassifier``.
+    encode_workers : int, optional
+        Decoding threads, as for ``ClipPromptClassifier``.
+    cache_dir : str or path-like, optional
+        The embedding cache on disk, as for ``ClipPromptClassifier``.
+    device : str, default="cpu"
+        The torch device.
     random_state : int, RandomState or None, default=None
         Seeds the mini-batch order (with the default full batch, the fit is deterministic
         whatever the seed).
@@ -152,8 +193,12 @@ class ClipLinearProbe(ClipPromptClassifier):
     fit_mode : {"supervised", "ueo", "infomax"}, default="supervised"
         As for ``ClipPromptClassifier``, with the image encoder frozen
         (``train_visual_norm=False``): UEO's unlabeled loss trains the head only.
-    lambda_ueo, ueo_temperature, unlabeled_batch_size
-        UEO's settings, as for ``ClipPromptClassifier``.
+    lambda_ueo : float, default=1.0
+        Weight of UEO's unlabeled loss, as for ``ClipPromptClassifier``.
+    ueo_temperature : float, default=1.0
+        UEO's weighting temperature, as for ``ClipPromptClassifier``.
+    unlabeled_batch_size : int, default=64
+        Unlabeled images per step in the UEO modes.
     **kwargs
         Any other skorch parameter (``callbacks``, ``train_split``, ``optimizer__*``...).
 
