@@ -30,6 +30,7 @@ import torch
 from ._linalg import as_tensor, row_blocks
 from ._pool import prepare, take_rows
 from ._result import query_result, split_result
+from .pcb import call_base
 
 #: ``tau`` of the kernel: cosine similarities are scaled by ``1 / tau`` (see the module docstring).
 BANDWIDTH = 0.05
@@ -162,21 +163,13 @@ class open_set:  # noqa: N801 -- used like a function: open_set(entropy_query)
         n_visible = max(n_instances, int(np.sum(p_none < self.threshold)))
         visible = np.sort(order[:n_visible])
         if n_visible == pool.n:
-            result = _call(self.base, pool, X_pool, n_instances, rng, base_params)
+            result = call_base(self.base, pool, X_pool, n_instances, rng, base_params)
             picks, metrics = split_result(result)
             return query_result(picks, {**metrics, "none_probability": p_none}, return_metrics)
         sub_pool = pool.subset(visible, take_rows(X_pool, visible))
-        picks, metrics = split_result(_call(self.base, sub_pool, sub_pool.X_pool, n_instances, rng, base_params))
+        picks, metrics = split_result(call_base(self.base, sub_pool, sub_pool.X_pool, n_instances, rng, base_params))
         return query_result(visible[picks], {**_expand(metrics, visible, pool.n), "none_probability": p_none},
                             return_metrics)
-
-
-def _call(strategy, pool, X_pool, n_instances, rng, params):
-    from .pcb import _accepts_return_metrics
-
-    if _accepts_return_metrics(strategy) or isinstance(strategy, open_set):
-        return strategy(pool, X_pool, n_instances, random_state=rng, return_metrics=True, **params)
-    return strategy(pool, X_pool, n_instances=n_instances, **params)
 
 
 def _expand(metrics, visible, n) -> dict:

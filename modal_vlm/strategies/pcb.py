@@ -110,17 +110,43 @@ class pcb:  # noqa: N801 -- used like a function: pcb(entropy_query)
         pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state, y_labeled=y_labeled)
         n_candidates = min(pool.n, max(n_instances, math.ceil(self.gamma * pool.n)))
         # The pool view goes to the base strategy: probabilities and embeddings are computed once.
-        candidates, base_metrics = split_result(
-            self.base(pool, X_pool, n_candidates, random_state=rng, return_metrics=True, **base_params)
-            if _accepts_return_metrics(self.base)
-            else self.base(pool, X_pool, n_instances=n_candidates, **base_params)
-        )
+        candidates, base_metrics = split_result(call_base(self.base, pool, X_pool, n_candidates, rng, base_params))
         if len(base_metrics.get(PSEUDO_LABELED, ())):
             raise ValueError(f"pcb cannot wrap {getattr(self.base, '__name__', self.base)}: it pseudo-labels "
                              "samples for its own batch, which PCB re-selects.")
         pseudo = pool.proba[candidates].argmax(1)
         picks = balance_by_pseudo_labels(candidates, pseudo, pool.class_counts(), n_instances, rng)
         return query_result(picks, {**base_metrics, "candidates": candidates}, return_metrics)
+
+
+def call_base(strategy, pool, X_pool, n_instances, rng, params):
+    """Call the strategy a wrapper (:class:`pcb`, :class:`~modal_vlm.strategies.open_set.open_set`)
+    wraps: ours with the wrapper's generator and ``return_metrics=True``, modAL's own as modAL
+    calls them.
+
+    Parameters
+    ----------
+    strategy : callable
+        The wrapped query strategy.
+    pool : QueryPool
+        The classifier's view of the pool (from :func:`~modal_vlm.strategies._pool.prepare`).
+    X_pool : sequence
+        The pool's samples.
+    n_instances : int
+        Samples to query.
+    rng : numpy.random.RandomState
+        The wrapper's generator.
+    params : dict
+        The strategy's own parameters.
+
+    Returns
+    -------
+    object
+        What the strategy returns (indices, or indices and metrics).
+    """
+    if _accepts_return_metrics(strategy):
+        return strategy(pool, X_pool, n_instances, random_state=rng, return_metrics=True, **params)
+    return strategy(pool, X_pool, n_instances=n_instances, **params)
 
 
 def _accepts_return_metrics(strategy) -> bool:
