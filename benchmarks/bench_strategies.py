@@ -103,12 +103,13 @@ def strategy_of(name):
 def run(name, seed, data, args):
     X_pool, y_pool, X_test, y_test, names = data
     clf = ClipPromptClassifier(names, **{"model_name": args.model, "image_size": args.image_size,
-                                         "verbose": 0, "cache_dir": args.cache_dir, **ARMS[name][2]})
+                                         "verbose": 0, "cache_dir": args.cache_dir, **ARMS[name][2],
+                                         **args.estimator_params})
     records = run_active_learning(clf, strategy_of(name), X_pool, y_pool, X_test, y_test,
                                   rounds=args.rounds, budget=len(names), first_round=args.first_round,
                                   random_state=seed)
     return {"strategy": name, "seed": seed, "first_round": args.first_round,
-            "accuracy": [r["accuracy"] for r in records],
+            "estimator_params": args.estimator_params, "accuracy": [r["accuracy"] for r in records],
             "class_counts": records[-1]["class_counts"],
             "pseudo_labeled": sum(len(r.get("pseudo_labeled", [])) for r in records),
             "pseudo_correct": sum(r.get("pseudo_correct", 0) for r in records),
@@ -203,6 +204,9 @@ def main():
     parser.add_argument("--first-round", choices=["random", "strategy"], default="random",
                         help="round 1 at random (the protocol) or by the strategy (the cold start)")
     parser.add_argument("--model", default=OFFLINE_MODEL)
+    parser.add_argument("--estimator-params", type=json.loads, default={},
+                        help="JSON of ClipPromptClassifier parameters over every arm's, e.g. "
+                             "'{\"n_iter_no_change\": null}' to extend runs made before early stopping")
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=160)

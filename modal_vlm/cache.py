@@ -27,15 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import DamagedShard
+
 KEY_BYTES = 16
 #: Dtypes the on-disk shards may hold.
 STORAGE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 #: Suffix added to a shard that cannot be read when it is moved aside.
 DAMAGED_SUFFIX = ".damaged"
-
-
-class DamagedShard(ValueError):
-    """A cache shard that cannot be read as keys and finite embeddings of one width."""
 
 
 class EmbeddingStore:

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from .exceptions import NotInCacheError
+
 
 class EmbeddingPool(np.ndarray):
     """The items of an unlabeled pool together with their embeddings, row by row.
@@ -163,8 +165,8 @@ class EmbeddingPool(np.ndarray):
 
         Raises
         ------
-        KeyError
-            Some images are not in the cache; the message names the first ones.
+        NotInCacheError
+            Some images are not in the cache (a ``KeyError``); the message names the first ones.
         """
         from .cache import iter_disk_shards
         from .inputs import as_image_items
@@ -193,8 +195,8 @@ class EmbeddingPool(np.ndarray):
             filled[rows] = True
         if not filled.all():
             missing = np.flatnonzero(~filled)
-            raise KeyError(f"{len(missing)} of {len(keys)} images are not in the cache {cache_dir} for "
-                           f"{model_key!r} (e.g. X[{missing[0]}]); encode them first (modal-vlm encode).")
+            raise NotInCacheError(f"{len(missing)} of {len(keys)} images are not in the cache {cache_dir} for "
+                                  f"{model_key!r} (e.g. X[{missing[0]}]); encode them first (modal-vlm encode).")
         if path is not None:
             embeddings.flush()
             embeddings = np.load(path, mmap_mode="r")

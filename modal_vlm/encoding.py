@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._validation import check_int
 from .cache import EmbeddingCache
 from .inputs import as_image_items
 
@@ -413,8 +414,7 @@ def encode_batches(backbone, items, *, batch_size=64, visual=None, encode_dtype=
     ValueError
         Invalid ``batch_size``, ``encode_dtype`` or ``num_workers`` (at once).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     dtype = check_encode_dtype(encode_dtype)
     visual = backbone.visual if visual is None else visual
     device = next(visual.parameters()).device

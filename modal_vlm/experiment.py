@@ -13,13 +13,13 @@ CB+SQ), so the training set is rebuilt exactly, in its original order.
 from __future__ import annotations
 
 import inspect
-import numbers
 import time
 
 import numpy as np
 from modAL.models import ActiveLearner
 from sklearn.base import clone
 
+from ._validation import check_int
 from .metrics import classification_metrics, ood_metrics
 from .sentinels import NONE
 from .strategies import get_strategy, random_query
@@ -53,34 +53,6 @@ def round_seed(seed, round_):
     if seed is None:
         return None
     return int(np.random.SeedSequence([int(seed), int(round_)]).generate_state(1)[0])
-
-
-def check_int(name, value, minimum=1) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) >= ``minimum``.
-
-    Parameters
-    ----------
-    name : str
-        The setting's name, for the error message.
-    value : object
-        The value to check; any :class:`numbers.Integral` but ``bool`` counts as an integer.
-    minimum : int, default=1
-        Smallest valid value.
-
-    Raises
-    ------
-    ValueError
-        ``value`` is not an integer, is a bool, or is below ``minimum``.
-
-    Examples
-    --------
-    >>> check_int("rounds", 0)
-    Traceback (most recent call last):
-    ...
-    ValueError: rounds must be an integer >= 1, got 0.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def check_budget(budget, rounds, n_pool) -> None:

@@ -28,16 +28,14 @@ import threading
 import time
 import urllib.parse
 
+from ..exceptions import LabelStudioError
+
 #: A file fetched from Label Studio may not be larger than this.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Tasks per page when listing a project.
 PAGE_SIZE = 1000
 #: Refresh an access token this many seconds before it expires.
 EXPIRY_MARGIN = 30.0
-
-
-class LabelStudioError(RuntimeError):
-    """Label Studio refused a request or could not be reached (the message says which)."""
 
 
 def _jwt_payload(token: str):

@@ -25,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..exceptions import LabelConflict, UnknownImage
+
 #: Kinds of label events. ``class`` carries a class name; the others carry none.
 EVENT_KINDS = ("class", "ood", "skip", "unlabel")
 #: Kinds that are labels (exported, counted); ``ood`` is kept apart from the classes.
@@ -88,14 +90,6 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 """
 #: The latest event of every image that has one.
 LATEST = "SELECT * FROM events WHERE id IN (SELECT MAX(id) FROM events GROUP BY image_id)"
-
-
-class LabelConflict(ValueError):
-    """A label that does not fit the current state (a stale page, a finished batch)."""
-
-
-class UnknownImage(LookupError):
-    """An image id that the store does not hold."""
 
 
 @dataclass(frozen=True)

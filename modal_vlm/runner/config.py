@@ -23,7 +23,8 @@ from pathlib import Path
 from ..backbones import list_backbones
 from ..estimators import get_estimator, list_estimators
 from ..evaluation.monitor import DEFAULT_AUDIT_FRACTION, check_fraction
-from ..experiment import FIRST_ROUNDS, check_int
+from .._validation import check_int
+from ..experiment import FIRST_ROUNDS
 from ..strategies import get_strategy
 from .pools import check_imbalance
 

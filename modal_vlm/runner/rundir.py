@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from ..exceptions import RunDirectoryError
 
 CONFIG = "config.json"
 ROUNDS_JSON = "rounds.json"
@@ -34,10 +35,6 @@ RUN_FILES = (CONFIG, ROUNDS_JSON, ROUNDS_CSV, SUMMARY, PLOT)
 #: Settings added after run directories were first written, with the value a run directory
 #: without them ran with: such a run resumes with these values, and says so otherwise.
 LEGACY_SETTINGS = {"audit_fraction": 0.0, "label_noise": 0.0}
-
-
-class RunDirectoryError(RuntimeError):
-    """The run directory holds another or a finished run, or is damaged."""
 
 
 def write_atomic(path, data: bytes) -> None:

@@ -7,8 +7,6 @@ that into embeddings, probabilities and the labeled set, each computed at most o
 """
 from __future__ import annotations
 
-import math
-import numbers
 from functools import cached_property
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
+from .._validation import check_int
 from ..embedding_pool import EmbeddingPool
 from ..sentinels import none_mask
 from ._linalg import DiskMatrix, as_tensor, pool_blocks
@@ -226,35 +225,10 @@ def check_n_instances(n_instances, n_pool: int) -> int:
     """``n_instances`` as an int in ``[1, n_pool]``, or a ValueError naming the problem."""
     if n_pool == 0:
         raise ValueError("X_pool is empty: there is nothing to query.")
-    if isinstance(n_instances, bool) or not isinstance(n_instances, numbers.Integral):
-        raise ValueError(f"n_instances must be an int, got {n_instances!r}.")
-    if n_instances < 1:
-        raise ValueError(f"n_instances must be at least 1, got {n_instances}.")
+    check_int("n_instances", n_instances)
     if n_instances > n_pool:
         raise ValueError(f"n_instances={n_instances} exceeds the pool size {n_pool}.")
     return int(n_instances)
-
-
-def check_int(name, value, minimum=1, *, allow_none=False) -> None:
-    """ValueError unless ``value`` is an int >= ``minimum`` (or None, where allowed)."""
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be {'None or ' if allow_none else ''}an integer >= {minimum}, got {value!r}.")
-
-
-def check_number(name, value, low=0.0, high=math.inf, *, closed_low=False, auto=False) -> None:
-    """ValueError unless ``value`` is a real number in ``(low, high)`` (``[low, high)`` with
-    ``closed_low``), or the string "auto" where allowed."""
-    if auto and isinstance(value, str) and value == "auto":
-        return
-    inside = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-              and (low <= value if closed_low else low < value) and value < high)
-    if not inside:  # also NaN
-        interval = f"{'[' if closed_low else '('}{low:g}, {high:g})" if high < math.inf else \
-            f"{'>=' if closed_low else '>'} {low:g}"
-        raise ValueError(f"{name} must be {chr(39) + 'auto' + chr(39) + ' or ' if auto else ''}a number "
-                         f"{'in ' if high < math.inf else ''}{interval}, got {value!r}.")
 
 
 def prepare(classifier, X_pool, n_instances, random_state, *, X_labeled=None, y_labeled=None):

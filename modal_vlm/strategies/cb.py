@@ -53,12 +53,12 @@ Scale: the clustering runs on all ``|L| + |U|`` class-guided features (``2d`` fl
 from __future__ import annotations
 
 import heapq
-import numbers
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._validation import check_int
 from ._kmeans import weighted_kmeans
 from ._linalg import as_tensor, nearest_centers
 from ._pool import prepare
@@ -227,11 +227,6 @@ def selective_querying(order, confident, n_instances, max_pseudo_labels):
     return np.asarray(oracle, dtype=np.intp), np.asarray(pseudo, dtype=np.intp)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-
-
 def _cluster(pool, n_instances, cluster_factor, rng):
     """k-means on the class-guided features of labeled set and pool; returns CB's order and
     the cluster of every pool sample."""
@@ -298,7 +293,7 @@ def cb_query(classifier, X_pool, n_instances=1, *, random_state=None, cluster_fa
     (3, 3)
     """
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state, X_labeled=X_labeled)
-    _check_int("cluster_factor", cluster_factor, 1)
+    check_int("cluster_factor", cluster_factor, 1)
     order, cluster = _cluster(pool, n_instances, cluster_factor, rng)
     picks = np.fromiter(order, dtype=np.intp, count=n_instances)
     return query_result(picks, {"cluster": cluster}, return_metrics)
@@ -370,9 +365,9 @@ def cbsq_query(classifier, X_pool, n_instances=1, *, random_state=None, cluster_
     """
     pool, n_instances, rng = prepare(classifier, X_pool, n_instances, random_state, X_labeled=X_labeled,
                                      y_labeled=y_labeled)
-    _check_int("cluster_factor", cluster_factor, 1)
+    check_int("cluster_factor", cluster_factor, 1)
     max_pseudo_labels = n_instances if max_pseudo_labels is None else max_pseudo_labels
-    _check_int("max_pseudo_labels", max_pseudo_labels, 0)
+    check_int("max_pseudo_labels", max_pseudo_labels, 0)
     if pool.n_labeled and len(pool.labeled_none) != pool.n_labeled:
         raise ValueError(f"the labeled set has {pool.n_labeled} images but {len(pool.labeled_none)} labels.")
     n_classes, labeled_classes = pool.proba.shape[1], pool.labeled_positions()

@@ -34,7 +34,8 @@ import torch
 
 from ._kmeans import kmeans_on_pool
 from ._linalg import pool_blocks, unit_rows
-from ._pool import check_int, check_number, prepare
+from .._validation import check_int, check_number
+from ._pool import prepare
 from ._result import query_result
 from .cec import KMEANS_SUBSAMPLE, _centroid_picks
 

@@ -48,7 +48,8 @@ from sklearn.base import clone
 from sklearn.utils import _safe_indexing
 
 from ._linalg import as_tensor, row_blocks, unit_rows
-from ._pool import check_int, check_number, prepare
+from .._validation import check_int, check_number
+from ._pool import prepare
 from ._result import query_result
 
 #: The authors' MaxHerding kernel width on unit embeddings.

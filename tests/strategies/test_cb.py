@@ -168,9 +168,9 @@ def test_text_features_come_from_the_classifier_zero_shot_then_learned(make_clf,
 
 def test_errors_name_the_problem(fake, fake_classifier):
     clf, X = fake
-    with pytest.raises(ValueError, match="cluster_factor must be an int >= 1"):
+    with pytest.raises(ValueError, match="cluster_factor must be an integer >= 1"):
         cb_query(clf, X, 2, cluster_factor=0)
-    with pytest.raises(ValueError, match="max_pseudo_labels must be an int >= 0"):
+    with pytest.raises(ValueError, match="max_pseudo_labels must be an integer >= 0"):
         cbsq_query(clf, X, 2, max_pseudo_labels=-1)
     with pytest.raises(ValueError, match="4 images but 3 labels"):
         cbsq_query(clf, X[4:], 2, X_labeled=X[:4], y_labeled=[0, 1, 2])

@@ -6,10 +6,10 @@ from modal_vlm.strategies import cec_query
 
 
 @pytest.mark.trial("also: cec k/top_n")
-@pytest.mark.parametrize("params, match", [({"k": 0}, "k must be an int >= 1, got 0"),
-                                           ({"k": -3}, "k must be an int >= 1, got -3"),
-                                           ({"top_n": 0}, "top_n must be an int >= 1, got 0"),
-                                           ({"top_n": -1}, "top_n must be an int >= 1, got -1"),
+@pytest.mark.parametrize("params, match", [({"k": 0}, "k must be an integer >= 1, got 0"),
+                                           ({"k": -3}, "k must be an integer >= 1, got -3"),
+                                           ({"top_n": 0}, "top_n must be an integer >= 1, got 0"),
+                                           ({"top_n": -1}, "top_n must be an integer >= 1, got -1"),
                                            ({"k": 2.5}, "k must be an int")])
 def test_cec_refuses_non_positive_k_and_top_n(fake, params, match):
     clf, X = fake
