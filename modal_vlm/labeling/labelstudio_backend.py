@@ -22,7 +22,10 @@ annotations gives one retraining. After each retraining the worker ranks the unl
 images, bumps the model version and pushes one prediction per task to Label Studio
 (:mod:`~modal_vlm.labeling.labelstudio_client`), so that sorting the Data Manager by
 prediction score shows the strategy's next batch first: a batched active-learning loop in
-the Community Edition.
+the Community Edition. The push reuses the last task listing (until a task webhook, a
+refused push or :data:`TASK_LIST_MAX_AGE`) and leaves the deletion of superseded versions
+to a pause in the labeling (:data:`CLEANUP_AFTER`): both cost Label Studio more than the
+push itself.
 
 The priority of an unlabeled image is ``1 - rank / n_unlabeled``: the strategy's next batch
 first, in the strategy's order (exactly the batch ``modal-vlm label`` would show, see
@@ -75,12 +78,22 @@ DOWNLOADS = "label-studio-files"
 PREDICT_WAIT = 60.0
 #: Seconds before a push that Label Studio refused (or that could not reach it) is retried.
 PUSH_RETRY = 10.0
+#: A push lists Label Studio's tasks again when its last listing is older than this, even
+#: without a ``TASKS_CREATED`` / ``TASKS_DELETED`` webhook: listing 1,000 tasks takes Label
+#: Studio 5-8 s, the largest part of a push once deletions left it
+#: (``benchmarks/results/labelstudio_latency.md``).
+TASK_LIST_MAX_AGE = 300.0
+#: Superseded model versions' predictions are deleted once no annotation came for this many
+#: seconds: Label Studio takes 20-30 s to delete 1,000 predictions on SQLite and holds its
+#: database meanwhile, so this waits for a pause in the labeling instead of delaying the
+#: next priorities (the Data Manager only shows the project's current version anyway).
+CLEANUP_AFTER = 60.0
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED")
 DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 #: Webhook actions that change labels or ask for training; others are acknowledged only.
 TRAIN_EVENTS = ANNOTATION_EVENTS + DELETE_EVENTS + ("START_TRAINING",)
 #: New tasks (an import, a storage sync): their images are ranked and pushed.
-TASK_EVENTS = ("TASKS_CREATED",)
+TASK_EVENTS = ("TASKS_CREATED", "TASKS_DELETED")
 LOCAL_FILES_PATH = "/data/local-files/"
 
 
@@ -683,16 +696,23 @@ class LabelStudioWorker(LabelingWorker):
         Pushes priorities; without it, predictions are only given on request (/predict).
     debounce : float, default=DEFAULT_DEBOUNCE
         Seconds without a new annotation before retraining.
+    cleanup_after : float, default=CLEANUP_AFTER
+        Seconds without a new annotation before superseded model versions' predictions are
+        deleted in Label Studio.
     """
 
-    def __init__(self, project, store, state, images, client=None, debounce=DEFAULT_DEBOUNCE):
+    def __init__(self, project, store, state, images, client=None, debounce=DEFAULT_DEBOUNCE,
+                 cleanup_after=CLEANUP_AFTER):
         super().__init__(project, store)
         self.state, self.images, self.client, self.debounce = state, images, client, float(debounce)
+        self.cleanup_after = float(cleanup_after)
         self.ranking = None
         self.last_push = None
         self.ranked = threading.Event()      # the first ranking is there
         self._timer, self._first_pending = None, None
         self._timer_lock = threading.Lock()
+        self._last_activity = time.monotonic()
+        self._cleanup_timer = None
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -706,7 +726,7 @@ class LabelStudioWorker(LabelingWorker):
         """
         delay = self.debounce if delay is None else float(delay)
         with self._timer_lock:
-            now = time.monotonic()
+            now = self._last_activity = time.monotonic()
             if self._timer is not None:
                 self._timer.cancel()
             if self._first_pending is None:
@@ -761,8 +781,9 @@ class LabelStudioWorker(LabelingWorker):
             Seconds to wait for the thread.
         """
         with self._timer_lock:
-            if self._timer is not None:
-                self._timer.cancel()
+            for timer in (self._timer, self._cleanup_timer):
+                if timer is not None:
+                    timer.cancel()
         super().stop(timeout)
 
     @property
@@ -807,8 +828,35 @@ class LabelStudioWorker(LabelingWorker):
         if self.images.new_images.is_set():   # the push met tasks of new images: rank them too
             self.schedule(0)
         counts = self.store.counts(self.project.settings.classes)
-        self._set("ready", f"{self.model_version}: {sum(counts['per_class'].values())} labels, "
-                           f"{counts['unlabeled']} images ranked")
+        ready = f"{self.model_version}: {sum(counts['per_class'].values())} labels, {counts['unlabeled']} images ranked"
+        self._set("ready", ready)
+        self._clean_up(ready)
+
+    def _clean_up(self, ready) -> None:
+        """Delete the predictions of superseded model versions once the labeling paused for
+        ``cleanup_after`` seconds (the step is woken then); until then, wait."""
+        from .labelstudio_client import LabelStudioError
+
+        stale, project_id = self.state.get("stale_versions", []), self.state.get("ls_project")
+        if not stale or self.client is None or project_id is None:
+            return
+        quiet = time.monotonic() - self._last_activity
+        if quiet < self.cleanup_after:
+            with self._timer_lock:
+                if self._cleanup_timer is not None:
+                    self._cleanup_timer.cancel()
+                self._cleanup_timer = threading.Timer(self.cleanup_after - quiet, self.wake)
+                self._cleanup_timer.daemon = True
+                self._cleanup_timer.start()
+            return
+        for version in stale:
+            self._set("cleaning", f"deleting the predictions of {version} (superseded) in Label Studio")
+            try:
+                self.client.delete_model_version(project_id, version)
+            except LabelStudioError:   # Label Studio down: the next pause tries again
+                break
+            self.state.set("stale_versions", [v for v in self.state.get("stale_versions", []) if v != version])
+        self._set("ready", ready)
 
     def _needs_training(self, open_batch) -> bool:
         labeled, _ = self._labeled()
@@ -952,6 +1000,21 @@ class LabelStudioWorker(LabelingWorker):
                       "model_version": ranking.version}
         return prediction if task_id is None else {"task": int(task_id), **prediction}
 
+    def forget_task_list(self) -> None:
+        """Make the next push list Label Studio's tasks (a webhook said they changed)."""
+        self.state.set("tasks_listed", None)
+
+    def _tasks(self, project_id, config, relist=False):
+        """``([(task id, image url)...], listed)``: the tasks of the last listing while it is
+        younger than :data:`TASK_LIST_MAX_AGE` and no webhook said tasks changed, else (or
+        with ``relist``) Label Studio's list, fetched now (``listed`` True)."""
+        listing = self.state.get("tasks_listed")
+        if not relist and listing and time.time() - listing["at"] < TASK_LIST_MAX_AGE:
+            known = self.state.tasks()
+            return [(task_id, known[task_id]["url"]) for task_id in listing["ids"] if task_id in known], False
+        tasks = self.client.tasks(project_id)
+        return [(task["id"], (task.get("data") or {}).get(config.value_key)) for task in tasks], True
+
     def _push(self) -> None:
         """Send one prediction per task of this ranking to Label Studio (see the module
         docstring); a push cut short is redone from the start after a restart."""
@@ -963,33 +1026,41 @@ class LabelStudioWorker(LabelingWorker):
         version, pushed = ranking.version, self.state.get("pushed_version")
         started = time.perf_counter()
         self._set("pushing", f"sending {version}'s priorities to Label Studio")
-        known = self.state.tasks()
         readable = {image["id"] for image in self.store.images("ok")}
-        predictions, refused, resolved = [], 0, []
         try:
-            tasks = self.client.tasks(project_id)
-            for task in tasks:
-                row = known.get(task["id"])
-                url = (task.get("data") or {}).get(config.value_key)
-                if pushed == version and row is not None and row["pushed_version"] == version:
-                    continue
+            for relist in (False, True):
+                tasks, listed = self._tasks(project_id, config, relist)
+                known = self.state.tasks()
+                predictions, refused, resolved = [], 0, []
+                for task_id, url in tasks:
+                    row = known.get(task_id)
+                    if pushed == version and row is not None and row["pushed_version"] == version:
+                        continue
+                    try:
+                        image_id = row["image_id"] if row and row["image_id"] is not None and row["url"] == url \
+                            else self._task_image(task_id, url, config, remember=resolved)
+                    except BackendError:
+                        refused += 1
+                        continue
+                    if image_id in readable:
+                        predictions.append(self.prediction(task_id, image_id, config, ranking))
+                self.state.set_tasks(resolved)
+                if listed:
+                    self.state.set("tasks_listed", {"at": time.time(), "ids": [task_id for task_id, _ in tasks]})
+                if pushed != version and self.state.get("pushing") == version:
+                    self.client.delete_model_version(project_id, version)   # what a cut-short push left
+                self.state.set("pushing", version)
                 try:
-                    image_id = row["image_id"] if row and row["image_id"] is not None and row["url"] == url \
-                        else self._task_image(task["id"], url, config, remember=resolved)
-                except BackendError:
-                    refused += 1
-                    continue
-                if image_id in readable:
-                    predictions.append(self.prediction(task["id"], image_id, config, ranking))
-            self.state.set_tasks(resolved)
-            if pushed != version and self.state.get("pushing") == version:
-                self.client.delete_model_version(project_id, version)   # what a cut-short push left
-            self.state.set("pushing", version)
-            self.client.import_predictions(project_id, predictions)
+                    self.client.import_predictions(project_id, predictions)
+                    break
+                except LabelStudioError:
+                    if listed:
+                        raise
+                    # e.g. a task deleted without a webhook: list the tasks and push again
             if pushed != version and predictions:
                 self.client.set_model_version(project_id, version)
-                if pushed is not None:
-                    self.client.delete_model_version(project_id, pushed)
+                if pushed is not None:   # deleted when the labeling pauses (CLEANUP_AFTER)
+                    self.state.set("stale_versions", self.state.get("stale_versions", []) + [pushed])
         except LabelStudioError as exc:
             self.last_push = {"version": version, "error": str(exc), "at": time.time()}
             raise
@@ -1111,6 +1182,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
                 state.set("ls_project", ls_project)
             if xml is not None and xml != state.get("label_config"):
                 state.set("label_config", xml)
+                state.set("tasks_listed", None)   # the image's key in a task may have changed
         if changed:
             worker.schedule(0)   # push the priorities to the project (first connection)
         return config or worker._config()
@@ -1177,6 +1249,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
         config = connect_project(_project_id(body.get("project"), f"webhook {action}"),
                                  (body.get("project") or {}).get("label_config"))
         if action in TASK_EVENTS:
+            worker.forget_task_list()
             worker.schedule()
             return JSONResponse({"status": "ok", "result": "ranking"}, status_code=201)
         if action == "START_TRAINING":

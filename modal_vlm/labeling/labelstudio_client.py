@@ -11,8 +11,8 @@ this project's stack; these five endpoints are small and stable:
 * ``PATCH /api/projects/ID`` ``{"model_version": V}``: which predictions the Data Manager's
   "prediction score" averages (Label Studio filters the scores by the project's model
   version);
-* ``DELETE /api/projects/ID/model-versions/`` ``{"model_version": V}``: an older version's
-  predictions;
+* ``DELETE /api/projects/ID/model-versions/`` ``{"model_version": V}``: a superseded
+  version's predictions (slow in Label Studio: the backend calls it when labeling pauses);
 * ``GET /data/...``: a task's file (local storage or upload), with the API key.
 
 Authentication takes either kind of key Label Studio hands out: a *personal access token*

@@ -49,6 +49,9 @@ class FakeLabelStudio:
                                              "total": len(ordered)})
         if path == f"/api/projects/{LS_PROJECT}/import/predictions":
             body = json.loads(request.content)
+            unknown = [p["task"] for p in body if p["task"] not in self.tasks]
+            if unknown:   # as Label Studio answers
+                return httpx.Response(400, json={"detail": f"task ID {unknown[0]} not found in project"})
             self.predictions += [(p["task"], p["model_version"], p["score"], p["result"]) for p in body]
             return httpx.Response(201, json={"created": len(body)})
         if path == f"/api/projects/{LS_PROJECT}" and request.method == "PATCH" and self.failures:
@@ -68,6 +71,10 @@ class FakeLabelStudio:
                 return httpx.Response(200, content=self.files[key])
             return httpx.Response(404, json={"detail": "not found"})
         return httpx.Response(404, json={"detail": f"no route {path}"})
+
+    def listings(self):
+        """How many times the task list was read from its first page."""
+        return sum(1 for method, path, query in self.calls if path == "/api/tasks/" and "page=1&" in query + "&")
 
     def current(self):
         """Task id -> (score, predicted class, confidence) of the project's model version."""
@@ -107,7 +114,8 @@ def make_backend(tmp_path):
     class Backend:
         pass
 
-    def make(images, truth, project_dir=None, connect=True, debounce=0.2, basic_auth=None, **settings):
+    def make(images, truth, project_dir=None, connect=True, debounce=0.2, basic_auth=None, cleanup_after=60.0,
+             **settings):
         settings = {"model": "tiny-vit", "train_steps": 5, "batch_size": 6, **settings}
         b = Backend()
         b.project, _ = open_project(project_dir or tmp_path / "ls-project", images, SHAPES, **settings)
@@ -118,7 +126,8 @@ def make_backend(tmp_path):
         b.store = LabelStore(b.project.database)
         b.state = BackendState(b.project.root / "label-studio.sqlite")
         images_of = TaskImages(b.project, b.store, client, document_root=images.parent)
-        b.worker = LabelStudioWorker(b.project, b.store, b.state, images_of, client, debounce).start()
+        b.worker = LabelStudioWorker(b.project, b.store, b.state, images_of, client, debounce,
+                                     cleanup_after=cleanup_after).start()
         b.client = TestClient(create_backend_app(b.project, b.store, b.worker, b.state, basic_auth=basic_auth),
                               base_url="http://127.0.0.1")
         made.append(b)
@@ -224,7 +233,9 @@ def test_annotations_are_stored_then_one_debounced_retraining_moves_the_prioriti
     assert info["round"] == 1 and info["n_labels"] == 6 and info["saved"]   # one retraining
     assert b.worker.model_version == "modal-vlm-v2" and b.ls.model_version == "modal-vlm-v2"
     after = b.ls.current()
-    assert set(after) == set(b.tasks) and {v for _, v, _, _ in b.ls.predictions} == {"modal-vlm-v2"}
+    # v1's predictions stay until the labeling pauses (a 20-30 s deletion in Label Studio)
+    assert set(after) == set(b.tasks) and {v for _, v, _, _ in b.ls.predictions} == {"modal-vlm-v1", "modal-vlm-v2"}
+    assert b.ls.listings() == 1   # the retraining's push did not list the tasks again
     assert all(after[task][0] == 0 for task in top)          # labeled: last
     assert max(after[task][0] for task in after if task not in top) == 1
     unlabeled = [task for task in b.tasks if task not in top]
@@ -305,9 +316,10 @@ def test_a_push_cut_short_is_retried_without_duplicates(shapes, make_backend, mo
         time.sleep(0.2)
     idle(b)
     versions = [version for _, version, _, _ in b.ls.predictions]
-    assert b.ls.model_version == "modal-vlm-v2" and versions == ["modal-vlm-v2"] * len(truth)   # once each
+    assert b.ls.model_version == "modal-vlm-v2" and versions.count("modal-vlm-v2") == len(truth)   # once each
+    assert versions.count("modal-vlm-v1") == len(truth)   # deleted when the labeling pauses
     deletions = [call for call in b.ls.calls if call[0] == "DELETE"]
-    assert len(deletions) == 2           # the half-pushed v2, then v1
+    assert len(deletions) == 1           # the half-pushed v2
 
 
 def test_annotations_received_before_a_crash_are_applied_on_restart(shapes, make_backend, tmp_path):
@@ -498,3 +510,38 @@ def test_command_line_refuses_unsafe_or_incomplete_settings(shapes, tmp_path, ca
     status = main(["label-studio-backend", str(folder), "--classes", *SHAPES, "--project", str(tmp_path / "cli"),
                    "--model", "tiny-vit", "--port", "0", *options])
     assert status == 2 and message in capsys.readouterr().err
+
+
+def test_superseded_versions_are_deleted_when_the_labeling_pauses(shapes, make_backend):
+    folder, truth = shapes
+    b = make_backend(folder, truth, cleanup_after=0.5)
+    task = b.tasks[min(b.tasks)]
+    path = urllib.parse.unquote(task["data"]["image"]).split("images/", 1)[1]
+    b.client.post("/webhook", json=webhook("ANNOTATION_CREATED", [annotation(1, task, truth[path])], [task]))
+    idle(b)
+    deadline = time.monotonic() + 30
+    while {v for _, v, _, _ in b.ls.predictions} != {"modal-vlm-v2"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {v for _, v, _, _ in b.ls.predictions} == {"modal-vlm-v2"} and b.ls.model_version == "modal-vlm-v2"
+    assert set(b.ls.current()) == set(b.tasks) and b.state.get("stale_versions") == []
+    assert b.worker.wait_idle(30)["phase"] == "ready"
+
+
+def test_task_changes_make_the_next_push_list_the_tasks_again(shapes, make_backend):
+    folder, truth = shapes
+    b = make_backend(folder, truth)
+    gone = max(b.tasks)
+    del b.ls.tasks[gone]   # deleted in Label Studio without a webhook
+    task = b.tasks[min(b.tasks)]
+    path = urllib.parse.unquote(task["data"]["image"]).split("images/", 1)[1]
+    b.client.post("/webhook", json=webhook("ANNOTATION_CREATED", [annotation(1, task, truth[path])], [task]))
+    idle(b)
+    # the cached list met the deleted task (Label Studio refused the import): listed again, pushed
+    assert b.ls.listings() == 2 and b.ls.model_version == "modal-vlm-v2"
+    assert set(b.ls.current()) == set(b.tasks) - {gone}
+    b.ls.tasks[gone] = b.tasks[gone]   # imported again, and this time the webhook says so
+    response = b.client.post("/webhook", json={"action": "TASKS_CREATED", "tasks": [b.tasks[gone]],
+                                               "project": {"id": LS_PROJECT, "label_config": CONFIG}})
+    assert response.status_code == 201
+    idle(b)
+    assert b.ls.listings() == 3 and set(b.ls.current()) == set(b.tasks)
