@@ -82,6 +82,12 @@ LEARNERS = {
                                                        {"lr": 0.01}),
     "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
                                                                    {"n_iter_no_change": 10}),
+    "halved shot schedule + early stopping, lr 0.01, n_iter_no_change 10": (
+        shot_schedule_variant({50: 25, 100: 50, 200: 100}), {"lr": 0.01, "n_iter_no_change": 10}),
+    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+                                                         {"lr": 0.01}),
+    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+                                                           {**FULL_SCHEDULE, "lr": 0.01}),
     "defaults, tol 0.02": {"tol": 0.02},
     "defaults, n_iter_no_change 3": {"n_iter_no_change": 3},
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
