@@ -40,6 +40,20 @@ from modal_vlm.linear_probe import ClipLinearProbe
 #: epoch of the shot schedule.
 FULL_SCHEDULE = {"n_iter_no_change": None}
 
+
+def shot_schedule_variant(epochs: dict):
+    """``ClipPromptClassifier`` whose ``max_epochs="auto"`` follows another shot schedule:
+    ``epochs`` maps the CoOp schedule's 50/100/200 epochs (at <= 1, <= 4, > 4 labels per
+    class) to the variant's, the cosine then running over the variant's epochs. A prototype of
+    a new default for the arms below (issue 27), with every other parameter the estimator's."""
+    class ShotScheduleVariant(ClipPromptClassifier):
+        def _resolve_epochs(self, X, y):
+            super()._resolve_epochs(X, y)
+            if self.max_epochs == "auto":
+                self.fit_epochs_ = epochs[self.fit_epochs_]
+    return ShotScheduleVariant
+
+
 #: name -> ClipPromptClassifier parameters over the defaults, ``(estimator class, parameters)``,
 #: or an anchor's name. After the defaults and CoOp, each lever of the defaults taken away in
 #: turn (measured on the full shot schedule, the defaults then), then shorter schedules, then
@@ -59,6 +73,23 @@ LEARNERS = {
     "Adam lr 0.002, 50 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 50},
     "Adam lr 0.002, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 25},
     "Adam lr 0.005, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.005, "max_epochs": 25},
+    "halved shot schedule (25/50/100) + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}), {}),
+    "shot schedule 25/50/80 + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), {}),
+    "halved shot schedule (25/50/100), no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
+                                                            FULL_SCHEDULE),
+    "shot schedule 25/50/80, no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), FULL_SCHEDULE),
+    "halved shot schedule + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
+                                                       {"lr": 0.01}),
+    "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
+                                                                   {"n_iter_no_change": 10}),
+    "halved shot schedule + early stopping, lr 0.01, n_iter_no_change 10": (
+        shot_schedule_variant({50: 25, 100: 50, 200: 100}), {"lr": 0.01, "n_iter_no_change": 10}),
+    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+                                                         {"lr": 0.01}),
+    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+                                                           {**FULL_SCHEDULE, "lr": 0.01}),
+    "defaults, tol 0.02": {"tol": 0.02},
+    "defaults, n_iter_no_change 3": {"n_iter_no_change": 3},
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
     "linear probe, 50 steps": (ClipLinearProbe, {"max_epochs": 50}),
     "linear probe, 100 steps": (ClipLinearProbe, {"max_epochs": 100}),
