@@ -15,9 +15,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
 from .._validation import check_int
-from ..embedding_pool import EmbeddingPool
+from ..embeddings.disk import DiskMatrix, as_tensor
+from ..embeddings.pool import EmbeddingPool
 from ..sentinels import none_mask
-from ._linalg import DiskMatrix, as_tensor, pool_blocks
+from ._linalg import pool_blocks
 
 
 def _is_learner(obj) -> bool:
@@ -73,7 +74,7 @@ class QueryPool:
     @cached_property
     def features(self):
         """Embeddings of the pool: a float32 ``torch.Tensor (n, d)``, or a
-        :class:`~modal_vlm.strategies._linalg.DiskMatrix` for a memory-mapped pool."""
+        :class:`~modal_vlm.embeddings.disk.DiskMatrix` for a memory-mapped pool."""
         return self.X_pool.features() if self.precomputed else self._embed(self.X_pool)
 
     def proba_blocks(self):
