@@ -28,7 +28,8 @@ from .class_names import check_class_names
 from .compat import patch_modal
 from .callbacks import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
                         shot_schedule_epochs)
-from .embeddings.encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
+from .embeddings.encoding import (check_encode_dtype, check_workers, embedding_key, embedding_width,
+                                  encode_images)
 from .embeddings.inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features

@@ -34,7 +34,7 @@ def test_find_images_leaves_out_excluded_folders(tree):
 
 def test_unreadable_reason_reads_the_header_or_decodes(tree, tmp_path):
     assert unreadable_reason(tree / "a.png") is None
-    noise = Image.frombytes("L", (64, 64), os.urandom(64 * 64))  # incompressible: half the file is half the pixels
+    noise = Image.frombytes("L", (64, 64), os.urandom(64 * 64))  # incompressible: a cut file loses pixels
     noise.save(tmp_path / "noise.png")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes((tmp_path / "noise.png").read_bytes()[:2000])

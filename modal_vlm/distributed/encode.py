@@ -62,7 +62,8 @@ class EncodeReport:
     workers : int
         Encoder workers (1 in-process).
     cache_key : str
-        The embedding key the embeddings are cached under (:func:`~modal_vlm.embeddings.encoding.embedding_key`).
+        The embedding key the embeddings are cached under
+        (:func:`~modal_vlm.embeddings.encoding.embedding_key`).
     """
 
     n_images: int

@@ -22,6 +22,8 @@ pcb(entropy_query, gamma=0.1)
 """
 from __future__ import annotations
 
+from ._protocols import (EmbeddingClassifier, FeatureClassifier, ProbabilisticClassifier,
+                         TextEmbeddingClassifier)
 from .badge import badge_query
 from .cb import cb_query, cbsq_query
 from .cec import cec_query
@@ -31,7 +33,6 @@ from .herding import maxherding_query, uherding_query
 from .on_embeddings import on_embeddings, ranked_batch_query
 from .open_set import open_set
 from .pcb import pcb
-from ._protocols import EmbeddingClassifier, FeatureClassifier, ProbabilisticClassifier, TextEmbeddingClassifier
 from .probcover import probcover_query
 from .random import random_query
 from .typiclust import typiclust_query

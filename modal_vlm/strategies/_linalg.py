@@ -83,7 +83,8 @@ def nearest_rows(centers: torch.Tensor, X, n_nearest: int) -> torch.Tensor:
 
 
 class UnitRows:
-    """Row-normalised view of a :class:`~modal_vlm.embeddings.disk.DiskMatrix`: each block read is L2-normalised.
+    """Row-normalised view of a :class:`~modal_vlm.embeddings.disk.DiskMatrix`: each block read is
+    L2-normalised.
 
     Quacks like a pool matrix (``len``, ``shape``, ``[rows]``), so the blocked functions
     here work on it; the normalised pool is never held whole.
