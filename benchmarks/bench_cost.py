@@ -43,7 +43,7 @@ from bench_encode_once import reference_round
 from modal_vlm import ClipPromptClassifier, clear_memory_cache
 from modal_vlm.callbacks import shot_schedule_epochs
 from modal_vlm.datasets import load_image_folder
-from modal_vlm.encoding import ENCODE_DTYPES, default_workers
+from modal_vlm.embeddings.encoding import ENCODE_DTYPES, default_workers
 from modal_vlm.estimators import get_estimator
 from modal_vlm.experiment import run_active_learning
 

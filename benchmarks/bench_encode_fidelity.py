@@ -41,10 +41,10 @@ from sklearn.linear_model import LogisticRegression
 from _images import bundled_photos, cifar_files, write_large_photos
 from _protocol import CIFAR10, ROOT
 from bench_encode_throughput import encode_before
-from modal_vlm import encoding
+from modal_vlm.embeddings import encoding
 from modal_vlm.backbones import create_backbone
-from modal_vlm.cache import EmbeddingCache
-from modal_vlm.inputs import as_image_items
+from modal_vlm.embeddings.cache import EmbeddingCache
+from modal_vlm.embeddings.inputs import as_image_items
 
 MARGINS = (1, 2, 3, 4)
 

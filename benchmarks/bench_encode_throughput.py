@@ -2,7 +2,7 @@
 
 *Before* is modal-vlm's encoding loop until issue 15 (kept below as ``encode_before``): each
 batch decoded and preprocessed serially in the calling thread, then the image encoder in
-contiguous float32 under ``no_grad``. *After* is :func:`modal_vlm.encoding.encode_images`:
+contiguous float32 under ``no_grad``. *After* is :func:`modal_vlm.embeddings.encoding.encode_images`:
 decoding threads ahead of the encoder, reduced-size JPEG decoding, channels-last batches
 under ``inference_mode``, optionally bfloat16 autocast. Both run in one process, side by
 side, on
@@ -45,11 +45,12 @@ from PIL import Image
 
 from _images import cifar_files, distinct_copies, write_large_photos
 from _protocol import OFFLINE_MODEL, ROOT
-from modal_vlm import clear_memory_cache, inputs
+from modal_vlm import clear_memory_cache
 from modal_vlm.backbones import create_backbone
-from modal_vlm.cache import EmbeddingCache
-from modal_vlm.encoding import default_workers, draft_size, encode_images
-from modal_vlm.inputs import as_image_items
+from modal_vlm.embeddings import inputs
+from modal_vlm.embeddings.cache import EmbeddingCache
+from modal_vlm.embeddings.encoding import default_workers, draft_size, encode_images
+from modal_vlm.embeddings.inputs import as_image_items
 
 
 def encode_before(backbone, visual, items, batch_size, cache):

@@ -94,6 +94,8 @@ numpydoc_validation_exclude = {
     r"^modal_vlm\.ClipPromptClassifier\.get_loss$",
     # An abstract nn.Module: its "signature" is nn.Module's (*args, **kwargs), not an API.
     r"^modal_vlm\.backbones\.TextTower$",
+    # typing.Protocols: their "signature" is Protocol's (*args, **kwargs); they are never built.
+    r"^modal_vlm\.strategies\.(Probabilistic|Embedding|Feature|TextEmbedding)Classifier$",
 }
 # For the module template: names exported by ``modal_vlm`` get one page, modal_vlm.<name>.
 autosummary_context = {"top_level_exports": list(modal_vlm.__all__)}

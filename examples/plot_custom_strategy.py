@@ -7,7 +7,9 @@ that returns the pool indices to label. Inside, ``classifier`` is the modAL lear
 ``classifier.predict_proba(X_pool)`` gives the class probabilities and
 ``classifier.estimator.transform(X_pool)`` the L2-normalised image embeddings of the
 :class:`~modal_vlm.ClipPromptClassifier`. Both come from the embedding cache, so a custom
-strategy costs no extra encoding.
+strategy costs no extra encoding. What a strategy may ask of the estimator is spelled out as
+protocols (:class:`~modal_vlm.strategies.EmbeddingClassifier` and its siblings, see
+:ref:`strategies-contract`): any estimator with those methods works in its place.
 
 The strategy below is *information density* (Settles & Craven, 2008): entropy weighted by
 how typical an image is of the pool, its mean cosine similarity to the other pool images.

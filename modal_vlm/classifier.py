@@ -23,13 +23,14 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Subset
 
 from .backbones import get_backbone
-from .cache import EmbeddingCache
+from .embeddings.cache import EmbeddingCache
 from .class_names import check_class_names
 from .compat import patch_modal
 from .callbacks import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
                         shot_schedule_epochs)
-from .encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
-from .inputs import as_image_items, n_images
+from .embeddings.encoding import (check_encode_dtype, check_workers, embedding_key, embedding_width,
+                                  encode_images)
+from .embeddings.inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
 from .sentinels import NONE, UNLABELED, sentinel_mask
@@ -215,7 +216,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         CPU core (at most 8); 0: decode in the calling thread. Embeddings do not depend on it.
     cache_dir : str or path-like, optional
         Also keep embeddings on disk here, for later processes (see
-        :class:`modal_vlm.cache.EmbeddingCache`). Embeddings are keyed by the image's content,
+        :class:`modal_vlm.embeddings.cache.EmbeddingCache`). Embeddings are keyed by the image's content,
         so a file rewritten in place is encoded again, also when its size and mtime were kept
         (``cp -p``, ``rsync -t``: its inode or ctime changed). A damaged shard is set aside
         with a warning and its images encoded again; a full disk keeps the embeddings in
@@ -389,7 +390,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Parameters
         ----------
         X : images
-            Paths, PIL images, uint8 arrays or preprocessed tensors (see :mod:`modal_vlm.inputs`).
+            Paths, PIL images, uint8 arrays or preprocessed tensors (see :mod:`modal_vlm.embeddings.inputs`).
 
         Returns
         -------
@@ -442,7 +443,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
     @property
     def embedding_key_(self) -> str:
         """The key the frozen encoder's embeddings are cached under (in memory and in
-        ``cache_dir``): :func:`modal_vlm.encoding.embedding_key` of the backbone and the
+        ``cache_dir``): :func:`modal_vlm.embeddings.encoding.embedding_key` of the backbone and the
         encoding settings; what :meth:`modal_vlm.EmbeddingPool.from_cache` and ``modal-vlm
         encode`` use."""
         return self._embedding_key(self.backbone_)

@@ -19,11 +19,10 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.utils import check_random_state
 
+from ._files import IMAGE_EXTENSIONS, find_images
+
 #: Label of samples from unknown (out-of-distribution) classes.
 OOD_LABEL = -1
-
-#: File suffixes recognised as images (compared case-insensitively).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 #: The unlabeled-pool settings of the UEO paper, see :func:`make_open_set`.
 SETTINGS = ("closed", "partial", "open", "open-partial")
@@ -56,41 +55,6 @@ def _subsample_per_class(y: np.ndarray, max_per_class: int | None, random_state)
     return np.sort(np.concatenate(chosen))
 
 
-def image_files(folder) -> list[str]:
-    """The image files under ``folder`` (recursively; suffixes in :data:`IMAGE_EXTENSIONS`,
-    hidden files left out), sorted by path.
-
-    Parameters
-    ----------
-    folder : str or path-like
-        The folder to search.
-
-    Returns
-    -------
-    list of str
-        The paths of the image files.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (root / "a.png").write_bytes(b""), (root / ".b.png").write_bytes(b""), (root / "c.txt").write_bytes(b"")
-    >>> [pathlib.Path(p).name for p in image_files(root)]
-    ['a.png']
-    """
-    folder = Path(folder)
-    # Hidden files are skipped: macOS "._name.jpg" resource forks carry image suffixes. A
-    # symbolic link that leads nowhere (a loop, a missing target) is listed, so that the
-    # unreadable-image check names it instead of it vanishing from the data.
-    return sorted(
-        str(path)
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not path.name.startswith(".")
-        and (path.is_file() or (path.is_symlink() and not path.exists()))
-    )
-
-
 def load_image_folder(root, classes=None, max_per_class=None, random_state=None):
     """List the images of an image-folder dataset: one sub-folder per class.
 
@@ -98,7 +62,8 @@ def load_image_folder(root, classes=None, max_per_class=None, random_state=None)
     ----------
     root : str or path-like
         Folder whose sub-folders are the classes, named by their class name. Images are
-        found recursively inside each class folder (suffixes in :data:`IMAGE_EXTENSIONS`).
+        found recursively inside each class folder (suffixes in ``IMAGE_EXTENSIONS`` of
+        ``modal_vlm._files``; hidden files and folders left out).
     classes : sequence of str, optional
         Class folders to load, in this order (label ``i`` is ``classes[i]``). Default: every
         sub-folder of ``root``, sorted by name.
@@ -159,7 +124,7 @@ def load_image_folder(root, classes=None, max_per_class=None, random_state=None)
             )
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = image_files(root / name)
+        files = find_images(root / name)
         if not files:
             raise ValueError(
                 f"class folder {str(root / name)!r} holds no image "

@@ -106,7 +106,7 @@ def test_full_disk_keeps_the_embeddings_in_memory_and_leaves_no_temporary_file(m
                                                                                monkeypatch):
     import errno
 
-    from modal_vlm import cache, encoding
+    from modal_vlm.embeddings import cache, encoding
 
     X, _ = images
     expected = make_clf().transform(X)
@@ -131,7 +131,7 @@ def test_full_disk_keeps_the_embeddings_in_memory_and_leaves_no_temporary_file(m
 def test_shards_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
     import os
 
-    from modal_vlm import cache
+    from modal_vlm.embeddings import cache
 
     order = []
     monkeypatch.setattr(cache.os, "fsync", lambda fd: order.append("fsync"))
@@ -317,7 +317,7 @@ def test_plot_says_its_band_is_one_std_and_names_the_data_folder(finished_run, t
 def test_phone_photos_reach_the_model_upright(make_clf, tmp_path):
     from PIL import ImageOps
 
-    from modal_vlm.inputs import ImageItem, _digest
+    from modal_vlm.embeddings.inputs import ImageItem, _digest
 
     rng = np.random.default_rng(0)
     stored = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))   # landscape pixels

@@ -13,10 +13,10 @@ from torchvision import transforms
 from modal_vlm import clear_memory_cache
 from modal_vlm.backbones import get_backbone
 from modal_vlm.backbones.base import resize_target
-from modal_vlm.encoding import (
+from modal_vlm.embeddings.encoding import (
     DRAFT_MARGIN, _batch_on, draft_size, embedding_key, encode_batches, encode_items, preprocessed,
 )
-from modal_vlm.inputs import _open_image, as_image_items
+from modal_vlm.embeddings.inputs import _open_image, as_image_items
 
 
 def decode_threads():

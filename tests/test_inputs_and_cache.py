@@ -6,7 +6,7 @@ from PIL import Image
 
 from modal_vlm import cec_query, clear_memory_cache
 from modal_vlm.backbones import get_backbone
-from modal_vlm.inputs import as_image_items
+from modal_vlm.embeddings.inputs import as_image_items
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_errors_name_files_plainly(make_clf, tmp_path, image_files):
 
 def test_a_disk_cache_is_read_only_where_the_requested_images_are(make_clf, images, tmp_path, monkeypatch,
                                                                   count_encodes):
-    from modal_vlm import cache
+    from modal_vlm.embeddings import cache
 
     X, _ = images
     clear_memory_cache()

@@ -178,7 +178,7 @@ class Backbone(nn.Module):
     Notes
     -----
     The image encoder's 4-d weights are kept in channels-last memory format, the layout
-    oneDNN's and cuDNN's fastest convolutions use; :func:`modal_vlm.encoding.encode_items`
+    oneDNN's and cuDNN's fastest convolutions use; :func:`modal_vlm.embeddings.encoding.encode_items`
     feeds it channels-last batches.
 
     Examples

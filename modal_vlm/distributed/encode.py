@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import IMAGE_EXTENSIONS, find_images
 from ..backbones import get_backbone
-from ..cache import KEY_BYTES, STORAGE_DTYPES, iter_disk_shards, write_shard
-from ..datasets import IMAGE_EXTENSIONS
-from ..encoding import check_finite_embeddings, draft_size, embedding_key, encode_items
-from ..inputs import ImageItem
+from ..embeddings.cache import KEY_BYTES, STORAGE_DTYPES, iter_disk_shards, write_shard
+from ..embeddings.encoding import check_finite_embeddings, draft_size, embedding_key, encode_items
+from ..embeddings.inputs import ImageItem
 
 #: Images per shard: the unit of work of a worker and of resuming.
 SHARD_SIZE = 1024
@@ -62,7 +62,8 @@ class EncodeReport:
     workers : int
         Encoder workers (1 in-process).
     cache_key : str
-        The embedding key the embeddings are cached under (:func:`~modal_vlm.encoding.embedding_key`).
+        The embedding key the embeddings are cached under
+        (:func:`~modal_vlm.embeddings.encoding.embedding_key`).
     """
 
     n_images: int
@@ -94,8 +95,8 @@ def image_files(images) -> list[str]:
     Parameters
     ----------
     images : str, path-like or sequence of them
-        Image files and folders (suffixes in :data:`modal_vlm.datasets.IMAGE_EXTENSIONS`;
-        hidden files are skipped).
+        Image files and folders (suffixes in ``IMAGE_EXTENSIONS`` of ``modal_vlm._files``;
+        hidden files and folders are skipped).
 
     Returns
     -------
@@ -113,8 +114,7 @@ def image_files(images) -> list[str]:
     for entry in images:
         path = Path(entry)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not p.name.startswith(".") and p.is_file())
+            files += find_images(path)
         elif path.exists():
             files.append(str(path))
         else:
@@ -138,9 +138,9 @@ class ShardEncoder:
     """Encodes shards of image files into the cache; one per worker (a Ray actor) or in-process.
 
     Decoding, preprocessing and the forward pass are the library's own
-    (:meth:`~modal_vlm.inputs.ImageItem.to_tensor` with reduced-size JPEG decoding,
-    :func:`~modal_vlm.encoding.encode_items`), under the classifier's embedding key
-    (:func:`~modal_vlm.encoding.embedding_key`, default settings), so the embeddings equal
+    (:meth:`~modal_vlm.embeddings.inputs.ImageItem.to_tensor` with reduced-size JPEG decoding,
+    :func:`~modal_vlm.embeddings.encoding.encode_items`), under the classifier's embedding key
+    (:func:`~modal_vlm.embeddings.encoding.embedding_key`, default settings), so the embeddings equal
     ``ClipPromptClassifier.transform``'s.
 
     Parameters

@@ -58,7 +58,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..datasets import IMAGE_EXTENSIONS
+from .._files import IMAGE_EXTENSIONS
 from .commands import DEFAULT_BACKEND_PORT, DEFAULT_DEBOUNCE
 from .labelstudio import OOD_CHOICE
 from .scan import resolve_inside, scan_images
@@ -612,7 +612,7 @@ class TaskImages:
     def _fetch(self, source, target: Path, where) -> None:
         from PIL import Image, UnidentifiedImageError
 
-        from ..runner.rundir import write_atomic
+        from .._files import write_atomic
         from .labelstudio_client import LabelStudioError
 
         try:

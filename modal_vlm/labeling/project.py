@@ -208,7 +208,7 @@ class Project:
         """Write ``settings.json`` (atomically)."""
         text = json.dumps(self.settings.to_json(), indent=2) + "\n"
         # Imported here: the runner package loads torch, and `modal-vlm --help` reads this module.
-        from ..runner.rundir import write_atomic
+        from .._files import write_atomic
 
         write_atomic(self.settings_file, text.encode())
 

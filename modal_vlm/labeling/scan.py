@@ -8,13 +8,10 @@ is served, so a file replaced by a link after the scan is refused too.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from ..datasets import IMAGE_EXTENSIONS
+from .._files import find_images, unreadable_reason
 
 
 @dataclass
@@ -66,16 +63,6 @@ def resolve_inside(root, relative) -> Path | None:
     return target
 
 
-def _readable(path: Path):
-    """None if PIL recognises the file as an image (header only: fast), else the reason."""
-    try:
-        with Image.open(path) as image:
-            image.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return f"cannot read image: {exc}"
-    return None
-
-
 def scan_images(root, exclude=()) -> Scan:
     """The image files of ``root`` (recursively), each checked to be readable.
 
@@ -114,22 +101,16 @@ def scan_images(root, exclude=()) -> Scan:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a folder")
     base = root.resolve()
-    excluded = {Path(folder).resolve() for folder in exclude}
     scan = Scan()
-    for folder, dirs, files in os.walk(base):  # never follows links to folders
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d not in excluded)
-        for name in sorted(files):
-            path = here / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            relative = path.relative_to(base).as_posix()
-            target = resolve_inside(base, relative)
-            if target is None:
-                if path.is_symlink():
-                    scan.outside.append(relative)
-                continue
-            scan.found[relative] = _readable(target)
+    for path in map(Path, find_images(base, exclude)):
+        relative = path.relative_to(base).as_posix()
+        target = resolve_inside(base, relative)
+        if target is None:
+            if path.is_symlink():
+                scan.outside.append(relative)
+            continue
+        reason = unreadable_reason(target)  # the header only: fast
+        scan.found[relative] = None if reason is None else f"cannot read image: {reason}"
     return scan
 
 

@@ -200,7 +200,7 @@ class ProjectTrust:
         predictions : dict
             Image id -> predicted class, on the stop set.
         """
-        from ..runner.rundir import write_atomic
+        from .._files import write_atomic
 
         stored = self._read()
         if stored["model"] == model_key:

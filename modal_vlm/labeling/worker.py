@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from skorch.callbacks import Callback
 
+from .._files import write_atomic
 from ..experiment import round_seed
-from ..runner.rundir import write_atomic
 from ..sentinels import NONE
 from .scan import scan_images
 from .trust import ProjectTrust, choose_audit, stop_set

@@ -5,12 +5,11 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from ..class_names import check_class_names
-from ..datasets import image_files, load_image_folder
-from ..inputs import unreadable_reason
+from .._files import find_images, unreadable_reason
+from ..datasets import load_image_folder
 from ..sentinels import NONE
 from .pools import long_tailed
 
@@ -91,14 +90,9 @@ def unreadable_images(paths) -> dict:
     >>> list(unreadable_images([str(bad)]).values())[0].startswith("cannot identify image file")
     True
     """
-    bad = {}
-    for path in map(str, paths):  # plain str: a np.str_ would be named np.str_('...')
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            bad[path] = unreadable_reason(exc, path)
-    return bad
+    reasons = {path: unreadable_reason(path, decode=True)
+               for path in map(str, paths)}  # plain str: a np.str_ would be named np.str_('...')
+    return {path: reason for path, reason in reasons.items() if reason is not None}
 
 
 def _drop_unreadable(paths, y, class_names, policy, what):
@@ -199,7 +193,7 @@ def _none_images(config):
     folder = Path(config.none_data)
     if not folder.is_dir():
         raise FileNotFoundError(f"none_data folder {config.none_data!r} does not exist or is not a folder")
-    paths = np.asarray(image_files(folder), dtype=str)
+    paths = np.asarray(find_images(folder), dtype=str)
     labels = np.full(len(paths), NONE)
     paths, labels, skipped = _drop_unreadable(paths, labels, [], config.on_bad_image, config.none_data)
     if len(paths) < 2:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import secrets
 from pathlib import Path
+
+from .._files import write_atomic
 from ..exceptions import RunDirectoryError
 
 CONFIG = "config.json"
@@ -35,33 +35,6 @@ RUN_FILES = (CONFIG, ROUNDS_JSON, ROUNDS_CSV, SUMMARY, PLOT)
 #: Settings added after run directories were first written, with the value a run directory
 #: without them ran with: such a run resumes with these values, and says so otherwise.
 LEGACY_SETTINGS = {"audit_fraction": 0.0, "label_noise": 0.0}
-
-
-def write_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed over it.
-
-    The file gets the mode a plain ``open(path, "w")`` would give (``0666`` less the umask),
-    not the ``0600`` of :func:`tempfile.mkstemp`.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.json"
-    >>> write_atomic(path, b"{}"); path.read_text()
-    '{}'
-    """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 #: What every round record holds, and of which JSON type (checked when a run is resumed).

@@ -2,7 +2,9 @@
 
 Every strategy has modAL's signature ``strategy(classifier, X_pool, n_instances=1, *,
 random_state=None, **params)``. ``classifier`` may be a modAL learner, a
-:class:`~modal_vlm.ClipPromptClassifier` or a scikit-learn Pipeline ending in one. Probabilities
+:class:`~modal_vlm.ClipPromptClassifier` or a scikit-learn Pipeline ending in one; any other
+classifier with the methods a strategy needs works too (:class:`ProbabilisticClassifier`,
+:class:`EmbeddingClassifier`, :class:`FeatureClassifier`, :class:`TextEmbeddingClassifier`). Probabilities
 (zero-shot before any label) and embeddings come from the classifier's embedding cache, once
 per call.
 
@@ -20,6 +22,8 @@ pcb(entropy_query, gamma=0.1)
 """
 from __future__ import annotations
 
+from ._protocols import (EmbeddingClassifier, FeatureClassifier, ProbabilisticClassifier,
+                         TextEmbeddingClassifier)
 from .badge import badge_query
 from .cb import cb_query, cbsq_query
 from .cec import cec_query
@@ -144,4 +148,6 @@ def get_strategy(name: str):
 __all__ = ["badge_query", "cb_query", "cbsq_query", "cec_query", "coreset_query", "dropquery_query", "entropy_query",
            "get_strategy", "least_confidence_query", "list_strategies", "margin_query", "maxherding_query",
            "on_embeddings", "open_set", "pcb", "probcover_query", "random_query", "ranked_batch_query",
-           "typiclust_query", "uherding_query"]
+           "typiclust_query", "uherding_query",
+           # what a strategy needs from its classifier (docs/strategies.rst, "The contract")
+           "EmbeddingClassifier", "FeatureClassifier", "ProbabilisticClassifier", "TextEmbeddingClassifier"]

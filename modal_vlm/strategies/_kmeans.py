@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, nearest_centers, squared_norms
+from ..embeddings.disk import as_tensor
+from ._linalg import nearest_centers, squared_norms
 
 
 def _uniform_if_void(weights, n: int) -> torch.Tensor:

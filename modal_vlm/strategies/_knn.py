@@ -37,8 +37,9 @@ import faiss
 import numpy as np
 import torch
 
+from ..embeddings.disk import DiskMatrix, as_matrix
 from . import _linalg
-from ._linalg import DiskMatrix, as_matrix, row_blocks
+from ._linalg import row_blocks
 
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000

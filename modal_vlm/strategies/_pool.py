@@ -3,11 +3,13 @@
 A strategy receives a modAL learner, a bare estimator or a scikit-learn
 :class:`~sklearn.pipeline.Pipeline` ending in one, plus a pool ``X_pool`` that is opaque here
 (paths, PIL images, arrays...): it only ever goes to the estimator. :class:`QueryPool` turns
-that into embeddings, probabilities and the labeled set, each computed at most once.
+that into embeddings, probabilities and the labeled set, each computed at most once. What it
+asks of the estimator is spelled out in :mod:`._protocols`.
 """
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -15,12 +17,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
 from .._validation import check_int
-from ..embedding_pool import EmbeddingPool
+from ..embeddings.disk import DiskMatrix, as_tensor
+from ..embeddings.pool import EmbeddingPool
 from ..sentinels import none_mask
-from ._linalg import DiskMatrix, as_tensor, pool_blocks
+from ._linalg import pool_blocks
+from ._protocols import Classifier, Learner, ProbabilisticClassifier
 
 
-def _is_learner(obj) -> bool:
+def _is_learner(obj) -> TypeGuard[Learner]:
     return hasattr(obj, "estimator") and hasattr(obj, "X_training")
 
 
@@ -34,13 +38,15 @@ class QueryPool:
     Parameters
     ----------
     classifier : modAL learner, estimator or Pipeline
+        See :data:`~._protocols.Classifier`; each attribute below says what it needs of
+        the estimator.
     X_pool : sequence
         The unlabeled pool, passed untouched to the estimator.
     X_labeled, y_labeled : optional
         The labeled set; default: the learner's ``X_training`` / ``y_training``.
     """
 
-    def __init__(self, classifier, X_pool, X_labeled=None, y_labeled=None):
+    def __init__(self, classifier: Classifier, X_pool, X_labeled=None, y_labeled=None):
         learner = _is_learner(classifier)
         self.classifier = classifier
         self.X_pool = X_pool
@@ -50,6 +56,7 @@ class QueryPool:
             classifier.X_training if learner else None)
         self.y_training = y_labeled if y_labeled is not None else (
             classifier.y_training if learner else None)
+        self._model: ProbabilisticClassifier
         if isinstance(self.estimator, Pipeline):
             self._head, self._model = self.estimator[:-1], self.estimator[-1]
         else:
@@ -73,7 +80,8 @@ class QueryPool:
     @cached_property
     def features(self):
         """Embeddings of the pool: a float32 ``torch.Tensor (n, d)``, or a
-        :class:`~modal_vlm.strategies._linalg.DiskMatrix` for a memory-mapped pool."""
+        :class:`~modal_vlm.embeddings.disk.DiskMatrix` for a memory-mapped pool (an
+        :class:`~._protocols.EmbeddingClassifier`'s ``transform``)."""
         return self.X_pool.features() if self.precomputed else self._embed(self.X_pool)
 
     def proba_blocks(self):
@@ -111,7 +119,8 @@ class QueryPool:
 
     @cached_property
     def proba(self) -> np.ndarray:
-        """Class probabilities of the pool, ``(n, C)``; from :attr:`features` when the model can."""
+        """Class probabilities of the pool, ``(n, C)``; from :attr:`features` when the model can
+        (a :class:`~._protocols.FeatureClassifier`)."""
         if self.precomputed:
             return np.concatenate([self._proba_from_features(self.features[rows], rows.stop - rows.start)
                                    for rows in pool_blocks(self.features)])
@@ -139,7 +148,7 @@ class QueryPool:
     @cached_property
     def text_features(self):
         """The classifier's class text features ``(C, d)``, ``torch.Tensor`` (see
-        :meth:`~modal_vlm.ClipPromptClassifier.class_text_features`)."""
+        :class:`~._protocols.TextEmbeddingClassifier`)."""
         if not hasattr(self._model, "class_text_features"):
             raise TypeError(f"{type(self._model).__name__} has no class_text_features(): this strategy "
                             "needs the class text features, e.g. from ClipPromptClassifier.")
@@ -231,7 +240,8 @@ def check_n_instances(n_instances, n_pool: int) -> int:
     return int(n_instances)
 
 
-def prepare(classifier, X_pool, n_instances, random_state, *, X_labeled=None, y_labeled=None):
+def prepare(classifier: Classifier | QueryPool, X_pool, n_instances, random_state, *, X_labeled=None,
+            y_labeled=None):
     """Validate a strategy call: returns ``(QueryPool, n_instances, RandomState)``.
 
     A :class:`QueryPool` over the same ``X_pool`` (as handed over by ``pcb``) is reused.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..embeddings.disk import as_matrix, as_tensor
 from ._kmeans import kmeans_plusplus
-from ._linalg import as_matrix, as_tensor, matvec, squared_norms
+from ._linalg import matvec, squared_norms
 from ._pool import prepare
 from ._result import query_result
 

@@ -59,8 +59,9 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_int
+from ..embeddings.disk import as_tensor
 from ._kmeans import weighted_kmeans
-from ._linalg import as_tensor, nearest_centers
+from ._linalg import nearest_centers
 from ._pool import prepare
 from ._result import PSEUDO_LABELED, PSEUDO_LABELS, query_result
 

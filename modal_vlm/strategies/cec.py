@@ -32,8 +32,9 @@ import torch
 
 from ._kmeans import weighted_kmeans
 from .._validation import check_int
+from ..embeddings.disk import as_matrix, as_tensor
 from ._knn import knn as nearest_neighbours
-from ._linalg import as_matrix, as_tensor, nearest_centers, nearest_rows, row_blocks
+from ._linalg import nearest_centers, nearest_rows, row_blocks
 from ._pool import prepare
 from ._result import query_result
 from .open_set import pool_none_probability

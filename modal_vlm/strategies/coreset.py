@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._linalg import as_matrix, as_tensor, matvec, nearest_centers, squared_norms
+from ..embeddings.disk import as_matrix, as_tensor
+from ._linalg import matvec, nearest_centers, squared_norms
 from ._pool import prepare
 from ._result import query_result
 

@@ -47,8 +47,9 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import _safe_indexing
 
-from ._linalg import as_tensor, row_blocks, unit_rows
+from ._linalg import row_blocks, unit_rows
 from .._validation import check_int, check_number
+from ..embeddings.disk import as_tensor
 from ._pool import prepare
 from ._result import query_result
 

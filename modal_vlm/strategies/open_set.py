@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, row_blocks
+from ..embeddings.disk import as_tensor
+from ._linalg import row_blocks
 from ._pool import prepare, take_rows
 from ._result import query_result, split_result
 from .pcb import call_base

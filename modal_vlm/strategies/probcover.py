@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from ._kmeans import kmeans_on_pool
-from ._linalg import BLOCK_BYTES, as_tensor, row_blocks, unit_rows
+from ._linalg import BLOCK_BYTES, row_blocks, unit_rows
 from .._validation import check_number
+from ..embeddings.disk import as_tensor
 from ._pool import prepare
 from ._result import query_result
 from .cec import KMEANS_SUBSAMPLE

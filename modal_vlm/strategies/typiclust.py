@@ -35,8 +35,9 @@ import torch
 
 from ._kmeans import kmeans_on_pool
 from ._knn import knn as nearest_neighbours
-from ._linalg import as_tensor, nearest_centers, unit_rows
+from ._linalg import nearest_centers, unit_rows
 from .._validation import check_int
+from ..embeddings.disk import as_tensor
 from ._pool import prepare
 from ._result import query_result
 from .cec import KMEANS_SUBSAMPLE

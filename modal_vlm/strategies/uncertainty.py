@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._linalg import as_tensor, row_blocks
+from ..embeddings.disk import as_tensor
+from ._linalg import row_blocks
 from ._pool import prepare
 from ._result import query_result
 

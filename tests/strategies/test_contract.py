@@ -5,7 +5,8 @@ from modAL.models import ActiveLearner
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from modal_vlm.strategies import _result, get_strategy, list_strategies, pcb
+from modal_vlm.strategies import (EmbeddingClassifier, FeatureClassifier, ProbabilisticClassifier,
+                                  TextEmbeddingClassifier, _result, get_strategy, list_strategies, pcb)
 from modal_vlm.strategies import (badge_query, cb_query, cbsq_query, cec_query, coreset_query, dropquery_query,
                                   entropy_query, least_confidence_query, margin_query, maxherding_query,
                                   probcover_query, random_query, ranked_batch_query, typiclust_query, uherding_query)
@@ -218,3 +219,17 @@ def test_cec_avoid_labeled_reads_the_learners_labeled_set(fake):
                     selection="centroid")
     spec = cec_query(labeled_as_pool, pool, 4, random_state=0, avoid_labeled=False, selection="centroid")
     assert len({tuple(again.tolist()), tuple(one.tolist()), tuple(spec.tolist())}) > 1
+
+
+@pytest.mark.parametrize("protocol", [ProbabilisticClassifier, EmbeddingClassifier, FeatureClassifier,
+                                      TextEmbeddingClassifier], ids=lambda p: p.__name__)
+def test_the_classifier_has_what_the_protocols_promise(protocol, fake):
+    # The protocols document what the strategies call; ClipPromptClassifier and the test
+    # double the strategy tests run on must both have all of it.
+    from modal_vlm import ClipPromptClassifier
+
+    methods = {name for cls in protocol.__mro__ if cls is not object and getattr(cls, "_is_protocol", False)
+               for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+    assert methods >= {"predict_proba"}
+    for classifier in (ClipPromptClassifier(["cat", "dog"]), fake[0]):
+        assert all(callable(getattr(type(classifier), name, None)) for name in methods), (classifier, methods)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from modal_vlm.embeddings.disk import DiskMatrix
 from modal_vlm.strategies import _knn, _linalg, _result, cec_query
 from modal_vlm.strategies._kmeans import weighted_kmeans
 from modal_vlm.strategies.cec import uncertainty_weighted_clustering
@@ -157,7 +158,7 @@ def test_exact_knn_blocks_the_targets_of_a_disk_pool(monkeypatch, tmp_path):
     on_disk = np.lib.format.open_memmap(tmp_path / "F.npy", mode="w+", dtype=np.float32, shape=F.shape)
     on_disk[:] = F.numpy()
     monkeypatch.setattr(_linalg, "BLOCK_BYTES", 40 * 4 * 32)  # 40-row target blocks
-    index, sim = _knn.exact_knn(_linalg.DiskMatrix(on_disk), 7)
+    index, sim = _knn.exact_knn(DiskMatrix(on_disk), 7)
     expected, expected_sim = _knn.exact_knn(F, 7)
     torch.testing.assert_close(sim, expected_sim)
     assert (index == expected).float().mean() > 0.99  # ties may order differently
@@ -237,8 +238,8 @@ def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query
     monkeypatch.setattr(_knn, "SCANNED", 800)  # probing some of the cells
     monkeypatch.setattr(_linalg, "BLOCK_BYTES", 4 * 32 * 256)  # 256-row blocks of the pool
     reads = []
-    getitem = _linalg.DiskMatrix.__getitem__
-    monkeypatch.setattr(_linalg.DiskMatrix, "__getitem__", lambda self, rows: reads.append(
+    getitem = DiskMatrix.__getitem__
+    monkeypatch.setattr(DiskMatrix, "__getitem__", lambda self, rows: reads.append(
         len(np.arange(len(self))[rows.numpy() if isinstance(rows, torch.Tensor) else rows])) or getitem(self, rows))
     pool = EmbeddingPool(tmp_path / "pool.npy", items=[f"img{i}.png" for i in range(3000)])
     # k-means on a 500-sample fit (a pool under kmeans_subsample is clustered whole, loaded).
@@ -251,7 +252,7 @@ def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query
     np.testing.assert_allclose(metrics["U"], expected["U"], rtol=1e-5)
     # The rest of the pool after labeling: still memory-mapped, the same rows.
     rest = pool.drop(on_disk)
-    assert len(rest) == 2992 and isinstance(rest.features(), _linalg.DiskMatrix)
+    assert len(rest) == 2992 and isinstance(rest.features(), DiskMatrix)
     np.testing.assert_array_equal(rest.features()[:5].numpy(), np.delete(F, on_disk, 0)[:5].astype(np.float32))
     assert rest[[0]].tolist() == [np.delete(np.asarray(pool), on_disk)[0]]
 
@@ -269,7 +270,7 @@ def test_priors_over_blocks_equal_the_priors_of_the_whole(monkeypatch):
 def test_disk_matrix_reads_rows_as_numpy_indexes_them(tmp_path):
     F = blobs(200).numpy().astype(np.float16)
     np.save(tmp_path / "F.npy", F)
-    M = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"))
+    M = DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"))
     assert M._file is not None  # a whole .npy: positioned reads, not the mapping
     for rows in (slice(3, 50), slice(None, None, 7), np.array([5, 4, 4, 199, 0, 6, 7]), np.array([-1, -200]),
                  torch.tensor([10, 2, 3])):
@@ -277,7 +278,7 @@ def test_disk_matrix_reads_rows_as_numpy_indexes_them(tmp_path):
         np.testing.assert_array_equal(M[rows].numpy(), expected)
     with pytest.raises(IndexError, match="out of range"):
         M[np.array([200])]
-    subset = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"), rows=np.array([1, 5, 9]))
+    subset = DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r"), rows=np.array([1, 5, 9]))
     np.testing.assert_array_equal(subset[[2, 0]].numpy(), F[[9, 1]].astype(np.float32))
 
 
@@ -285,7 +286,7 @@ def test_reordered_copy_holds_the_rows_in_the_new_order_and_leaves_no_file(tmp_p
     F = blobs(1000).numpy().astype(np.float16)
     np.save(tmp_path / "F.npy", F)
     order = np.random.default_rng(0).permutation(1000)
-    copy = _linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")).reordered(order)
+    copy = DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")).reordered(order)
     np.testing.assert_array_equal(copy[:].numpy(), F[order].astype(np.float32))
     np.testing.assert_array_equal(copy[[3, 999]].numpy(), F[order[[3, 999]]].astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["F.npy"]  # the copy has no name
@@ -295,7 +296,7 @@ def test_approximate_knn_on_disk_equals_in_memory(monkeypatch, tmp_path):
     monkeypatch.setattr(_knn, "SCANNED", 300)
     F = blobs(2000).numpy().astype(np.float16)
     np.save(tmp_path / "F.npy", F)
-    on_disk = _knn.approximate_knn(_linalg.DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")), 5,
+    on_disk = _knn.approximate_knn(DiskMatrix(np.load(tmp_path / "F.npy", mmap_mode="r")), 5,
                                    np.random.RandomState(0))
     in_memory = _knn.approximate_knn(torch.from_numpy(F.astype(np.float32)), 5, np.random.RandomState(0))
     torch.testing.assert_close(on_disk, in_memory)

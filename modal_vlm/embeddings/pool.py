@@ -3,7 +3,7 @@
 Query strategies normally embed the pool themselves (``classifier.transform(X_pool)``, through
 the embedding cache). A pool of 10^7 images does not fit in memory that way (20 GB in
 float32), so :class:`EmbeddingPool` carries the embeddings beside the pool's items: the
-strategies read them in blocks (:class:`~modal_vlm.strategies._linalg.DiskMatrix`) and take
+strategies read them in blocks (:class:`~modal_vlm.embeddings.disk.DiskMatrix`) and take
 probabilities from the classifier's ``predict_proba_from_features`` block by block, never
 calling ``transform`` on the pool.
 
@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .exceptions import NotInCacheError
+from ..exceptions import NotInCacheError
 
 
 class EmbeddingPool(np.ndarray):
@@ -89,7 +89,7 @@ class EmbeddingPool(np.ndarray):
 
     def features(self):
         """The embeddings as the strategies read them: a float32 tensor for an in-memory
-        array, a block reader (:class:`~modal_vlm.strategies._linalg.DiskMatrix`) for a
+        array, a block reader (:class:`~modal_vlm.embeddings.disk.DiskMatrix`) for a
         memory-mapped one.
 
         Returns
@@ -103,7 +103,7 @@ class EmbeddingPool(np.ndarray):
             The array was derived from a pool (e.g. ``np.delete(pool, idx)``) and carries no
             embeddings.
         """
-        from .strategies._linalg import DiskMatrix, as_tensor
+        from .disk import DiskMatrix, as_tensor
 
         if self.embeddings is None:
             raise ValueError("this array was derived from an EmbeddingPool and carries no embeddings; "

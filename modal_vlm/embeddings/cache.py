@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import DamagedShard
+from ..exceptions import DamagedShard
 
 KEY_BYTES = 16
 #: Dtypes the on-disk shards may hold.

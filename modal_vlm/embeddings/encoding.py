@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import check_int
+from .._validation import check_int
 from .cache import EmbeddingCache
 from .inputs import as_image_items
 
@@ -212,7 +212,7 @@ def preprocessed(items, preprocess, *, decode_size=None, num_workers=None, prefe
     preprocess : callable
         The backbone's transform of a PIL image.
     decode_size : int, optional
-        See :meth:`modal_vlm.inputs.ImageItem.to_tensor`.
+        See :meth:`modal_vlm.embeddings.inputs.ImageItem.to_tensor`.
     num_workers : int, optional
         Decoding threads; 0 decodes in the calling thread; None: :func:`default_workers`.
     prefetch : int, default=128
@@ -232,7 +232,7 @@ def preprocessed(items, preprocess, *, decode_size=None, num_workers=None, prefe
     --------
     >>> import numpy as np
     >>> from modal_vlm.backbones import get_backbone
-    >>> from modal_vlm.inputs import as_image_items
+    >>> from modal_vlm.embeddings.inputs import as_image_items
     >>> items = as_image_items(np.zeros((3, 40, 40, 3), np.uint8))
     >>> [tuple(t.shape) for t in preprocessed(items, get_backbone("tiny-vit").preprocess)]
     [(3, 32, 32), (3, 32, 32), (3, 32, 32)]
@@ -389,7 +389,7 @@ def encode_batches(backbone, items, *, batch_size=64, visual=None, encode_dtype=
     backbone : Backbone
         Provides ``preprocess``, ``resize_size`` and the image encoder.
     items : list of ImageItem
-        The images (:func:`modal_vlm.inputs.as_image_items`).
+        The images (:func:`modal_vlm.embeddings.inputs.as_image_items`).
     batch_size : int, default=64
         Images per encoder forward pass.
     visual : nn.Module, optional
@@ -476,7 +476,7 @@ def encode_items(backbone, items, *, batch_size=64, visual=None, encode_dtype=No
     --------
     >>> import numpy as np
     >>> from modal_vlm.backbones import get_backbone
-    >>> from modal_vlm.inputs import as_image_items
+    >>> from modal_vlm.embeddings.inputs import as_image_items
     >>> items = as_image_items(np.zeros((3, 32, 32, 3), np.uint8))
     >>> encode_items(get_backbone("tiny-vit"), items, num_workers=2).shape
     (3, 32)
@@ -501,7 +501,7 @@ def check_finite_embeddings(features: torch.Tensor, names) -> None:
         Embeddings an image encoder returned.
     names : sequence of str
         How to name each of the ``n`` images (see :meth:`ImageItem.describe
-        <modal_vlm.inputs.ImageItem.describe>`).
+        <modal_vlm.embeddings.inputs.ImageItem.describe>`).
 
     Raises
     ------
@@ -533,7 +533,7 @@ def encode_images(backbone, X, *, cache: EmbeddingCache, batch_size: int = 64, v
     backbone : Backbone
         Provides ``preprocess`` and the image encoder.
     X : images
-        Any input accepted by :func:`modal_vlm.inputs.as_image_items`.
+        Any input accepted by :func:`modal_vlm.embeddings.inputs.as_image_items`.
     cache : EmbeddingCache
         Cache of this backbone and these settings (its key from :func:`embedding_key` with
         the same ``encode_dtype`` and ``jpeg_draft``); new embeddings are added to it,

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from .._files import error_without_path
+
 #: path -> (file identity, digest). The identity is size, mtime, inode and ctime: a file
 #: rewritten with its size and mtime kept (``cp -p``, ``rsync -t``, ``tar x``) gets a new ctime
 #: (or inode) from the system, which no program can set, so it is read and hashed again.
@@ -238,32 +240,6 @@ def _file_orientation(data: bytes) -> int:
         return 0
 
 
-def unreadable_reason(exc: Exception, path) -> str:
-    """Why Pillow could not read ``path``, without the path it repeats (Pillow's
-    ``cannot identify image file '/x.png'`` becomes ``cannot identify image file``).
-
-    Parameters
-    ----------
-    exc : Exception
-        What ``PIL.Image.open`` or ``load`` raised.
-    path : str or path-like
-        The file.
-
-    Returns
-    -------
-    str
-        The reason, or the exception's type name when nothing else is left.
-
-    Examples
-    --------
-    >>> unreadable_reason(OSError("cannot identify image file '/x.png'"), "/x.png")
-    'cannot identify image file'
-    >>> unreadable_reason(OSError(40, "Too many levels of symbolic links", "/x.png"), "/x.png")
-    '[Errno 40] Too many levels of symbolic links'
-    """
-    return str(exc).replace(repr(str(path)), "").strip().rstrip(":").strip() or type(exc).__name__
-
-
 def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
     try:
         with Image.open(path) as image:
@@ -276,7 +252,7 @@ def _open_image(path: str, decode_size: int | None = None) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"Cannot read image file {path}: {unreadable_reason(exc, path)}") from exc
+        raise ValueError(f"Cannot read image file {path}: {error_without_path(exc, path)}") from exc
 
 
 def _pixel_item(array: np.ndarray, where: str) -> ImageItem:
@@ -419,4 +395,4 @@ def n_images(X) -> int:
         raise TypeError(f"X must be a sized sequence of images, got {type(X).__name__}.") from None
 
 
-__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "unreadable_reason", "upright"]
+__all__ = ["ImageItem", "as_image_items", "as_rgb", "n_images", "upright"]
