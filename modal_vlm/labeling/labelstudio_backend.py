@@ -1032,7 +1032,8 @@ def _objects(value, what) -> list:
 
 
 def create_backend_app(project, store, worker, state, *, basic_auth=None, loopback_only=True):
-    """The ASGI app of the ML backend (behind the labeling app's :class:`~modal_vlm.labeling.server.Guard`).
+    """The ASGI app of the ML backend (behind the labeling app's middlewares,
+    :func:`~modal_vlm.labeling._middleware.guard`).
 
     Parameters
     ----------
@@ -1054,7 +1055,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
     ASGI app
         Ready for uvicorn or a test client.
     """
-    from .server import Guard
+    from ._middleware import guard
 
     classes = list(project.settings.classes)
     app = FastAPI(title="modal-vlm Label Studio ML backend", docs_url=None, redoc_url=None, openapi_url=None)
@@ -1188,7 +1189,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
         worker.schedule()
         return JSONResponse({"status": "ok", "result": {"annotations": known}}, status_code=201)
 
-    guarded = Guard(app, loopback_only=loopback_only, max_body=MAX_BACKEND_BODY)
+    guarded = guard(app, loopback_only=loopback_only, max_body=MAX_BACKEND_BODY)
     return guarded if basic_auth is None else BasicAuth(guarded, *basic_auth)
 
 
