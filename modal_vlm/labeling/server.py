@@ -111,20 +111,8 @@ def _thumbnail(path: str, identity: tuple, size: int) -> bytes:
 
 
 class LabelApp:
-    """What every route reads: the project, its store and worker, the pages; and the answers
-    that several routes share.
-
-    Parameters
-    ----------
-    project : Project
-        The project (settings, paths).
-    store : LabelStore
-        Its label store.
-    worker : BackgroundWorker
-        Its background worker.
-    token : str, optional
-        Carried by the pages' links when set.
-    """
+    """What every route reads (the arguments of :func:`create_app`, the pages) and the
+    answers that several routes share; the routes get it through ``Depends``."""
 
     def __init__(self, project, store, worker, token=None):
         self.project, self.store, self.worker = project, store, worker
