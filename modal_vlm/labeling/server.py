@@ -403,4 +403,4 @@ def _lock_project(project):
     return file
 
 
-__all__ = ["LabelApp", "create_app", "router", "serve"]
+__all__ = ["create_app", "router", "serve"]

@@ -250,12 +250,24 @@ class LabelingSession:
         self._n_readable = 0
 
     def progress(self) -> tuple:
-        """``(encoded, readable)``: images in the pool so far, readable images."""
+        """How far the encoding is.
+
+        Returns
+        -------
+        tuple of int
+            ``(encoded, readable)``: images in the pool so far, readable images.
+        """
         with self._lock:
             return len(self._encoded), self._n_readable
 
     def has_unencoded(self) -> bool:
-        """Whether images of the folder remain to be encoded."""
+        """Whether images of the folder remain to be encoded.
+
+        Returns
+        -------
+        bool
+            True while :meth:`encode_rest` has work.
+        """
         with self._lock:
             return bool(self._to_encode)
 
@@ -310,17 +322,40 @@ class LabelingSession:
         self.current().backbone_   # load the frozen encoders now, before encoding starts
 
     def current(self):
-        """The classifier of the next prediction: the fitted one, or a zero-shot one."""
+        """The classifier of the next prediction.
+
+        Returns
+        -------
+        ClipLinearProbe or ClipPromptClassifier
+            :attr:`classifier`, or a zero-shot one before the first training.
+        """
         return self.classifier if self.classifier is not None else make_classifier(self.project)
 
     def path(self, image) -> str:
-        """The file of a store row (``image["path"]`` is relative to the image folder)."""
+        """The file of a store row.
+
+        Parameters
+        ----------
+        image : dict
+            A row of the store (its ``path`` is relative to the image folder).
+
+        Returns
+        -------
+        str
+            The file's path.
+        """
         return os.path.join(self.project.settings.images_dir, image["path"])
 
-    def encode_first(self, n_first):
+    def encode_first(self, n_first) -> None:
         """Encode until ``n_first`` images are in the pool (or :data:`FIRST_POOL_SECONDS` passed
         with a batch's worth), with the encoding phase reported; the rest is left to
-        :meth:`encode_rest`."""
+        :meth:`encode_rest`.
+
+        Parameters
+        ----------
+        n_first : int
+            Images the pool should hold (at most the readable ones).
+        """
         with self._lock:
             n_encoded, total = len(self._encoded), len(self._encoded) + len(self._to_encode)
         target = min(n_first, total)
@@ -385,8 +420,16 @@ class LabelingSession:
     # -- train ----------------------------------------------------------------------------
 
     def labeled(self):
-        """Labels of readable images: (images, labels), a class index or, for "none of these
-        classes", :data:`modal_vlm.NONE`: the learner's own label, taught as in a modAL loop."""
+        """The labels of readable images, as the learner is taught them.
+
+        Returns
+        -------
+        images : list of dict
+            Rows of the store.
+        labels : list of int
+            A class index or, for "none of these classes", :data:`modal_vlm.NONE`: the
+            learner's own label, taught as in a modAL loop.
+        """
         classes = list(self.project.settings.classes)
         labeled, y = [], []
         for row in self.store.labels():
@@ -674,6 +717,7 @@ class LabelingSession:
         Returns
         -------
         ndarray of shape (n_classes,)
+            Its probabilities.
         """
         proba = self._predict_proba([self.store.image(image_id)])
         return self.trust.calibrator().transform(proba)[0]
