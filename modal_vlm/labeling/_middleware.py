@@ -178,7 +178,8 @@ class RejectNonFiniteJSON:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not _header(scope, b"content-type", "").lower().startswith("application/json"):
+        is_json = _header(scope, b"content-type", "").lower().startswith("application/json")
+        if scope["type"] != "http" or not is_json:
             return await self.app(scope, receive, send)
         message = await receive()
         constant = json_constant(message.get("body", b""))

@@ -157,7 +157,8 @@ class Export(NamedTuple):
     summary: str
 
 
-def render(what, project, store, *, format=None, session=None, batch=None, url_prefix=LOCAL_FILES_PREFIX) -> Export:
+def render(what, project, store, *, format=None, session=None, batch=None,
+           url_prefix=LOCAL_FILES_PREFIX) -> Export:
     """Render one of :data:`EXPORTS` of a project.
 
     Parameters
@@ -212,11 +213,12 @@ def render(what, project, store, *, format=None, session=None, batch=None, url_p
     if what == "label-studio":
         chosen = store.batch(batch)
         if chosen is None:
-            raise NothingToExport("no open batch: the tasks export holds one batch; ask for a finished one by "
-                                  "its id" if batch is None else f"no batch with id {batch}")
+            raise NothingToExport("no open batch: the tasks export holds one batch; ask for a finished "
+                                  "one by its id" if batch is None else f"no batch with id {batch}")
         tasks = label_studio_tasks(chosen, f"modal-vlm round {chosen['model_round']}", url_prefix)
         which = f"the open batch {chosen['id']}" if chosen["finished_at"] is None else f"batch {chosen['id']}"
-        return Export(json.dumps(tasks, indent=1), f"label-studio-batch-{chosen['id']}.json", "application/json",
+        return Export(json.dumps(tasks, indent=1), f"label-studio-batch-{chosen['id']}.json",
+                      "application/json",
                       f"{len(chosen['items'])} tasks: {which} only; other batches with --batch ID")
     return Export(label_studio_config(settings.classes), "label-studio-config.xml", "application/xml",
                   f"the labeling config: {len(settings.classes) + 1} choices")

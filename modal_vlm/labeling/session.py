@@ -607,7 +607,8 @@ class LabelingSession:
 
         from ..strategies import get_strategy
 
-        learner = ActiveLearner(estimator=self.current(), query_strategy=get_strategy(self.project.settings.strategy))
+        strategy = get_strategy(self.project.settings.strategy)
+        learner = ActiveLearner(estimator=self.current(), query_strategy=strategy)
         labeled, y = self.labeled()
         if labeled:
             learner.X_training = np.array([self.path(row) for row in labeled])
