@@ -1,7 +1,7 @@
 """Time to the first batch of ``modal-vlm label`` on a big folder, from the command's start.
 
 The app serves the first batch once the first images of the folder's random order are
-encoded (``modal_vlm.labeling.worker.FIRST_POOL``, or ``FIRST_POOL_SECONDS`` of encoding) and
+encoded (``modal_vlm.labeling.session.FIRST_POOL``, or ``FIRST_POOL_SECONDS`` of encoding) and
 encodes the rest in the background. Two folders, made under a temporary directory and deleted
 afterwards (never in the project):
 
@@ -37,7 +37,7 @@ from _images import cifar_files, distinct_copies, write_large_photos
 from _protocol import ROOT
 from bench_label_latency import POLL, cpu_seconds, start
 from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY
-from modal_vlm.labeling.worker import FIRST_POOL, FIRST_POOL_SECONDS
+from modal_vlm.labeling.session import FIRST_POOL, FIRST_POOL_SECONDS
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -9,7 +9,9 @@ them like any user would. One module per part, in the order a request meets them
 * :mod:`~modal_vlm.labeling.server`: the FastAPI app on uvicorn (the ``app`` extra), with
   the pages and assets of ``static/``;
 * :mod:`~modal_vlm.labeling.store`: labels, batches and images in SQLite, append-only;
-* :mod:`~modal_vlm.labeling.worker`: the background thread that encodes, trains and queries;
+* :mod:`~modal_vlm.labeling.session`: the model work (scan, encode, train, query, save),
+  synchronous, shared by every front end;
+* :mod:`~modal_vlm.labeling.worker`: the background thread that runs the session's steps;
 * :mod:`~modal_vlm.labeling.scan`: which files of the image folder exist (and may be served);
 * :mod:`~modal_vlm.labeling.exports` and :mod:`~modal_vlm.labeling.labelstudio`: files out
   and in;
@@ -27,8 +29,8 @@ import importlib
 
 #: Every public name and the submodule that defines it: imported on first use, so that
 #: ``modal-vlm --help`` (which registers ``label``) loads neither torch nor the web stack.
-_EXPORTS = {"DEFAULT_MODEL": "project", "DEFAULT_STRATEGY": "project", "Decision": "store",
-            "LabelStore": "store", "LabelingWorker": "worker", "Project": "project",
+_EXPORTS = {"BackgroundWorker": "worker", "DEFAULT_MODEL": "project", "DEFAULT_STRATEGY": "project",
+            "Decision": "store", "LabelStore": "store", "LabelingSession": "session", "Project": "project",
             "Settings": "project", "open_project": "project"}
 
 __all__ = list(_EXPORTS)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from .exports import EXPORTS, labels_csv, labels_json, predictions_csv
-from .labelstudio import LOCAL_FILES_PREFIX, import_label_studio, label_studio_config, label_studio_tasks
+from .exports import EXPORTS, NothingToExport, render
+from .labelstudio import LOCAL_FILES_PREFIX, import_label_studio
 from .project import DEFAULT_MODEL, DEFAULT_STRATEGY, FIT_MODES, LEARNERS, Project, open_project
 from .store import LabelStore
 
@@ -170,14 +169,16 @@ def _counts(project) -> str:
     return f"{n} class labels, {counts['ood']} none-of-these, {counts['skip']} skipped"
 
 
-def _write(text, out, contents) -> None:
-    """Write an export to ``out`` (standard output when None) and say what was written (on
-    standard error, so that a piped export stays clean)."""
+def _write(content, out, contents) -> None:
+    """Write an export (text, or bytes: the model) to ``out`` (standard output when None) and
+    say what was written (on standard error, so that a piped export stays clean)."""
     if out is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
         sys.stdout.flush()
+    elif isinstance(content, bytes):
+        Path(out).write_bytes(content)
     else:
-        Path(out).write_text(text, encoding="utf-8")
+        Path(out).write_text(content, encoding="utf-8")
     print(f"wrote {out or 'standard output'} ({contents})", file=sys.stderr)
 
 
@@ -195,50 +196,24 @@ def export_command(args) -> int:
         The exit status.
     """
     project = Project.load(args.project)
-    settings = project.settings
     if args.format is not None and args.what != "labels":
         raise ValueError("--format applies to --what labels only")
-    if args.what == "model":
-        if args.out is None:
-            raise ValueError("--what model needs --out FILE (a pickle is not for a terminal)")
-        if not project.model_file.is_file():
-            raise ValueError(f"{project.root} has no trained model yet: it is saved after the first batch")
-        shutil.copyfile(project.model_file, args.out)
-        info = project.model_info()
-        print(f"wrote {args.out} (a pickle of the classifier trained after {info['round']} batches on "
-              f"{info['n_labels']} labels)", file=sys.stderr)
-        return 0
-    if args.what == "label-studio-config":
-        _write(label_studio_config(settings.classes), args.out,
-               f"the labeling config: {len(settings.classes) + 1} choices")
-        return 0
+    if args.what == "model" and args.out is None:
+        raise ValueError("--what model needs --out FILE (a pickle is not for a terminal)")
     store = LabelStore(project.database)
     try:
-        if args.what == "labels" and args.format in (None, "csv"):
-            text = labels_csv(store)
-            contents = f"{len(store.labels())} rows"
-        elif args.what == "labels":
-            labels = labels_json(store, settings)
-            text = json.dumps(labels, indent=1)
-            contents = f"{len(labels['labels'])} labels, {len(labels['events'])} events"
-        elif args.what == "label-studio":
-            batch = store.batch(args.batch)
-            if batch is None:
-                raise ValueError("no open batch: the tasks export holds one batch; give a finished one with "
-                                 "--batch ID" if args.batch is None else f"no batch with id {args.batch}")
-            text = json.dumps(label_studio_tasks(batch, f"modal-vlm round {batch['model_round']}",
-                                                 args.url_prefix), indent=1)
-            which = f"the open batch {batch['id']}" if batch["finished_at"] is None else f"batch {batch['id']}"
-            contents = f"{len(batch['items'])} tasks: {which} only; other batches with --batch ID"
-        else:  # predictions: the saved model (zero-shot before one), every image encoded
-            from .worker import LabelingWorker
+        session = None
+        if args.what == "predictions":   # the saved model (zero-shot before one), every image encoded
+            from .session import LabelingSession
 
-            worker = LabelingWorker(project, store)
-            worker.prepare(encode_all=True)
-            images, proba = worker.predict()
-            text = predictions_csv(store, settings, images, proba, worker.model_info)
-            contents = f"{len(images)} rows"
-        _write(text, args.out, contents)
+            session = LabelingSession(project, store)
+            session.prepare(encode_all=True)
+        try:
+            export = render(args.what, project, store, format=args.format, session=session, batch=args.batch,
+                            url_prefix=args.url_prefix)
+        except NothingToExport as exc:
+            raise ValueError(f"{project.root}: {exc}") from None
+        _write(export.content, args.out, export.summary)
     finally:
         store.close()
     return 0

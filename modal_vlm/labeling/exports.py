@@ -1,7 +1,7 @@
 """Exports of a labeling project: labels (CSV, JSON), predictions for every image (CSV), and
 the trained classifier.
 
-The same functions serve the page's download links and ``modal-vlm label export``.
+One renderer, :func:`render`, serves the page's download links and ``modal-vlm label export``.
 
 * Labels CSV: one row per labeled image (``kind`` ``class``: ``label`` is the class name;
   ``kind`` ``ood``: none of the classes, ``label`` empty; skipped images are left out).
@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
+from typing import NamedTuple, Union
 
+from .._validation import Options, check
+from ..exceptions import ModalVLMError
+from .labelstudio import LOCAL_FILES_PREFIX, label_studio_config, label_studio_tasks
 from .store import LABEL_KINDS
 
 #: What ``modal-vlm label export --what`` accepts, with the default file format of each.
@@ -127,4 +132,96 @@ def predictions_csv(store, settings, images, proba, model_info=None) -> str:
                 + [f"p_{name}" for name in classes], rows)
 
 
-__all__ = ["EXPORTS", "labels_csv", "labels_json", "predictions_csv"]
+class NothingToExport(ModalVLMError, ValueError):
+    """The export asked for does not exist yet (no trained model, no such batch)."""
+
+
+class Export(NamedTuple):
+    """One rendered export.
+
+    Attributes
+    ----------
+    content : str or bytes
+        The file's contents (bytes for the model).
+    filename : str
+        The name it is offered under.
+    media_type : str
+        Its MIME type.
+    summary : str
+        What it holds, in a few words (``24 rows``), for the command line's message.
+    """
+
+    content: Union[str, bytes]
+    filename: str
+    media_type: str
+    summary: str
+
+
+def render(what, project, store, *, format=None, session=None, batch=None,
+           url_prefix=LOCAL_FILES_PREFIX) -> Export:
+    """Render one of :data:`EXPORTS` of a project.
+
+    Parameters
+    ----------
+    what : {"labels", "predictions", "model", "label-studio", "label-studio-config"}
+        The export.
+    project : Project
+        The project (settings, model file).
+    store : LabelStore
+        Its labels.
+    format : {"csv", "json"}, optional
+        Labels: CSV (default) or JSON with the full edit history; ignored by the others.
+    session : LabelingSession, optional
+        Predictions only: the session whose model predicts (prepared: its images encoded).
+    batch : int, optional
+        Label Studio tasks only: the batch (default: the open one).
+    url_prefix : str, default=LOCAL_FILES_PREFIX
+        Label Studio tasks only: the prefix of the image URLs.
+
+    Returns
+    -------
+    Export
+        Contents, file name, media type and summary.
+
+    Raises
+    ------
+    NothingToExport
+        No trained model yet, or no such batch.
+    InvalidParameterError
+        An unknown ``what`` or ``format``.
+    """
+    settings = project.settings
+    check("what", what, [Options(EXPORTS)])
+    check("format", format, [Options({"csv", "json"}), None])
+    if what == "labels" and format in (None, "csv"):
+        return Export(labels_csv(store), "labels.csv", "text/csv", f"{len(store.labels())} rows")
+    if what == "labels":
+        labels = labels_json(store, settings)
+        return Export(json.dumps(labels, indent=1), "labels.json", "application/json",
+                      f"{len(labels['labels'])} labels, {len(labels['events'])} events")
+    if what == "predictions":
+        images, proba = session.predict_all()
+        return Export(predictions_csv(store, settings, images, proba, session.model_info), "predictions.csv",
+                      "text/csv", f"{len(images)} rows")
+    if what == "model":
+        if not project.model_file.is_file():
+            raise NothingToExport("no trained model yet: it is saved after the first batch")
+        info = project.model_info()
+        return Export(project.model_file.read_bytes(), "model.pkl", "application/octet-stream",
+                      f"a pickle of the classifier trained after {info['round']} batches on "
+                      f"{info['n_labels']} labels")
+    if what == "label-studio":
+        chosen = store.batch(batch)
+        if chosen is None:
+            raise NothingToExport("no open batch: the tasks export holds one batch; ask for a finished "
+                                  "one by its id" if batch is None else f"no batch with id {batch}")
+        tasks = label_studio_tasks(chosen, f"modal-vlm round {chosen['model_round']}", url_prefix)
+        which = f"the open batch {chosen['id']}" if chosen["finished_at"] is None else f"batch {chosen['id']}"
+        return Export(json.dumps(tasks, indent=1), f"label-studio-batch-{chosen['id']}.json",
+                      "application/json",
+                      f"{len(chosen['items'])} tasks: {which} only; other batches with --batch ID")
+    return Export(label_studio_config(settings.classes), "label-studio-config.xml", "application/xml",
+                  f"the labeling config: {len(settings.classes) + 1} choices")
+
+
+__all__ = ["EXPORTS", "Export", "NothingToExport", "labels_csv", "labels_json", "predictions_csv", "render"]

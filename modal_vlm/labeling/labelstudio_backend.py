@@ -29,7 +29,7 @@ push itself.
 
 The priority of an unlabeled image is ``1 - rank / n_unlabeled``: the strategy's next batch
 first, in the strategy's order (exactly the batch ``modal-vlm label`` would show, see
-:meth:`LabelingWorker.choose <modal_vlm.labeling.worker.LabelingWorker.choose>`), then
+:meth:`LabelingSession.choose <modal_vlm.labeling.session.LabelingSession.choose>`), then
 the other unlabeled images from the least to the most confident. Labeled and skipped
 images get 0.
 
@@ -63,7 +63,8 @@ from .commands import DEFAULT_BACKEND_PORT, DEFAULT_DEBOUNCE
 from .labelstudio import OOD_CHOICE
 from .scan import resolve_inside, scan_images
 from .store import Decision
-from .worker import LabelingWorker, confidence
+from .session import confidence
+from .worker import BackgroundWorker
 
 #: The backend's name in Label Studio, and the prefix of its model versions.
 BACKEND_NAME = "modal-vlm"
@@ -673,12 +674,13 @@ class Ranking:
     next_batch: tuple
 
 
-class LabelStudioWorker(LabelingWorker):
+class LabelStudioWorker(BackgroundWorker):
     """The labeling worker, for Label Studio: apply annotations, retrain (debounced), rank
     the unlabeled images, push the priorities.
 
-    The thread, the scan, the encoding, the training, the strategy's choice and the saved
-    model are :class:`~modal_vlm.labeling.worker.LabelingWorker`'s; what differs is the step
+    The thread is :class:`~modal_vlm.labeling.worker.BackgroundWorker`'s; the scan, the
+    encoding, the training, the strategy's choice and the saved model are its
+    :class:`~modal_vlm.labeling.session.LabelingSession`'s; what differs is the step
     that follows a wake-up (no batch: a ranking of every unlabeled image, pushed to Label
     Studio) and that a round is a retraining.
 
@@ -793,29 +795,19 @@ class LabelStudioWorker(LabelingWorker):
 
     # -- the step -------------------------------------------------------------------------
 
-    def prepare(self, encode_all=True) -> None:
-        """Scan the folder, load the saved model and encode **every** image.
-
-        Label Studio sorts all of its tasks by the priorities pushed to it, so the backend ranks
-        the whole folder: unlike the label page, it cannot start from the first images encoded.
-
-        Parameters
-        ----------
-        encode_all : bool, default=True
-            Ignored: always True here.
-        """
-        super().prepare(encode_all=True)
+    #: Label Studio sorts all of its tasks by the priorities pushed to it, so the backend ranks
+    #: the whole folder: unlike the label page, it cannot start from the first images encoded.
+    encode_all = True
 
     def _step(self):
         self.apply_pending()
-        if self._needs_training(None):
+        if self.session.needs_training():
             self._train()
         if self.images.new_images.is_set():
             self.images.new_images.clear()
-            self.prepare()   # the new files join the store and the pool, encoded
+            self.session.prepare(encode_all=True)   # the new files join the store and the pool, encoded
         self._rank()
-        if self.model_info is not None and not self.model_info["saved"]:
-            self._save_model()
+        self.session.save()
         from .labelstudio_client import LabelStudioError
 
         try:
@@ -858,20 +850,10 @@ class LabelStudioWorker(LabelingWorker):
             self.state.set("stale_versions", [v for v in self.state.get("stale_versions", []) if v != version])
         self._set("ready", ready)
 
-    def _needs_training(self, open_batch) -> bool:
-        labeled, _ = self._labeled()
-        if not labeled:
-            return False
-        if self.classifier is None or self.model_info is None:
-            return True
-        return self.model_info["trained_through"] < self.store.last_event_id()
-
     def _train(self):
         # A round is a retraining here: the model version and the query's seed follow it.
-        previous = (self.model_info or self.project.model_info() or {}).get("round", 0)
-        super()._train()
-        with self._model_lock:
-            self.model_info["round"] = previous + 1
+        previous = (self.session.model_info or self.project.model_info() or {}).get("round", 0)
+        self.session.train(round_=previous + 1)
 
     def apply_pending(self) -> int:
         """Apply the annotations received (and not yet applied) to the label store.
@@ -936,14 +918,15 @@ class LabelStudioWorker(LabelingWorker):
 
     def _rank(self) -> Ranking:
         settings = self.project.settings
-        images, proba = self.predict()
-        pool = self._pool()
-        round_ = self.model_info["round"] if self.model_info else 0
-        trained = self.model_info["trained_through"] if self.model_info else 0
+        session = self.session
+        images, proba = session.predict_all()
+        pool = session.pool()
+        round_ = session.model_info["round"] if session.model_info else 0
+        trained = session.model_info["trained_through"] if session.model_info else 0
         self._set("querying", f"{settings.strategy} ranks {len(pool)} unlabeled images")
         order = []
         if pool:
-            picked, _ = self.next_batch(pool, round_ + 1)
+            picked, _ = session.next_batch(pool, round_ + 1)
             row_of = {image["id"]: i for i, image in enumerate(images)}
             pool_confidence = confidence(proba[[row_of[image["id"]] for image in pool]])
             chosen = set(int(i) for i in picked)
@@ -987,11 +970,7 @@ class LabelStudioWorker(LabelingWorker):
         ranking = ranking or self.ranking
         p = ranking.proba.get(image_id)
         if p is None:   # an image the ranking has not seen yet
-            with self._model_lock:
-                clf = self._current()
-                path = self._path(self.store.image(image_id))
-                p = clf.predict_proba_from_features(clf.transform([path]))
-            p = self.trust.calibrator().transform(p)[0]   # as predict() gives the ranked ones
+            p = self.session.predict_one(image_id)
         classes = self.project.settings.classes
         result = [{"from_name": config.from_name, "to_name": config.to_name, "type": "choices",
                    "value": {"choices": [classes[int(np.argmax(p))]]},
@@ -1124,7 +1103,8 @@ def _objects(value, what) -> list:
 
 
 def create_backend_app(project, store, worker, state, *, basic_auth=None, loopback_only=True):
-    """The ASGI app of the ML backend (behind the labeling app's :class:`~modal_vlm.labeling.server.Guard`).
+    """The ASGI app of the ML backend (behind the labeling app's middlewares,
+    :func:`~modal_vlm.labeling._middleware.guard`).
 
     Parameters
     ----------
@@ -1146,7 +1126,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
     ASGI app
         Ready for uvicorn or a test client.
     """
-    from .server import Guard
+    from ._middleware import guard
 
     classes = list(project.settings.classes)
     app = FastAPI(title="modal-vlm Label Studio ML backend", docs_url=None, redoc_url=None, openapi_url=None)
@@ -1282,7 +1262,7 @@ def create_backend_app(project, store, worker, state, *, basic_auth=None, loopba
         worker.schedule()
         return JSONResponse({"status": "ok", "result": {"annotations": known}}, status_code=201)
 
-    guarded = Guard(app, loopback_only=loopback_only, max_body=MAX_BACKEND_BODY)
+    guarded = guard(app, loopback_only=loopback_only, max_body=MAX_BACKEND_BODY)
     return guarded if basic_auth is None else BasicAuth(guarded, *basic_auth)
 
 

@@ -31,6 +31,10 @@ FIT_MODES = ("supervised", "ueo")
 #: The learners of a project (:func:`modal_vlm.estimators.get_estimator`); the first is the default.
 LEARNERS = ("linear", "prompt")
 SETTINGS_FORMAT = 1
+#: Settings added after projects were first written, with the value a project without them
+#: was made with (as the runner's ``LEGACY_SETTINGS`` for run directories): a project saved
+#: before the learner was a setting was prompt-tuned, and stays so.
+LEGACY_SETTINGS = {"learner": "prompt"}
 
 
 @dataclass(frozen=True)
@@ -159,9 +163,7 @@ class Settings:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
-        # A project saved before the learner was a setting was prompt-tuned: it stays so.
-        data.setdefault("learner", "prompt")
-        return cls(**data)
+        return cls(**{**LEGACY_SETTINGS, **data})
 
 
 class Project:

@@ -67,7 +67,7 @@ def scan_images(root, exclude=()) -> Scan:
     """The image files of ``root`` (recursively), each checked to be readable.
 
     The check reads the file's header; a file that fails later, when it is decoded, is set
-    aside then (see :class:`~modal_vlm.labeling.worker.LabelingWorker`).
+    aside then (see :class:`~modal_vlm.labeling.session.LabelingSession`).
 
     Parameters
     ----------

@@ -50,7 +50,7 @@ def make_session(tmp_path):
 
     Every store and worker made is closed and stopped at the end of the test.
     """
-    from modal_vlm.labeling import LabelingWorker, LabelStore, open_project
+    from modal_vlm.labeling import BackgroundWorker, LabelStore, open_project
 
     made = []
 
@@ -58,7 +58,7 @@ def make_session(tmp_path):
         settings = {"model": "tiny-vit", "train_steps": 5, "batch_size": 6, **settings}
         project, _ = open_project(project_dir or tmp_path / "project", images, classes, **settings)
         store = LabelStore(project.database)
-        worker = LabelingWorker(project, store).start()
+        worker = BackgroundWorker(project, store).start()
         made.append((store, worker))
         status = worker.wait_idle(120)
         assert status["phase"] in ("ready", "done"), status

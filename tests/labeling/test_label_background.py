@@ -6,21 +6,21 @@ import pytest
 from conftest import SHAPES
 
 from modal_vlm.labeling import Decision
-from modal_vlm.labeling import worker as worker_module
-from modal_vlm.labeling.worker import LabelingWorker
+from modal_vlm.labeling import session as session_module
+from modal_vlm.labeling.worker import BackgroundWorker
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Every status the worker sets, as :meth:`LabelingWorker.status` returned it then."""
+    """Every status the worker sets, as :meth:`BackgroundWorker.status` returned it then."""
     reports = []
-    original = LabelingWorker._set
+    original = BackgroundWorker._set
 
     def record(self, *args, **kwargs):
         original(self, *args, **kwargs)
         reports.append(self.status())
 
-    monkeypatch.setattr(LabelingWorker, "_set", record)
+    monkeypatch.setattr(BackgroundWorker, "_set", record)
     return reports
 
 
@@ -38,8 +38,8 @@ def label(store, truth, batch):
 
 def test_first_batch_comes_from_the_first_images_and_the_rest_joins_later(shapes, make_session, recorded,
                                                                           monkeypatch):
-    monkeypatch.setattr(worker_module, "FIRST_POOL", 9)
-    monkeypatch.setattr(worker_module, "ENCODE_CHUNK", 3)
+    monkeypatch.setattr(session_module, "FIRST_POOL", 9)
+    monkeypatch.setattr(session_module, "ENCODE_CHUNK", 3)
     folder, truth = shapes
     project, store, worker = make_session(folder, batch_size=4)
     querying = [r for r in recorded if r["phase"] == "querying"]
@@ -60,9 +60,9 @@ def test_first_batch_comes_from_the_first_images_and_the_rest_joins_later(shapes
 
 
 def test_labels_never_run_out_before_the_folder_does(shapes, make_session, monkeypatch):
-    monkeypatch.setattr(worker_module, "FIRST_POOL", 4)
-    monkeypatch.setattr(worker_module, "ENCODE_CHUNK", 2)
-    monkeypatch.setattr(LabelingWorker, "_encode_rest", lambda self: None)   # no background encoding
+    monkeypatch.setattr(session_module, "FIRST_POOL", 4)
+    monkeypatch.setattr(session_module, "ENCODE_CHUNK", 2)
+    monkeypatch.setattr(BackgroundWorker, "_encode_rest", lambda self: None)   # no background encoding
     folder, truth = shapes
     project, store, worker = make_session(folder, batch_size=4)
     assert worker.status()["encoded"] == 4
@@ -75,8 +75,8 @@ def test_labels_never_run_out_before_the_folder_does(shapes, make_session, monke
 
 def test_a_slow_backbone_serves_the_first_batch_after_the_time_limit(shapes, make_session, recorded,
                                                                       monkeypatch):
-    monkeypatch.setattr(worker_module, "FIRST_POOL_SECONDS", 0.0)
-    monkeypatch.setattr(worker_module, "ENCODE_CHUNK", 2)
+    monkeypatch.setattr(session_module, "FIRST_POOL_SECONDS", 0.0)
+    monkeypatch.setattr(session_module, "ENCODE_CHUNK", 2)
     folder, _ = shapes
     make_session(folder, batch_size=4)
     querying = [r for r in recorded if r["phase"] == "querying"]
@@ -84,7 +84,7 @@ def test_a_slow_backbone_serves_the_first_batch_after_the_time_limit(shapes, mak
 
 
 def test_an_image_that_fails_to_decode_in_the_background_leaves_the_pool(shapes, make_session, monkeypatch):
-    monkeypatch.setattr(worker_module, "FIRST_POOL", 6)
+    monkeypatch.setattr(session_module, "FIRST_POOL", 6)
     folder, truth = shapes
     victim = sorted(truth)[0]
     data = (folder / victim).read_bytes()

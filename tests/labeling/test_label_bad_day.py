@@ -262,7 +262,7 @@ def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, 
     import warnings
 
     from modal_vlm import clear_memory_cache
-    from modal_vlm.labeling import LabelingWorker, LabelStore
+    from modal_vlm.labeling import BackgroundWorker, LabelStore
 
     folder, _ = shapes
     clear_memory_cache()   # this process has seen these images: the session must encode them into its cache
@@ -274,7 +274,7 @@ def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         second_store = LabelStore(project.database)
-        again = LabelingWorker(project, second_store).start()
+        again = BackgroundWorker(project, second_store).start()
         try:
             status = again.wait_idle(120)
         finally:

@@ -9,7 +9,7 @@ from conftest import SHAPES, draw_shapes
 from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY, Decision, LabelStore, Project, open_project
 from modal_vlm.labeling.scan import resolve_inside, scan_images
 from modal_vlm.labeling.store import LabelConflict, UnknownImage
-from modal_vlm.labeling.worker import epochs_for
+from modal_vlm.labeling.session import epochs_for
 
 
 def test_defaults_are_the_offline_model_and_cec():
@@ -158,16 +158,16 @@ def test_epochs_bound_the_training_steps():
 
 
 def test_worker_reports_encoding_and_training_progress(shapes, make_session, monkeypatch):
-    from modal_vlm.labeling.worker import LabelingWorker
+    from modal_vlm.labeling.worker import BackgroundWorker
 
     reports = []
-    original = LabelingWorker._set
+    original = BackgroundWorker._set
 
     def record(self, phase, message, done=0, total=0, error=None):
         reports.append((phase, done, total))
         original(self, phase, message, done, total, error)
 
-    monkeypatch.setattr(LabelingWorker, "_set", record)
+    monkeypatch.setattr(BackgroundWorker, "_set", record)
     folder, truth = shapes
     project, store, worker = make_session(folder, train_steps=3, batch_size=4)
     encoding = [r for r in reports if r[0] == "encoding"]
@@ -213,5 +213,5 @@ def test_an_unloadable_saved_model_is_retrained(shapes, make_session):
     store.close()
     project.model_file.write_bytes(b"not a pickle")
     project, store, worker = make_session(folder)
-    assert worker.status()["phase"] == "ready" and worker.model_info["round"] == 1
+    assert worker.status()["phase"] == "ready" and worker.session.model_info["round"] == 1
     assert project.model_file.read_bytes()[:1] == b"\x80"        # saved again, a pickle

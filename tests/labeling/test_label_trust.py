@@ -53,7 +53,7 @@ def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, cl
     label_batch(client, truth)
     third = next_batch(client, worker)
     assert all(item["calibrated"] is True for item in third["batch"]["items"])    # 12 labels checked
-    scaler = fit_calibrator(worker.trust.pairs()[0])
+    scaler = fit_calibrator(worker.session.trust.pairs()[0])
     rows = {row["image_id"]: row for row in store.batch_scores() if row["batch_id"] == third["batch"]["id"]}
     for item in third["batch"]["items"]:
         expected = scaler.transform(np.array([rows[item["image_id"]]["proba"]]))[0]
@@ -86,7 +86,7 @@ def test_likely_wrong_lists_the_slips_most_suspect_first(shapes, make_session, c
         label_batch(client, truth, decide=careless)
         next_batch(client, worker)
     listed = client.get("/api/review", params={"filter": "suspect"}).json()["items"]
-    found, _, image_ids = worker.assessment()
+    found, _, image_ids = worker.session.assessment()
     expected = [int(image_ids[k]) for k in found.suspects]
     assert [row["image_id"] for row in listed] == expected
     assert all(row["suggestion"] in SHAPES and row["suggestion"] != row["label"] for row in listed)

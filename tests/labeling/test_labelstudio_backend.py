@@ -264,7 +264,7 @@ def test_updates_deletions_skips_and_bulk_annotations(shapes, make_backend):
     assert [(e["kind"], e["label"]) for e in history] == [("class", truth[paths[0]]), ("class", other)]
     image1 = b.state.tasks()[t1["id"]]["image_id"]
     assert b.store.states()[image1]["kind"] == "unlabel"      # back in the pool
-    assert image1 in {image["id"] for image in b.worker._pool()}
+    assert image1 in {image["id"] for image in b.worker.session.pool()}
     assert b.worker.ranking.priority[image1] > 0
     response = b.client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": LS_PROJECT}})
     assert response.status_code == 200 and response.json()["status"] == "Unknown event"
