@@ -4,8 +4,8 @@ import pytest
 import torch
 from modAL.models import ActiveLearner
 
-from modal_vlm.losses import infomax_loss, ueo_loss, ueo_sample_weights
-from modal_vlm.ueo import SemiSupervisedBatchSampler, norm_adapted_copy
+from modal_vlm.model.losses import infomax_loss, ueo_loss, ueo_sample_weights
+from modal_vlm.model.training_data import SemiSupervisedBatchSampler, norm_adapted_copy
 
 UEO = dict(fit_mode="ueo", unlabeled_batch_size=4, ctx_init="a photo of a", class_specific_ctx=False)
 

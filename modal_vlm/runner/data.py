@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from ..class_names import check_class_names
+from ..model.class_names import check_class_names
 from ..datasets import image_files, load_image_folder
 from ..inputs import unreadable_reason
 from ..sentinels import NONE

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .prompt_learner import PromptLearner, class_prompt_names
-from .ueo import norm_adapted_copy
+from .training_data import norm_adapted_copy
 
 
 def check_template(template) -> None:
@@ -123,12 +123,12 @@ class PromptedCLIP(nn.Module):
     class_names : list of str
         The classes.
     n_ctx, class_specific_ctx, ctx_init, generator
-        See :class:`~modal_vlm.prompt_learner.PromptLearner`.
+        See :class:`~modal_vlm.model.prompt_learner.PromptLearner`.
     template : str
         Zero-shot prompt, ``{}`` is replaced by the class name.
     train_visual_norm : bool
         Adapt the image encoder's normalisation layers (see
-        :func:`~modal_vlm.ueo.norm_adapted_copy`).
+        :func:`~modal_vlm.model.training_data.norm_adapted_copy`).
 
     Examples
     --------
@@ -154,10 +154,10 @@ class PromptedCLIP(nn.Module):
         self.register_state_dict_post_hook(_keep_learned_tensors)
 
     def init_learned_text(self, backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template):
-        """Create what is trained: here CoOp's :class:`~modal_vlm.prompt_learner.PromptLearner`
+        """Create what is trained: here CoOp's :class:`~modal_vlm.model.prompt_learner.PromptLearner`
         (``prompt_learner``). A subclass that learns the class text features another way
         overrides this and :meth:`learned_text_features` (see
-        :class:`~modal_vlm.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
+        :class:`~modal_vlm.model.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
         self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
                                             ctx_init, generator, template)
 

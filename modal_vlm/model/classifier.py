@@ -22,18 +22,18 @@ from sklearn.utils import TransformerTags, check_random_state
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Subset
 
-from .backbones import get_backbone
-from .cache import EmbeddingCache
+from ..backbones import get_backbone
+from ..cache import EmbeddingCache
 from .class_names import check_class_names
-from .compat import patch_modal
-from .callbacks import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
+from ..compat import patch_modal
+from .schedule import (AUTO_EPOCHS, EpochProgressBar, TrainLossPlateau, VerbosePrintLog, WarmupCosineLR,
                         shot_schedule_epochs)
-from .encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
-from .inputs import as_image_items, n_images
+from ..encoding import check_encode_dtype, check_workers, embedding_key, embedding_width, encode_images
+from ..inputs import as_image_items, n_images
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import PromptedCLIP, check_template, zero_shot_text_features
-from .sentinels import NONE, UNLABELED, sentinel_mask
-from .ueo import SemiSupervisedBatchSampler, TrainingSet
+from ..sentinels import NONE, UNLABELED, sentinel_mask
+from .training_data import SemiSupervisedBatchSampler, TrainingSet
 
 FIT_MODES = ("supervised", "ueo", "infomax")
 #: Values of ``ood_score``, the score of ``score_samples``.
@@ -166,11 +166,11 @@ class ClipPromptClassifier(NeuralNetClassifier):
         Training epochs of every ``fit`` (at most: see ``n_iter_no_change``); an epoch passes
         once over the labeled samples. ``"auto"`` is the CoOp authors' few-shot schedule by
         labels per class ``k``: 50 epochs for ``k <= 1``, 100 for ``k <= 4``, 200 above
-        (:func:`~modal_vlm.callbacks.shot_schedule_epochs`; ``fit_epochs_`` holds the
+        (:func:`~modal_vlm.model.schedule.shot_schedule_epochs`; ``fit_epochs_`` holds the
         number scheduled, ``len(history_)`` the number run).
     n_iter_no_change : int or None, default=5
         Stop a ``fit`` once the training loss has not fallen by ``tol`` (relative to its best)
-        in this many epochs in a row (:class:`~modal_vlm.callbacks.TrainLossPlateau`, as
+        in this many epochs in a row (:class:`~modal_vlm.model.schedule.TrainLossPlateau`, as
         scikit-learn's ``MLPClassifier``); None runs every scheduled epoch. At 8 labels per
         class it halves the CoOp schedule's 200 epochs with test accuracy within one std
         (``benchmarks/results/learners.md``).
@@ -183,7 +183,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
         warm-up, annealed by CoOp's cosine schedule: ``lr * (1 + cos(pi * t / max_epochs)) / 2``
         in the ``t``-th epoch after the warm-up (0 is valid: only the warm-up trains). Every
         ``fit`` and ``partial_fit`` runs the whole schedule from the current prompt (see
-        :class:`~modal_vlm.callbacks.WarmupCosineLR`); a ``skorch.callbacks.LRScheduler`` in
+        :class:`~modal_vlm.model.schedule.WarmupCosineLR`); a ``skorch.callbacks.LRScheduler`` in
         ``callbacks`` replaces it (the rate then starts at ``lr``), and
         ``callbacks__lr_scheduler=None`` keeps ``lr`` constant.
     batch_size : int, default=128
@@ -817,7 +817,7 @@ class ClipPromptClassifier(NeuralNetClassifier):
     def check_class_names(self):
         """Raise ``ValueError`` for empty, non-string or duplicate class names, names with
         surrounding spaces, and names that differ only in case or spacing (their prompts are
-        the same: :func:`modal_vlm.class_names.check_class_names`)."""
+        the same: :func:`modal_vlm.model.class_names.check_class_names`)."""
         check_class_names(self.class_names)
 
     def initialize(self):

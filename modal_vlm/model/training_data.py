@@ -5,7 +5,7 @@
 * :class:`SemiSupervisedBatchSampler`: one labeled and one unlabeled batch per step;
 * :func:`norm_adapted_copy`: an image encoder whose normalisation affine parameters train.
 
-The loss itself is :func:`modal_vlm.losses.ueo_loss`.
+The loss itself is :func:`modal_vlm.model.losses.ueo_loss`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-from .sentinels import NONE, UNLABELED
+from ..sentinels import NONE, UNLABELED
 
 NORM_LAYERS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
