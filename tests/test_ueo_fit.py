@@ -108,7 +108,7 @@ def test_ood_score_follows_the_learned_prompt(make_clf, images):
 
 
 @pytest.mark.parametrize("params, fit_args, match", [
-    (dict(fit_mode="bogus"), {}, "Unknown fit_mode"),
+    (dict(fit_mode="bogus"), {}, "fit_mode must be one of"),
     (dict(), dict(y=np.r_[np.zeros(6), -np.ones(6)].astype(int)), "use fit_mode='ueo'"),
     (dict(), dict(X_unlabeled=np.zeros((2, 32, 32, 3), np.uint8)), "X_unlabeled is used by"),
     (dict(fit_mode="ueo", ueo_temperature=0), {}, "ueo_temperature"),
