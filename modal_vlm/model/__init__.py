@@ -17,7 +17,8 @@ load without torch (the command line checks names before any model is built).
 import importlib
 
 #: Public name -> the submodule that defines it.
-_EXPORTS = {"COOP_PROTOCOL": "classifier", "ClipPromptClassifier": "classifier", "ClipLinearProbe": "linear_probe"}
+_EXPORTS = {"COOP_PROTOCOL": "classifier", "ClipPromptClassifier": "classifier",
+            "ClipLinearProbe": "linear_probe"}
 
 __all__ = list(_EXPORTS)
 

@@ -142,15 +142,6 @@ def signature_defaults(*functions) -> dict:
     return defaults
 
 
-def param_names(net) -> list:
-    """What scikit-learn's ``get_params`` lists: the constructor's parameters (this class's
-    and skorch's) and the nested ones that are set (``optimizer__momentum``...). skorch's own
-    version lists every attribute not ending in "_", bookkeeping included."""
-    nested = [k for k in vars(net) if "__" in k and not k.startswith("_") and not k.endswith("_")]
-    return sorted({*signature_defaults(NeuralNet.__init__, NeuralNetClassifier.__init__, type(net).__init__),
-                   *nested})
-
-
 class _ParamRepr(reprlib.Repr):
     """Short reprs of parameter values: long lists cut, classes and functions by name,
     skorch callbacks as ``Name(changed parameters)``."""
@@ -181,14 +172,37 @@ def constructor_defaults(cls) -> dict:
     return {**skorch_params, **SKORCH_DEFAULTS, **signature_defaults(cls.__init__)}
 
 
-def param_repr(net) -> str:
-    """``Name(param=value, ...)`` with the parameters that differ from their defaults (this
-    class's own first, in the order of its signature), each value's repr kept short."""
-    defaults = constructor_defaults(type(net))
-    params = net.get_params(deep=False)
-    changed = {k: v for k, v in params.items()
-               if k not in defaults or defaults[k] is inspect.Parameter.empty or repr(v) != repr(defaults[k])}
-    order = list(signature_defaults(type(net).__init__))
-    keys = sorted(changed, key=lambda k: (order.index(k) if k in order else len(order), k))
-    formatter = _ParamRepr()
-    return f"{type(net).__name__}({', '.join(f'{k}={formatter.repr(changed[k])}' for k in keys)})"
+class ParamsMixin:
+    """scikit-learn's parameter plumbing of the estimators: ``get_params`` lists the
+    constructor's parameters (this class's and skorch's) and the nested ones that are set
+    (``optimizer__momentum``...), ``repr`` those that differ from their defaults."""
+
+    @classmethod
+    def _constructor_defaults(cls) -> dict:
+        """Every constructor parameter, this class's and skorch's, with its default here."""
+        return constructor_defaults(cls)
+
+    def _get_param_names(self):
+        # skorch's own version lists every attribute not ending in "_", bookkeeping included.
+        nested = [k for k in vars(self) if "__" in k and not k.startswith("_") and not k.endswith("_")]
+        return sorted({*signature_defaults(NeuralNet.__init__, NeuralNetClassifier.__init__, type(self).__init__),
+                       *nested})
+
+    def _get_params_callbacks(self, deep=True):
+        # The built-in callbacks (timer, schedule, scores, progress bar, log) are set through
+        # this estimator's own parameters: get_params(deep=True) lists only a user's
+        # callbacks. set_params still reaches every one (callbacks__print_log=None).
+        builtin = {f"callbacks__{name}" for name, _ in self._default_callbacks}
+        return {key: value for key, value in super()._get_params_callbacks(deep=deep).items()
+                if "__".join(key.split("__")[:2]) not in builtin}
+
+    def __repr__(self):
+        # The parameters that differ from their defaults, this class's own first (in the
+        # order of its signature), each value's repr kept short.
+        defaults = self._constructor_defaults()
+        changed = {k: v for k, v in self.get_params(deep=False).items()
+                   if k not in defaults or defaults[k] is inspect.Parameter.empty or repr(v) != repr(defaults[k])}
+        order = list(signature_defaults(type(self).__init__))
+        keys = sorted(changed, key=lambda k: (order.index(k) if k in order else len(order), k))
+        formatter = _ParamRepr()
+        return f"{type(self).__name__}({', '.join(f'{k}={formatter.repr(changed[k])}' for k in keys)})"

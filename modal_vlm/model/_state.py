@@ -14,10 +14,11 @@ import warnings
 
 import numpy as np
 import torch
+from skorch.utils import get_map_location
 
 from ..exceptions import BackboneUnavailableError
 from ._labels import names_given
-from ._params import PLACEMENT_PARAMS
+from ._params import PLACEMENT_PARAMS, PREDICTION_PARAMS
 
 #: What a pickle leaves out: skorch's components, rebuilt from the parameters on load, and
 #: the markers of a fit in progress (skorch's Checkpoint may pickle during training).
@@ -56,6 +57,18 @@ def pickled_state(net) -> dict:
         state["_pending_state_"] = snapshot(net)
         state["initialized_"] = False
     return state
+
+
+def rebuild_for(net, params) -> None:
+    """``set_params(**params)``'s rebuild, as skorch's: if ``params`` change what the
+    predictions depend on, rebuild ``module_`` now, keeping what was learned where it applies
+    (the warning that it does not points at the ``set_params`` call)."""
+    if net.initialized_ and any(key in params for key in PREDICTION_PARAMS):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rebuild_if_changed(net, PREDICTION_PARAMS)
+        for warning in caught:
+            warnings.warn(warning.message, warning.category, stacklevel=3)
 
 
 def rebuild_if_changed(net, keys=None) -> None:
@@ -162,3 +175,36 @@ def labels_of(net, y):
             del net._labels_by_name
         raise
     net._labels_by_name = by_name
+
+
+class LearnedStateMixin:
+    """The estimators' skorch hooks around their learned state: ``initialize`` loads a pending
+    state, pickling keeps what was learned and not the frozen encoders, and an unfitted
+    estimator initialises itself on first use (zero-shot prediction is a valid state)."""
+
+    def initialize(self):
+        # Every fit starts a fresh prompt (the protocol), so skorch's "Re-initializing ..."
+        # lines carry no news: they are printed only with verbose >= 2.
+        verbose = self.verbose
+        self.verbose = verbose if verbose >= 2 else 0
+        try:
+            initialize_keeping_learned(self, super().initialize)
+        finally:
+            self.verbose = verbose
+        return self
+
+    def check_is_fitted(self, attributes=None, *args, **kwargs):
+        if not self.initialized_:
+            self.initialize()
+        return super().check_is_fitted(attributes, *args, **kwargs)
+
+    def __getstate__(self):
+        # The torch objects are rebuilt on first use after loading: a pickle holds the
+        # parameters and what was learned, not the frozen encoders.
+        return pickled_state(self)
+
+    def __setstate__(self, state):
+        state = dict(state)
+        # As skorch: a model saved on a GPU loads on a machine without one (DeviceWarning).
+        state["device"] = self._check_device(state["device"], get_map_location(state["device"]))
+        vars(self).update(state)

@@ -3,14 +3,12 @@ classifier (skorch), ready for modAL."""
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import Dataset
-from skorch.utils import get_map_location
 from sklearn.metrics import accuracy_score
 from sklearn.utils import TransformerTags, check_random_state
 from torch.utils.data import Dataset as TorchDataset
@@ -21,10 +19,11 @@ from ..sentinels import NONE, UNLABELED
 from . import _params, _state
 from ._embedding import EmbeddingMixin
 from ._labels import check_classes, check_targets, encode_labels
-from ._params import PREDICTION_PARAMS
+from ._params import ParamsMixin
+from ._state import LearnedStateMixin
 from .fit_modes import get_fit_mode
 from .schedule import AUTO_EPOCHS, default_callbacks, shot_schedule_epochs, stopped_early
-from .training_data import SemiSupervisedBatchSampler, TrainingSet, dataset_labels
+from .training_data import dataset_labels
 
 #: The PCB/CEC protocol's CoOp learner (``shared/specs/protocol.md``) as parameters:
 #: ``ClipPromptClassifier(class_names, **COOP_PROTOCOL)`` trains exactly as the field's
@@ -38,7 +37,7 @@ COOP_PROTOCOL = {
 }
 
 
-class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
+class ClipPromptClassifier(EmbeddingMixin, LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
     """Prompt-tuned CLIP-like classifier (CoOp) with scikit-learn's and modAL's interface.
 
     The image and text encoders stay frozen; only the prompt's context vectors are trained.
@@ -372,25 +371,6 @@ class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
-    @classmethod
-    def _constructor_defaults(cls) -> dict:
-        """Every constructor parameter, this class's and skorch's, with its default here."""
-        return _params.constructor_defaults(cls)
-
-    def _get_param_names(self):
-        return _params.param_names(self)
-
-    def _get_params_callbacks(self, deep=True):
-        # The built-in callbacks (timer, schedule, scores, progress bar, log) are set through
-        # this estimator's own parameters: get_params(deep=True) lists only a user's
-        # callbacks. set_params still reaches every one (callbacks__print_log=None).
-        builtin = {f"callbacks__{name}" for name, _ in self._default_callbacks}
-        return {key: value for key, value in super()._get_params_callbacks(deep=deep).items()
-                if "__".join(key.split("__")[:2]) not in builtin}
-
-    def __repr__(self):
-        return _params.param_repr(self)
-
     # -- skorch hooks -----------------------------------------------------------------------
 
     def _seed(self):
@@ -426,17 +406,6 @@ class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
     def _fit_mode(self):
         return get_fit_mode(self.fit_mode)
 
-    def initialize(self):
-        # Every fit starts a fresh prompt (the protocol), so skorch's "Re-initializing ..."
-        # lines carry no news: they are printed only with verbose >= 2.
-        verbose = self.verbose
-        self.verbose = verbose if verbose >= 2 else 0
-        try:
-            _state.initialize_keeping_learned(self, super().initialize)
-        finally:
-            self.verbose = verbose
-        return self
-
     def _module_params(self) -> dict:
         """The parameters ``module_`` is built from (compared on every call: see ``set_params``)."""
         return {"class_names": list(self.class_names), "model_name": self.model_name,
@@ -444,17 +413,6 @@ class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
                 "n_ctx": self.n_ctx, "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
                 "template": self.template, "train_visual_norm": self._trains_visual_norm(),
                 **self.get_params_for("module")}
-
-    def __getstate__(self):
-        # The torch objects are rebuilt on first use after loading: a pickle holds the
-        # parameters and what was learned, not the frozen encoders (see the class Notes).
-        return _state.pickled_state(self)
-
-    def __setstate__(self, state):
-        state = dict(state)
-        # As skorch: a model saved on a GPU loads on a machine without one (DeviceWarning).
-        state["device"] = self._check_device(state["device"], get_map_location(state["device"]))
-        vars(self).update(state)
 
     def initialize_module(self):
         if not vars(self).get("_in_transaction_"):  # a fit validated the parameters already
@@ -505,19 +463,8 @@ class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
             ``self``.
         """
         super().set_params(**params)
-        if self.initialized_ and any(key in params for key in PREDICTION_PARAMS):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                _state.rebuild_if_changed(self, PREDICTION_PARAMS)
-            for warning in caught:
-                warnings.warn(warning.message, warning.category, stacklevel=2)
+        _state.rebuild_for(self, params)
         return self
-
-    def check_is_fitted(self, attributes=None, *args, **kwargs):
-        # Zero-shot prediction is a valid state: an unfitted estimator initialises itself.
-        if not self.initialized_:
-            self.initialize()
-        return super().check_is_fitted(attributes, *args, **kwargs)
 
     def check_data(self, X, y):
         self._fit_mode().check_labels(check_targets(n_images(X), y, self.class_names))
@@ -530,26 +477,15 @@ class ClipPromptClassifier(EmbeddingMixin, NeuralNetClassifier):
             return Dataset(self.transform(X), None)
         # Training data depend on the parameters only, not on module_: fit builds them (and
         # so reads and encodes every image) before it re-initialises anything.
-        labels = encode_labels(y, self.class_names)
-        frozen = self.frozen_transform(X)
-        weights = self._fit_mode().sample_weights(self, frozen, labels)
-        if not self._trains_visual_norm():
-            return TrainingSet(torch.from_numpy(frozen), labels, weights)
-        return TrainingSet(as_image_items(X), labels, weights, transform=self.backbone_.train_preprocess)
+        return self._fit_mode().training_set(self, X, encode_labels(y, self.class_names))
 
     def get_iterator(self, dataset, training=False):
         if not training:
             self._check_prediction_params()
             return super().get_iterator(dataset, training=training)
-        # One batching rule for every fit mode (labeled batches, joined by unlabeled ones in
-        # the UEO modes), seeded: same random_state, same mini-batches, same fit.
         kwargs = {k: v for k, v in self.get_params_for("iterator_train").items()
                   if k not in ("batch_size", "shuffle", "generator", "sampler")}
-        labels = dataset_labels(dataset)
-        n = max(1, len(labels))
-        sampler = SemiSupervisedBatchSampler(labels, n if self.batch_size == -1 else self.batch_size,
-                                             n if self.unlabeled_batch_size == -1 else self.unlabeled_batch_size,
-                                             self._seed(), unlabeled_labels=self._fit_mode().sampled_as_unlabeled())
+        sampler = self._fit_mode().batch_sampler(self, dataset)
         return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
 
     def infer(self, x, **fit_params):

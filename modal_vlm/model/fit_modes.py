@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from ..exceptions import InvalidParameterError
+from ..inputs import as_image_items
 from ..sentinels import NONE, UNLABELED
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import zero_shot_text_features
+from .training_data import SemiSupervisedBatchSampler, TrainingSet, dataset_labels
 
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
 UEO_LOGIT_SCALE = 100.0
@@ -56,9 +58,26 @@ class Supervised:
         """The weight each training sample carries into the unlabeled loss (1: unused)."""
         return np.ones(len(labels), dtype=np.float32)
 
-    def sampled_as_unlabeled(self) -> tuple:
-        """The label values the batch sampler draws as the unlabeled stream."""
-        return (UNLABELED, NONE) if self.trains_unlabeled else ()
+    def training_set(self, net, X, labels) -> TrainingSet:
+        """``net``'s training samples: the frozen encoder's embeddings of the images ``X``, or
+        the images themselves where the encoder's normalisation layers train (augmented)."""
+        frozen = net.frozen_transform(X)
+        weights = self.sample_weights(net, frozen, labels)
+        if not net._trains_visual_norm():
+            return TrainingSet(torch.from_numpy(frozen), labels, weights)
+        return TrainingSet(as_image_items(X), labels, weights, transform=net.backbone_.train_preprocess)
+
+    def batch_sampler(self, net, dataset) -> SemiSupervisedBatchSampler:
+        """One batching rule for every mode: ``net.batch_size`` labeled samples per step, joined
+        by ``net.unlabeled_batch_size`` unlabeled ones where the mode trains on them (-1: all
+        in one batch), seeded by ``random_state`` (same seed, same mini-batches, same fit).
+        Supervised training has no loss for "none" samples: they are never drawn."""
+        labels = dataset_labels(dataset)
+        n = max(1, len(labels))
+        return SemiSupervisedBatchSampler(
+            labels, n if net.batch_size == -1 else net.batch_size,
+            n if net.unlabeled_batch_size == -1 else net.unlabeled_batch_size, net._seed(),
+            unlabeled_labels=(UNLABELED, NONE) if self.trains_unlabeled else ())
 
     def data_loss(self, net, y_pred, y_true, X, labeled_loss):
         """The criterion on the samples labeled with a class (``labeled_loss(y_pred, y_true)``,

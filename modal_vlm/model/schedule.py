@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from skorch.callbacks import (Callback, EarlyStopping, EpochScoring, EpochTimer, LRScheduler, PassthroughScoring,
-                              PrintLog)
+from skorch.callbacks import (Callback, EarlyStopping, EpochScoring, EpochTimer, LRScheduler,
+                              PassthroughScoring, PrintLog)
 from tqdm.auto import tqdm
 
 
