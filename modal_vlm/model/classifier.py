@@ -389,7 +389,7 @@ class ClipPromptClassifier(EmbeddingMixin, LearnedStateMixin, ParamsMixin, Neura
 
     def check_params(self):
         """Raise :class:`~modal_vlm.exceptions.InvalidParameterError` for an invalid parameter:
-        an unknown name, a value outside its declared constraint (:mod:`._params`), invalid
+        an unknown name, a value outside its declared constraint (``model._params``), invalid
         ``class_names`` or ``template``, a ``classes`` that is not ``class_names`` or its indices.
 
         ``fit`` runs it once. Cheap: it loads nothing, so callers (the experiment runner) can
