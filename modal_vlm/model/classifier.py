@@ -537,7 +537,7 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
         return get_fit_mode(self.fit_mode)
 
     def _module_params(self) -> dict:
-        """The parameters ``module_`` is built from (compared on every call: see ``set_params``)."""
+        """The parameters ``module_`` is built from (compared by ``set_params`` and warm starts)."""
         return {"class_names": list(self.class_names), "model_name": self.model_name,
                 "pretrained": self.pretrained, "image_size": self.image_size, "device": str(self.device),
                 "n_ctx": self.n_ctx, "class_specific_ctx": self.class_specific_ctx, "ctx_init": self.ctx_init,
