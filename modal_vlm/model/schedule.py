@@ -245,3 +245,7 @@ def stopped_early(callbacks) -> bool:
     finished, not interrupted)."""
     return any(isinstance(cb, EarlyStopping) and cb.patience is not None
                and getattr(cb, "misses_", 0) >= cb.patience for _, cb in callbacks)
+
+
+__all__ = ["AUTO_EPOCHS", "EpochProgressBar", "TrainLossPlateau", "VerbosePrintLog", "WarmupCosine", "WarmupCosineLR",
+           "shot_schedule_epochs"]
