@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier
-from modal_vlm.linear_probe import ClipLinearProbe
+from modal_vlm.model.linear_probe import ClipLinearProbe
 
 
 #: The prompt learner's schedule before early stopping became its default (issue 27): every

@@ -20,9 +20,9 @@ __version__ = "0.1.0.dev0"
 
 #: Every public name and the submodule that defines it.
 _EXPORTS = {
-    "COOP_PROTOCOL": "classifier",
-    "ClipLinearProbe": "linear_probe",
-    "ClipPromptClassifier": "classifier",
+    "COOP_PROTOCOL": "model",
+    "ClipLinearProbe": "model",
+    "ClipPromptClassifier": "model",
     "EmbeddingPool": "embeddings",
     "NONE": "sentinels",
     "badge_query": "strategies",

@@ -3,7 +3,7 @@ import torch
 
 from modal_vlm.backbones import create_backbone, get_backbone, list_backbones, register_backbone
 from modal_vlm.backbones.conse import LINEAR_NAME as LINEAR_CONSE, NAME as CONSE
-from modal_vlm.prompt_learner import PromptLearner
+from modal_vlm.model.prompt_learner import PromptLearner
 
 
 def test_registry_lists_registered_and_open_clip_models():

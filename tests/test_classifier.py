@@ -86,7 +86,7 @@ def test_protocol_defaults_and_schedule(make_clf, images, class_names):
         fitted = make_clf(max_epochs="auto", warmup_epochs=0, lr=0.01, n_iter_no_change=None).fit(X[:n], y[:n])
         assert fitted.fit_epochs_ == epochs == len(fitted.history)
         assert fitted.history[-1, "lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (epochs - 1) / epochs)))
-    with pytest.raises(ValueError, match='max_epochs must be an integer >= 0, or "auto"'):
+    with pytest.raises(ValueError, match="max_epochs must be an integer >= 0, or 'auto'"):
         make_clf(max_epochs="many").fit(X, y)
     fitted = make_clf(max_epochs=4, lr=0.01).fit(X, y)
     expected = [1e-5] + [0.01 * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(3)]  # warm-up, cosine

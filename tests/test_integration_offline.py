@@ -25,7 +25,7 @@ def test_ueo_on_an_open_set_pool_beats_zero_shot_and_adapts_only_visual_norms(ci
 
     from modal_vlm.datasets import make_open_set
     from modal_vlm.metrics import evaluate_open_set
-    from modal_vlm.ueo import NORM_LAYERS
+    from modal_vlm.model.training_data import NORM_LAYERS
 
     train = load_image_folder(cifar10 / "train", max_per_class=30, random_state=0)
     test = load_image_folder(cifar10 / "test", max_per_class=30)

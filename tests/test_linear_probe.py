@@ -14,8 +14,8 @@ from test_experiment import write_image_folder
 from test_sklearn_contract import API_CHECKS
 
 from modal_vlm import ClipLinearProbe, ClipPromptClassifier, cec_query
-from modal_vlm.estimators import get_estimator, list_estimators
-from modal_vlm.linear_probe import TRAIN_THREADS
+from modal_vlm.model.estimators import get_estimator, list_estimators
+from modal_vlm.model.linear_probe import TRAIN_THREADS
 
 
 def probe(**params):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from modal_vlm.losses import entropy, infomax_loss, ueo_loss, ueo_sample_weights
+from modal_vlm.model.losses import entropy, infomax_loss, ueo_loss, ueo_sample_weights
 
 
 def H(p):

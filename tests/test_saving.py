@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from modal_vlm.backbones import _shared_backbone
+from modal_vlm.exceptions import BackboneUnavailableError
 
 
 def weights_file(path, shift=1.0):
@@ -91,10 +92,10 @@ def test_moved_weights_file_gives_a_clear_error_and_can_be_pointed_to(make_clf, 
     moved = shutil.move(path, tmp_path / "moved.pt")
     _shared_backbone.cache_clear()   # as in a new process: the backbone is rebuilt from the file
     restored = pickle.loads(blob)   # loading itself needs no backbone
-    with pytest.raises(FileNotFoundError, match=r"Cannot rebuild the frozen backbone .*clip.pt.*"
-                                                r"set_params\(pretrained=\.\.\.\)"):
+    with pytest.raises(BackboneUnavailableError, match=r"Cannot rebuild the frozen backbone .*clip.pt.*"
+                                                       r"set_params\(pretrained=\.\.\.\)"):
         restored.predict_proba(X)
-    with pytest.raises(FileNotFoundError, match="Cannot rebuild"):   # the learned prompt is still there
+    with pytest.raises(BackboneUnavailableError, match="Cannot rebuild"):   # the learned prompt is still there
         restored.predict(X)
     np.testing.assert_array_equal(restored.set_params(pretrained=str(moved)).predict_proba(X), expected)
 

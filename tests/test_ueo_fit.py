@@ -4,8 +4,8 @@ import pytest
 import torch
 from modAL.models import ActiveLearner
 
-from modal_vlm.losses import infomax_loss, ueo_loss, ueo_sample_weights
-from modal_vlm.ueo import SemiSupervisedBatchSampler, norm_adapted_copy
+from modal_vlm.model.losses import infomax_loss, ueo_loss, ueo_sample_weights
+from modal_vlm.model.training_data import SemiSupervisedBatchSampler, norm_adapted_copy
 
 UEO = dict(fit_mode="ueo", unlabeled_batch_size=4, ctx_init="a photo of a", class_specific_ctx=False)
 
@@ -108,7 +108,7 @@ def test_ood_score_follows_the_learned_prompt(make_clf, images):
 
 
 @pytest.mark.parametrize("params, fit_args, match", [
-    (dict(fit_mode="bogus"), {}, "Unknown fit_mode"),
+    (dict(fit_mode="bogus"), {}, "fit_mode must be one of"),
     (dict(), dict(y=np.r_[np.zeros(6), -np.ones(6)].astype(int)), "use fit_mode='ueo'"),
     (dict(), dict(X_unlabeled=np.zeros((2, 32, 32, 3), np.uint8)), "X_unlabeled is used by"),
     (dict(fit_mode="ueo", ueo_temperature=0), {}, "ueo_temperature"),

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from ..class_names import check_class_names, name_key
+from ..model.class_names import check_class_names, name_key
 from .labelstudio import OOD_CHOICE
 
 #: The backbone of a new project (the offline reference model: no download, no GPU).
@@ -28,7 +28,7 @@ DEFAULT_MODEL = "linear-conse-efficientnet-lite0-minilm"
 #: The query strategy of a new project (a name for :func:`modal_vlm.get_strategy`).
 DEFAULT_STRATEGY = "cec"
 FIT_MODES = ("supervised", "ueo")
-#: The learners of a project (:func:`modal_vlm.estimators.get_estimator`); the first is the default.
+#: The learners of a project (:func:`modal_vlm.model.estimators.get_estimator`); the first is the default.
 LEARNERS = ("linear", "prompt")
 SETTINGS_FORMAT = 1
 #: Settings added after projects were first written, with the value a project without them

@@ -98,7 +98,7 @@ def epochs_for(n_labeled: int, n_classes: int, train_steps: int, batch_size: int
     >>> epochs_for(10, 10, 100, 128), epochs_for(40, 10, 100, 128), epochs_for(1000, 10, 100, 128)
     (50, 100, 12)
     """
-    from ..callbacks import shot_schedule_epochs
+    from ..model.schedule import shot_schedule_epochs
 
     budget = max(1, round(train_steps / math.ceil(n_labeled / batch_size)))
     return min(shot_schedule_epochs(n_labeled, n_classes), budget)
@@ -123,7 +123,7 @@ def model_key(settings) -> dict:
 
 
 def make_classifier(project, callbacks=None):
-    """The project's learner (:func:`modal_vlm.estimators.get_estimator` of its ``learner``),
+    """The project's learner (:func:`modal_vlm.model.estimators.get_estimator` of its ``learner``),
     unfitted: zero-shot.
 
     Parameters
@@ -140,7 +140,7 @@ def make_classifier(project, callbacks=None):
         start at the zero-shot model, so the first labels do not make the model a person is
         labeling with worse; :func:`training_epochs` gives the epochs of a retraining.
     """
-    from ..estimators import get_estimator
+    from ..model.estimators import get_estimator
 
     s = project.settings
     extra = {}

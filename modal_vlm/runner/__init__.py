@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..class_names import check_class_names
-from ..estimators import get_estimator
+from ..model.class_names import check_class_names
+from ..model.estimators import get_estimator
 from ..evaluation import LoopMonitor, audit_count, flip_labels
 from ..experiment import check_budget, run_active_learning
 from .config import PATH_SETTINGS, RESERVED_PARAMS, RUNTIME_PARAMS, RunConfig

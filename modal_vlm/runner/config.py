@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backbones import list_backbones
-from ..estimators import get_estimator, list_estimators
+from ..model.estimators import get_estimator, list_estimators
 from ..evaluation.monitor import DEFAULT_AUDIT_FRACTION, check_fraction
 from .._validation import check_int
 from ..experiment import FIRST_ROUNDS
@@ -101,7 +101,7 @@ class RunConfig:
         Parameters of the learner (``model_name``, ``max_epochs``, ``cache_dir``...), except
         ``class_names`` and ``random_state``, which the runner sets.
     learner : {"prompt", "linear"}, default="prompt"
-        The estimator (:func:`modal_vlm.estimators.get_estimator`): CoOp prompt tuning
+        The estimator (:func:`modal_vlm.model.estimators.get_estimator`): CoOp prompt tuning
         (``ClipPromptClassifier``, the protocol's), or the zero-shot-initialised linear head
         (``ClipLinearProbe``: the same accuracy on 10-80 labels, seconds instead of minutes
         of training per run).

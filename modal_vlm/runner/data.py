@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ..class_names import check_class_names
 from .._files import find_images, unreadable_reason
 from ..datasets import load_image_folder
+from ..model.class_names import check_class_names
 from ..sentinels import NONE
 from .pools import long_tailed
 

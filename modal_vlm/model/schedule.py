@@ -1,9 +1,13 @@
-"""skorch callbacks and schedules of the CoOp training recipe."""
+"""skorch callbacks and schedules of the CoOp training recipe: the epochs of ``max_epochs="auto"``,
+the warm-up and cosine learning rate, early stopping on a flat loss, the progress bar, and the
+estimators' default callbacks (:func:`default_callbacks`)."""
 from __future__ import annotations
 
 import math
 
-from skorch.callbacks import Callback, EarlyStopping, PrintLog
+import numpy as np
+from skorch.callbacks import (Callback, EarlyStopping, EpochScoring, EpochTimer, LRScheduler,
+                              PassthroughScoring, PrintLog)
 from tqdm.auto import tqdm
 
 
@@ -199,3 +203,49 @@ class EpochProgressBar(Callback):
     def on_train_end(self, net, X=None, y=None, **kwargs):
         self.bar_.close()
         del self.bar_
+
+
+def user_callbacks(net) -> list:
+    """The callbacks (instances or classes) given in ``net.callbacks``, without their names."""
+    user = net.callbacks if isinstance(net.callbacks, (list, tuple)) else []
+    return [item[1] if isinstance(item, (tuple, list)) else item for item in user]
+
+
+def labeled_accuracy(net, X, y):
+    """Accuracy over the samples labeled with a class (``y >= 0``): the default ``valid_acc``."""
+    y = np.asarray(y)
+    labeled = y >= 0
+    return float(np.mean(net._predict_indices(X)[labeled] == y[labeled])) if labeled.any() else float("nan")
+
+
+def default_callbacks(net) -> list:
+    """The estimators' built-in callbacks, ``(name, callback)``: timer, losses, ``valid_acc``,
+    CoOp's schedule (unless ``net.callbacks`` holds an ``LRScheduler``, which replaces it
+    rather than stacking on it), early stopping, progress bar and the per-epoch table."""
+    callbacks = [
+        ("epoch_timer", EpochTimer()),
+        ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+        # with a train_split (ValidSplit...); skipped without one
+        ("valid_loss", PassthroughScoring(name="valid_loss")),
+        ("valid_acc", EpochScoring(labeled_accuracy, name="valid_acc", lower_is_better=False)),
+        ("lr_scheduler", WarmupCosineLR()),
+        ("early_stopping", TrainLossPlateau()),
+        ("progress_bar", EpochProgressBar()),
+        ("print_log", VerbosePrintLog(sink=net._print_log)),
+    ]
+    if any(isinstance(cb, LRScheduler) or (isinstance(cb, type) and issubclass(cb, LRScheduler))
+           for cb in user_callbacks(net)):
+        callbacks = [item for item in callbacks if item[0] != "lr_scheduler"]
+    return callbacks
+
+
+def stopped_early(callbacks) -> bool:
+    """Whether a skorch ``EarlyStopping`` among ``callbacks`` (a net's ``callbacks_``) just
+    ended training (it raises ``KeyboardInterrupt``, as Ctrl-C does: the fit is then
+    finished, not interrupted)."""
+    return any(isinstance(cb, EarlyStopping) and cb.patience is not None
+               and getattr(cb, "misses_", 0) >= cb.patience for _, cb in callbacks)
+
+
+__all__ = ["AUTO_EPOCHS", "EpochProgressBar", "TrainLossPlateau", "VerbosePrintLog", "WarmupCosine", "WarmupCosineLR",
+           "shot_schedule_epochs"]

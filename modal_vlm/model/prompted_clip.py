@@ -11,12 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..exceptions import InvalidParameterError
 from .prompt_learner import PromptLearner, class_prompt_names
-from .ueo import norm_adapted_copy
+from .training_data import norm_adapted_copy
 
 
 def check_template(template) -> None:
-    """Raise ``ValueError`` unless ``template`` has exactly one ``{}``, where the class name goes.
+    """Raise ``InvalidParameterError`` unless ``template`` has exactly one ``{}``, where the class
+    name goes.
 
     Without it every class gets the same prompt (all zero-shot probabilities ``1 / C``);
     named or numbered fields cannot be filled. Literal braces are written ``{{`` and ``}}``.
@@ -28,7 +30,7 @@ def check_template(template) -> None:
 
     Raises
     ------
-    ValueError
+    InvalidParameterError
         Not a string, no ``{}``, several, a named field or unbalanced braces.
 
     Examples
@@ -37,21 +39,22 @@ def check_template(template) -> None:
     >>> check_template("a photo of a {name}.")
     Traceback (most recent call last):
     ...
-    ValueError: template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.'); got 'a photo of a {name}.' with the field(s) {name}.
+    modal_vlm.exceptions.InvalidParameterError: template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.'); got 'a photo of a {name}.' with the field(s) {name}.
     """
     hint = "template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.')"
     if not isinstance(template, str):
-        raise ValueError(f"{hint}; got {template!r}.")
+        raise InvalidParameterError(f"{hint}; got {template!r}.")
     try:
         fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
     except ValueError as exc:
-        raise ValueError(f"{hint}; got {template!r}: {exc} (write literal braces as '{{{{' and '}}}}').") from None
+        raise InvalidParameterError(
+            f"{hint}; got {template!r}: {exc} (write literal braces as '{{{{' and '}}}}').") from None
     if fields != [("", "", None)]:
         found = "no field" if not fields else "the field(s) " + ", ".join(
             "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             for name, spec, conversion in fields)
-        raise ValueError(f"{hint}; got {template!r} with {found}.")
+        raise InvalidParameterError(f"{hint}; got {template!r} with {found}.")
 
 
 def _keep_learned_tensors(module, state_dict, prefix, local_metadata) -> None:
@@ -123,12 +126,12 @@ class PromptedCLIP(nn.Module):
     class_names : list of str
         The classes.
     n_ctx, class_specific_ctx, ctx_init, generator
-        See :class:`~modal_vlm.prompt_learner.PromptLearner`.
+        See :class:`~modal_vlm.model.prompt_learner.PromptLearner`.
     template : str
         Zero-shot prompt, ``{}`` is replaced by the class name.
     train_visual_norm : bool
         Adapt the image encoder's normalisation layers (see
-        :func:`~modal_vlm.ueo.norm_adapted_copy`).
+        :func:`~modal_vlm.model.training_data.norm_adapted_copy`).
 
     Examples
     --------
@@ -154,10 +157,10 @@ class PromptedCLIP(nn.Module):
         self.register_state_dict_post_hook(_keep_learned_tensors)
 
     def init_learned_text(self, backbone, class_names, n_ctx, class_specific_ctx, ctx_init, generator, template):
-        """Create what is trained: here CoOp's :class:`~modal_vlm.prompt_learner.PromptLearner`
+        """Create what is trained: here CoOp's :class:`~modal_vlm.model.prompt_learner.PromptLearner`
         (``prompt_learner``). A subclass that learns the class text features another way
         overrides this and :meth:`learned_text_features` (see
-        :class:`~modal_vlm.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
+        :class:`~modal_vlm.model.linear_probe.LinearProbeCLIP`); ``zero_shot_features`` exists already."""
         self.prompt_learner = PromptLearner(backbone.text, class_names, n_ctx, class_specific_ctx,
                                             ctx_init, generator, template)
 

@@ -5,7 +5,7 @@
 * :class:`SemiSupervisedBatchSampler`: one labeled and one unlabeled batch per step;
 * :func:`norm_adapted_copy`: an image encoder whose normalisation affine parameters train.
 
-The loss itself is :func:`modal_vlm.losses.ueo_loss`.
+The loss itself is :func:`modal_vlm.model.losses.ueo_loss`.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import itertools
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
-from .sentinels import NONE, UNLABELED
+from ..sentinels import NONE, UNLABELED
 
 NORM_LAYERS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
@@ -128,6 +128,13 @@ class SemiSupervisedBatchSampler(Sampler):
         if len(self.labeled) == 0:
             return -(-len(self.unlabeled) // self.unlabeled_batch_size)
         return -(-len(self.labeled) // self.batch_size)
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """Labels of a :class:`TrainingSet`, or of a ``Subset`` of one (a ``train_split`` part)."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    return dataset.labels
 
 
 def norm_adapted_copy(visual: nn.Module) -> nn.Module:

@@ -68,7 +68,7 @@ def torch_threads(n: int):
 
 
 class LinearProbeCLIP(PromptedCLIP):
-    """:class:`~modal_vlm.prompted_clip.PromptedCLIP` whose class text features are free
+    """:class:`~modal_vlm.model.prompted_clip.PromptedCLIP` whose class text features are free
     weights ``W`` (``class_weights``, ``(C, D)``) started at the zero-shot text features.
 
     ``logits = logit_scale * f @ normalize(W).T``; before training (``prompt_trained`` False)
@@ -95,7 +95,7 @@ class LinearProbeCLIP(PromptedCLIP):
     generator : torch.Generator, optional
         The prompt learner's; accepted and ignored.
     train_visual_norm : bool, default=False
-        As for :class:`~modal_vlm.prompted_clip.PromptedCLIP`.
+        As for :class:`~modal_vlm.model.prompted_clip.PromptedCLIP`.
 
     Examples
     --------
@@ -163,7 +163,7 @@ class ClipLinearProbe(ClipPromptClassifier):
         the steps are cheap, and the pull toward zero-shot needs them at few labels).
     lr : float, default=0.01
         Adam's learning rate, annealed to 0 by a cosine over ``max_epochs``
-        (:class:`~modal_vlm.callbacks.WarmupCosineLR`, no warm-up).
+        (:class:`~modal_vlm.model.schedule.WarmupCosineLR`, no warm-up).
     batch_size : int, default=-1
         Labeled samples per step; -1: all of them.
     optimizer : torch optimizer class, default=torch.optim.Adam

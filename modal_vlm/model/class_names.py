@@ -11,6 +11,8 @@ Loads nothing heavy: the command line checks names before any model is built.
 """
 from __future__ import annotations
 
+from ..exceptions import InvalidParameterError
+
 
 def name_key(name: str) -> str:
     """What two class names must differ in: the name without case and spacing differences.
@@ -34,7 +36,8 @@ def name_key(name: str) -> str:
 
 
 def check_class_names(names, what: str = "class_names") -> None:
-    """Raise ``ValueError`` unless ``names`` are at least 2 distinct class names.
+    """Raise :class:`~modal_vlm.exceptions.InvalidParameterError` unless ``names`` are at
+    least 2 distinct class names.
 
     Each name must be a non-empty string without surrounding spaces, and no two names may
     differ only in case or spacing (see the module docstring).
@@ -48,7 +51,7 @@ def check_class_names(names, what: str = "class_names") -> None:
 
     Raises
     ------
-    ValueError
+    InvalidParameterError
         Fewer than 2 names, a name that is not a non-empty string, surrounding spaces, or
         names that differ only in case or spacing (the message names them).
 
@@ -58,26 +61,26 @@ def check_class_names(names, what: str = "class_names") -> None:
     >>> check_class_names(["cat", "Cat"])
     Traceback (most recent call last):
     ...
-    ValueError: class_names 'cat' and 'Cat' differ only in case or spacing: the model reads them as the same class. Give each class a distinct name.
+    modal_vlm.exceptions.InvalidParameterError: class_names 'cat' and 'Cat' differ only in case or spacing: the model reads them as the same class. Give each class a distinct name.
     """
     if isinstance(names, str) or not hasattr(names, "__len__") or len(names) < 2:
-        raise ValueError(f"{what} must be a list of at least 2 names, got {names!r}.")
+        raise InvalidParameterError(f"{what} must be a list of at least 2 names, got {names!r}.")
     names = list(names)
     if not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"{what} must be non-empty strings, got {names!r}.")
+        raise InvalidParameterError(f"{what} must be non-empty strings, got {names!r}.")
     spaced = [n for n in names if n != n.strip()]
     if spaced:
-        raise ValueError(f"{what} has names with surrounding spaces: {spaced}; write them without "
-                         f"surrounding spaces ({spaced[0]!r} -> {spaced[0].strip()!r}).")
+        raise InvalidParameterError(f"{what} has names with surrounding spaces: {spaced}; write them without "
+                                    f"surrounding spaces ({spaced[0]!r} -> {spaced[0].strip()!r}).")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"{what} has duplicates: {duplicates}.")
+        raise InvalidParameterError(f"{what} has duplicates: {duplicates}.")
     first = {}
     for name in names:
         other = first.setdefault(name_key(name), name)
         if other != name:
-            raise ValueError(f"{what} {other!r} and {name!r} differ only in case or spacing: the model reads "
-                             "them as the same class. Give each class a distinct name.")
+            raise InvalidParameterError(f"{what} {other!r} and {name!r} differ only in case or spacing: the model "
+                                        "reads them as the same class. Give each class a distinct name.")
 
 
 __all__ = ["check_class_names", "name_key"]
