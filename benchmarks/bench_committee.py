@@ -2,7 +2,7 @@
 
 Before any label a ClipPromptClassifier predicts zero-shot from its ``template``, so a modAL
 ``Committee`` of members that differ only in ``random_state`` votes unanimously in round 0,
-and vote entropy returns the pool's first indices. :func:`modal_vlm.prompt_committee` gives
+and vote entropy returns the pool's first indices. :func:`modal_vlm.committee.prompt_committee` gives
 every member its own template (CLIP's prompt-ensemble templates). This benchmark measures
 what that changes, with modAL's own ``Committee`` and ``vote_entropy_sampling``:
 
@@ -38,7 +38,8 @@ from modAL.models import ActiveLearner, Committee
 from sklearn.base import clone
 
 from _protocol import ROOT, add_protocol_arguments, protocol_data
-from modal_vlm import ClipPromptClassifier, prompt_committee
+from modal_vlm import ClipPromptClassifier
+from modal_vlm.committee import prompt_committee
 from modal_vlm.committee import CLIP_TEMPLATES
 
 ARMS = ("seeds", "templates", "templates, random")

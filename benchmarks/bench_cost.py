@@ -40,7 +40,8 @@ import torch
 
 from _protocol import CIFAR10, OFFLINE_MODEL, ROOT
 from bench_encode_once import reference_round
-from modal_vlm import ClipPromptClassifier, clear_memory_cache
+from modal_vlm import ClipPromptClassifier
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.model.schedule import shot_schedule_epochs
 from modal_vlm.datasets import load_image_folder
 from modal_vlm.embeddings.encoding import ENCODE_DTYPES, default_workers

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from _protocol import CIFAR10
-from modal_vlm import ClipPromptClassifier, clear_memory_cache
+from modal_vlm import ClipPromptClassifier
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.datasets import load_digits_images, load_image_folder
 from modal_vlm.embeddings.inputs import as_image_items
 

@@ -45,7 +45,7 @@ from PIL import Image
 
 from _images import cifar_files, distinct_copies, write_large_photos
 from _protocol import OFFLINE_MODEL, ROOT
-from modal_vlm import clear_memory_cache
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.backbones import create_backbone
 from modal_vlm.embeddings import inputs
 from modal_vlm.embeddings.cache import EmbeddingCache

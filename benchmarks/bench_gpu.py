@@ -44,7 +44,8 @@ import torch
 from _images import bundled_photos, distinct_copies
 from _protocol import ROOT
 from bench_fit_steps import CIFAR100, full_length_step
-from modal_vlm import ClipLinearProbe, ClipPromptClassifier, clear_memory_cache
+from modal_vlm import ClipLinearProbe, ClipPromptClassifier
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.embeddings.encoding import encode_items
 from modal_vlm.embeddings.inputs import as_image_items
 

@@ -1,6 +1,6 @@
 """Learners on random labels: does a handful of labels beat zero-shot, and by how much?
 
-The estimator with its actual defaults against CoOp's protocol (``modal_vlm.COOP_PROTOCOL``),
+The estimator with its actual defaults against CoOp's protocol (``modal_vlm.model.COOP_PROTOCOL``),
 the levers behind the defaults, shorter schedules of the prompt learner (fewer epochs, early
 stopping on the training loss), the fast sibling ``ClipLinearProbe`` (a zero-shot-initialised
 linear head) with its levers, and two training-free anchors on the same embeddings:
@@ -32,7 +32,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
-from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier
+from modal_vlm import ClipPromptClassifier
+from modal_vlm.model import COOP_PROTOCOL
 from modal_vlm.model.linear_probe import ClipLinearProbe
 
 

@@ -11,7 +11,7 @@ neighbour search against exact search and the mean similarity of the neighbours 
 that of the exact ones (both 1.0 where the search is exact, up to 10^4 samples).
 
 ``--disk-sizes`` adds rows for a pool handed over as a memory-mapped float16 ``.npy``
-(:class:`~modal_vlm.EmbeddingPool`), written beforehand by another process into ``--disk-dir``
+(:class:`~modal_vlm.embeddings.EmbeddingPool`), written beforehand by another process into ``--disk-dir``
 (10 GB at 10^7; deleted after the row) and never loaded whole: probabilities come from the
 classifier's ``predict_proba_from_features`` block by block (softmax over scaled cosines to
 the centres, as for the in-memory pools). Its peak memory is compared with the float32
@@ -145,7 +145,7 @@ def run_one(n, method):
     from sklearn.metrics import pairwise_distances_argmin
     from sklearn.neighbors import NearestNeighbors
 
-    from modal_vlm import EmbeddingPool
+    from modal_vlm.embeddings import EmbeddingPool
     from modal_vlm.strategies import cec, cec_query
     from modal_vlm.strategies.cec import calibrated_entropy
 

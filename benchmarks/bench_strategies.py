@@ -4,7 +4,7 @@ The protocol of ``shared/specs/protocol.md``: 8 rounds x C = 10 labels, round 1 
 every method, a fresh prompt every round. Each run is
 :func:`modal_vlm.experiment.run_active_learning` (each round's query seeded by
 ``round_seed(seed, round)``), with ``ClipPromptClassifier``'s **defaults** unless an arm says
-otherwise; the "CoOp protocol learner" arms use ``modal_vlm.COOP_PROTOCOL`` (16 class-specific
+otherwise; the "CoOp protocol learner" arms use ``modal_vlm.model.COOP_PROTOCOL`` (16 class-specific
 contexts from N(0, 0.02), SGD 0.002, batch 32, 200 epochs). Pool: the first
 ``--pool-per-class`` training images per class; test: the first ``--test-per-class`` test
 images per class; the default offline model at ``--image-size`` px. Accuracy after every
@@ -40,7 +40,8 @@ import numpy as np
 from scipy.stats import binomtest
 
 from _protocol import OFFLINE_MODEL, ROOT, curve_area, protocol_data
-from modal_vlm import COOP_PROTOCOL, ClipPromptClassifier, get_strategy
+from modal_vlm import ClipPromptClassifier, get_strategy
+from modal_vlm.model import COOP_PROTOCOL
 from modal_vlm.experiment import run_active_learning
 
 #: CEC's defaults before this benchmark chose the covering (``K = n_instances``, the cluster's most

@@ -21,7 +21,8 @@ import numpy as np
 from modAL.models import ActiveLearner
 from sklearn.base import clone
 
-from modal_vlm import ClipPromptClassifier, cec_query, entropy_query, pcb, random_query
+from modal_vlm import ClipPromptClassifier, cec_query, pcb, random_query
+from modal_vlm.strategies import entropy_query
 from modal_vlm.datasets import load_cifar10_sample
 
 X_pool, y_pool, X_test, y_test, class_names = load_cifar10_sample()

@@ -21,7 +21,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from modal_vlm import ClipPromptClassifier, entropy_query
+from modal_vlm import ClipPromptClassifier
+from modal_vlm.strategies import entropy_query
 from modal_vlm.datasets import load_cifar10_sample
 
 # 16 pool images per class: the first 6 per class are labeled (the grid search's training

@@ -82,10 +82,10 @@ print("partial_fit's rates:", [f"{lr:.2g}" for lr in watched.history[-8:, "lr"]]
 # -----------------------------------------
 # Before any label every member predicts zero-shot from its template. Members that differ
 # only in ``random_state`` then vote alike, and vote entropy returns the pool's first
-# images; :func:`~modal_vlm.prompt_committee` gives each member its own template.
+# images; :func:`~modal_vlm.committee.prompt_committee` gives each member its own template.
 from modAL.disagreement import vote_entropy, vote_entropy_sampling
 
-from modal_vlm import prompt_committee
+from modal_vlm.committee import prompt_committee
 
 base = clf.set_params(train_split=None, callbacks=None, max_epochs=4)
 committee = prompt_committee(base, templates=["a photo of a {}.", "a blurry photo of a {}.",
@@ -102,12 +102,12 @@ print(f"committee accuracy after 10 labels: {np.mean(committee.predict(X_test) =
 # modAL: ranked batch-mode sampling on the embeddings
 # ---------------------------------------------------
 # modAL's ``uncertainty_batch_sampling`` computes distances on ``X`` itself: on images it
-# would compare pixels (or fail on paths). :func:`~modal_vlm.ranked_batch_query` runs it on
+# would compare pixels (or fail on paths). :func:`~modal_vlm.strategies.ranked_batch_query` runs it on
 # the estimator's embeddings; :func:`~modal_vlm.on_embeddings` does the same for any modAL
 # strategy of that kind.
 from modAL.models import ActiveLearner
 
-from modal_vlm import ranked_batch_query
+from modal_vlm.strategies import ranked_batch_query
 
 learner = ActiveLearner(estimator=base, query_strategy=ranked_batch_query,
                         X_training=X_pool[idx], y_training=y_pool[idx])

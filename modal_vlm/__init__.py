@@ -18,40 +18,25 @@ from . import _modal_hook
 
 __version__ = "0.1.0.dev0"
 
-#: Every public name and the submodule that defines it.
+#: Every public name and the submodule that defines it: what a user of the canonical loop
+#: needs. The rest lives in the subpackages (:mod:`modal_vlm.strategies` for the baselines,
+#: :mod:`modal_vlm.embeddings`, :mod:`modal_vlm.model`, :mod:`modal_vlm.backbones`...).
 _EXPORTS = {
-    "COOP_PROTOCOL": "model",
-    "ClipLinearProbe": "model",
     "ClipPromptClassifier": "model",
-    "EmbeddingPool": "embeddings",
+    "ClipLinearProbe": "model",
     "NONE": "sentinels",
-    "badge_query": "strategies",
-    "cb_query": "strategies",
-    "cbsq_query": "strategies",
     "cec_query": "strategies",
-    "clear_memory_cache": "embeddings",
-    "coreset_query": "strategies",
-    "create_backbone": "backbones",
-    "dropquery_query": "strategies",
-    "entropy_query": "strategies",
-    "get_backbone": "backbones",
-    "get_strategy": "strategies",
-    "least_confidence_query": "strategies",
-    "list_backbones": "backbones",
-    "list_strategies": "strategies",
-    "margin_query": "strategies",
-    "maxherding_query": "strategies",
-    "on_embeddings": "strategies",
-    "open_set": "strategies",
-    "patch_modal": "compat",
-    "pcb": "strategies",
-    "probcover_query": "strategies",
-    "prompt_committee": "committee",
     "random_query": "strategies",
-    "ranked_batch_query": "strategies",
+    "pcb": "strategies",
+    "open_set": "strategies",
+    "on_embeddings": "strategies",
+    "get_strategy": "strategies",
+    "list_strategies": "strategies",
+    "create_backbone": "backbones",
+    "list_backbones": "backbones",
     "register_backbone": "backbones",
-    "typiclust_query": "strategies",
-    "uherding_query": "strategies",
+    "run_active_learning": "experiment",
+    "ModalVLMError": "exceptions",
 }
 
 __all__ = list(_EXPORTS)

@@ -83,7 +83,7 @@ def _damage(shard, how):
 @pytest.mark.trial("bad-day 1")
 @pytest.mark.parametrize("how", ["empty", "truncated", "garbage", "foreign", "wrong-width", "not-finite"])
 def test_damaged_cache_shard_is_set_aside_and_its_images_encoded_again(make_clf, images, tmp_path, how):
-    from modal_vlm import clear_memory_cache
+    from modal_vlm.embeddings import clear_memory_cache
 
     X, y = images
     clear_memory_cache()
@@ -110,7 +110,7 @@ def test_full_disk_keeps_the_embeddings_in_memory_and_leaves_no_temporary_file(m
 
     X, _ = images
     expected = make_clf().transform(X)
-    from modal_vlm import clear_memory_cache
+    from modal_vlm.embeddings import clear_memory_cache
 
     clear_memory_cache()
 

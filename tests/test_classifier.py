@@ -65,7 +65,7 @@ def test_seed_controls_the_fit(make_clf, images):
 def test_protocol_defaults_and_schedule(make_clf, images, class_names):
     from modal_vlm import ClipPromptClassifier
 
-    from modal_vlm import COOP_PROTOCOL
+    from modal_vlm.model import COOP_PROTOCOL
 
     params = ClipPromptClassifier(class_names).get_params()
     # The defaults the learner benchmark chose: the zero-shot start, KgCoOp, the shot schedule.

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modal_vlm import EmbeddingPool, cli, clear_memory_cache
+from modal_vlm import cli
+from modal_vlm.embeddings import EmbeddingPool, clear_memory_cache
 from modal_vlm.distributed import encode, encode_to_cache
 from modal_vlm.embeddings import encoding
 from modal_vlm.embeddings.cache import iter_disk_shards

@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn.base import clone
 from torchvision import transforms
 
-from modal_vlm import clear_memory_cache
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.backbones import get_backbone
 from modal_vlm.backbones.base import resize_target
 from modal_vlm.embeddings.encoding import (

@@ -178,7 +178,8 @@ def test_round_table_says_its_column_is_the_mean_per_class_accuracy():
 @pytest.mark.trial("first-hour 6")
 @pytest.mark.parametrize("labels", [["cat", "dog", "cat"], [0, 1, 0]], ids=["names", "indices"])
 def test_prompt_committee_taught_with_class_names_queries_and_predicts(labels):
-    from modal_vlm import ClipPromptClassifier, prompt_committee
+    from modal_vlm import ClipPromptClassifier
+    from modal_vlm.committee import prompt_committee
 
     estimator = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", n_ctx=2, max_epochs=1, verbose=0,
                                      random_state=0)

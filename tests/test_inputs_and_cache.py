@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modal_vlm import cec_query, clear_memory_cache
+from modal_vlm import cec_query
+from modal_vlm.embeddings import clear_memory_cache
 from modal_vlm.backbones import get_backbone
 from modal_vlm.embeddings.inputs import as_image_items
 

@@ -11,7 +11,9 @@ from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sam
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from modal_vlm import on_embeddings, prompt_committee, ranked_batch_query
+from modal_vlm import on_embeddings
+from modal_vlm.committee import prompt_committee
+from modal_vlm.strategies import ranked_batch_query
 from modal_vlm.committee import CLIP_TEMPLATES
 
 

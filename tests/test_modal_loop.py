@@ -53,7 +53,7 @@ def test_compat_patch_is_applied_where_scikit_learn_needs_it():
 
     needs = "force_all_finite" not in inspect.signature(sklearn_check_X_y).parameters
     assert (modal_base.check_X_y is compat.check_X_y) == needs
-    assert modal_vlm.patch_modal() is False  # idempotent
+    assert modal_vlm.compat.patch_modal() is False  # idempotent
 
 
 def test_compat_check_X_y_translates_the_old_keyword():

@@ -292,7 +292,7 @@ def encode_to_cache(images, model_name: str, cache_dir, *, pretrained=None, imag
         The backbone, as ``ClipPromptClassifier(model_name=...)``.
     cache_dir : str or path-like
         The embedding cache folder; pass the same to ``ClipPromptClassifier(cache_dir=...)``,
-        ``modal-vlm run --cache-dir`` or :meth:`~modal_vlm.EmbeddingPool.from_cache`.
+        ``modal-vlm run --cache-dir`` or :meth:`~modal_vlm.embeddings.EmbeddingPool.from_cache`.
     pretrained, image_size : optional
         As for the classifier; they change the cache key.
     device : str, default="cpu"

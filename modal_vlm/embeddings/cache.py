@@ -394,7 +394,7 @@ def clear_memory_cache() -> None:
 
     Examples
     --------
-    >>> from modal_vlm import clear_memory_cache
+    >>> from modal_vlm.embeddings import clear_memory_cache
     >>> clear_memory_cache()
     """
     _STORES.clear()

@@ -41,7 +41,7 @@ class DiskMatrix:
 
     Indexing with a slice or an index tensor returns a float32 :class:`torch.Tensor` of
     those rows. A whole ``.npy`` file or :class:`numpy.memmap` of a file (what
-    :class:`~modal_vlm.EmbeddingPool` opens) is read with positioned file reads, one per run
+    :class:`~modal_vlm.embeddings.EmbeddingPool` opens) is read with positioned file reads, one per run
     of consecutive rows, into a buffer of the rows asked for: the page cache keeps the file
     for the next pass, and the process's resident memory holds only that buffer. (Indexing
     the mapping instead maps whole large page-cache folios: one gather of 9,500 random rows

@@ -324,7 +324,7 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
     def embedding_key_(self) -> str:
         """The key the frozen encoder's embeddings are cached under (in memory and in
         ``cache_dir``): :func:`modal_vlm.embeddings.encoding.embedding_key` of the backbone and the
-        encoding settings; what :meth:`modal_vlm.EmbeddingPool.from_cache` and ``modal-vlm
+        encoding settings; what :meth:`modal_vlm.embeddings.EmbeddingPool.from_cache` and ``modal-vlm
         encode`` use."""
         return self._embedding_key(self.backbone_)
 

@@ -110,7 +110,7 @@ def get_strategy(name: str):
     Returns
     -------
     callable
-        The query strategy: a function such as :func:`~modal_vlm.entropy_query`, or a
+        The query strategy: a function such as :func:`~modal_vlm.strategies.entropy_query`, or a
         :class:`~modal_vlm.pcb` wrapper of one.
 
     Raises

@@ -74,7 +74,7 @@ class QueryPool:
 
     @property
     def precomputed(self) -> bool:
-        """Whether the pool is an :class:`~modal_vlm.EmbeddingPool` (no ``transform`` of it)."""
+        """Whether the pool is an :class:`~modal_vlm.embeddings.EmbeddingPool` (no ``transform`` of it)."""
         return isinstance(self.X_pool, EmbeddingPool) and self.X_pool.embeddings is not None
 
     @cached_property
@@ -224,7 +224,7 @@ class QueryPool:
 
 
 def take_rows(X, rows):
-    """``X`` at the positions ``rows``: an array (or :class:`~modal_vlm.EmbeddingPool`) is
+    """``X`` at the positions ``rows``: an array (or :class:`~modal_vlm.embeddings.EmbeddingPool`) is
     indexed, any other sequence gives a list."""
     rows = np.asarray(rows, dtype=np.intp)
     return X[rows] if isinstance(X, np.ndarray) else [X[i] for i in rows]

@@ -10,7 +10,7 @@ contract (see :ref:`strategies-contract`):
   embeddings (CEC, Coreset, BADGE, the low-budget methods...);
 - :class:`FeatureClassifier` (adds ``predict_proba_from_features``): probabilities from the
   embeddings already computed, with no second pass over the images; needed by DropQuery,
-  ``on_embeddings`` and for a pool handed over as an :class:`~modal_vlm.EmbeddingPool`;
+  ``on_embeddings`` and for a pool handed over as an :class:`~modal_vlm.embeddings.EmbeddingPool`;
 - :class:`TextEmbeddingClassifier` (adds ``class_text_features``): CB and CB+SQ.
 
 A ``classes_`` attribute, where there is one, names the columns of ``predict_proba`` (the

@@ -15,7 +15,7 @@ The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool `
    (``benchmarks/results/strategies.md``).
 
 Exact and approximate parts at scale: calibration and entropies are exact (computed over
-probability blocks, so a memory-mapped :class:`~modal_vlm.EmbeddingPool` never holds the
+probability blocks, so a memory-mapped :class:`~modal_vlm.embeddings.EmbeddingPool` never holds the
 ``n x C`` matrix). The kNN is exact (blocked, no ``n x n`` matrix) up to 10^4 samples and an
 inverted-file self-join on faiss k-means cells with exact re-ranking above (``knn="exact"``
 forces exactness). k-means (faiss, weighted) runs on the whole pool up to

@@ -78,7 +78,7 @@ class pcb:  # noqa: N801 -- used like a function: pcb(entropy_query)
     ``y_training`` for the class counts, ``base_params`` go to the base strategy, and the
     metrics are the base strategy's plus ``"candidates"`` (its proposals). It raises the
     base strategy's errors, and ``ValueError`` for labels outside the classifier's
-    ``classes_`` or a base strategy that returns pseudo-labels (:func:`~modal_vlm.cbsq_query`).
+    ``classes_`` or a base strategy that returns pseudo-labels (:func:`~modal_vlm.strategies.cbsq_query`).
 
     Examples
     --------

@@ -1,9 +1,6 @@
 """Rows of issue 25's first-hour and bad-day trials for the labeling app: two windows on one
 batch, damaged files, odd requests, Label Studio round trips, EXIF photos."""
-import json
-import sqlite3
 
-import numpy as np
 import pytest
 from conftest import label_batch
 from PIL import Image
@@ -136,7 +133,6 @@ def test_every_export_says_what_it_wrote(shapes, make_session, client_for, tmp_p
                                     lambda path: path.write_bytes(path.read_bytes()[:1000] + b"\0" * 3000)],
                          ids=["overwritten", "truncated"])
 def test_a_damaged_label_store_is_named_with_a_way_out(tmp_path, damage, capsys):
-    from modal_vlm import cli
     from modal_vlm.labeling.store import LabelStore
 
     path = tmp_path / "labels.sqlite"
@@ -261,7 +257,7 @@ def test_thumbnails_follow_exif_orientation(tmp_path, make_session, client_for):
 def test_label_worker_recovers_from_a_damaged_cache_shard(shapes, make_session, tmp_path):
     import warnings
 
-    from modal_vlm import clear_memory_cache
+    from modal_vlm.embeddings import clear_memory_cache
     from modal_vlm.labeling import BackgroundWorker, LabelStore
 
     folder, _ = shapes

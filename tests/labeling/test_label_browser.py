@@ -165,7 +165,7 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         wait(browser, lambda d: "trained after 2 batches" in d.find_element(By.ID, "status").text)
         header = browser.find_element(By.ID, "trust").text
         assert "accuracy: estimated once images are labeled" in header   # no calibrated audit pick checked yet
-        assert f"images since the last batch" in header and "predictions changed on" in header
+        assert "images since the last batch" in header and "predictions changed on" in header
 
         browser.get(url + "review")
         wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#labels .card")) == len(expected) - 1)

@@ -229,7 +229,7 @@ class SoftmaxClassifier:
 
 
 def test_cec_on_a_memory_mapped_pool_reads_blocks_and_equals_the_in_memory_query(monkeypatch, tmp_path):
-    from modal_vlm import EmbeddingPool
+    from modal_vlm.embeddings import EmbeddingPool
 
     F = blobs(3000).numpy().astype(np.float16)
     np.save(tmp_path / "pool.npy", F)
