@@ -16,7 +16,7 @@ import importlib.util
 
 from . import _modal_hook
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 #: Every public name and the submodule that defines it: what a user of the canonical loop
 #: needs. The rest lives in the subpackages (:mod:`modal_vlm.strategies` for the baselines,
