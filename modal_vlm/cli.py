@@ -288,14 +288,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .runner import RunDirectoryError
+    from .exceptions import ModalVLMError
 
     with warnings.catch_warnings():
         warnings.simplefilter("default", UserWarning)
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
-        except (ValueError, OSError, RunDirectoryError) as exc:
+        except (ModalVLMError, ValueError, OSError) as exc:   # the library's refusals, bad files
             print(f"modal-vlm: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
