@@ -76,8 +76,9 @@ def main():
     order = np.random.RandomState(0).permutation(len(y))[:args.rounds * args.per_round]
     X, y = [X[i] for i in order], y[order]
     X_test = list(X_test)
-    make = lambda: ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size, n_ctx=4,
-                                        max_epochs=args.epochs, batch_size=8, verbose=0, random_state=0)
+    def make():
+        return ClipPromptClassifier(names, model_name=args.model, image_size=args.image_size, n_ctx=4,
+                                    max_epochs=args.epochs, batch_size=8, verbose=0, random_state=0)
     make().backbone_  # load the model outside the timings
     timings = {}
     for name, run_round in (("modal-vlm (encode once)", lambda clf, n: clf.fit(X[:n], y[:n]).predict(X_test)),
@@ -89,7 +90,8 @@ def main():
             run_round(make(), round_ * args.per_round)
         timings[name] = time.perf_counter() - start
     encodes_cached = len(X) + len(X_test)
-    encodes_reference = sum(r * args.per_round for r in range(1, args.rounds + 1)) * args.epochs + args.rounds * len(X_test)
+    encodes_reference = (sum(r * args.per_round for r in range(1, args.rounds + 1)) * args.epochs
+                         + args.rounds * len(X_test))
     print(f"\n{args.rounds} rounds x {args.per_round} labels, {args.epochs} epochs, {len(X_test)} test images, "
           f"{args.model} at {args.image_size}px, data: {source}, torch threads: {torch.get_num_threads()}\n")
     print("| harness | image encodings | wall time (s) |")

@@ -267,7 +267,8 @@ def table(results, args):
             share = [r["n_none"][-1] / r["n_labeled"][-1] for r in mine]
             later = [(r["n_none"][-1] - r["n_none"][1]) / (r["n_labeled"][-1] - r["n_labeled"][1]) for r in mine]
             paired = [r["accuracy"][-1] - random_final[r["seed"]] for r in mine if r["seed"] in random_final]
-            vs = f"{np.mean(paired):+.3f}, {sum(d > 0 for d in paired)}/{len(paired)}" if paired and arm != "random" else ""
+            vs = (f"{np.mean(paired):+.3f}, {sum(d > 0 for d in paired)}/{len(paired)}"
+                  if paired and arm != "random" else "")
             lines.append(
                 f"| {arm} | {len(mine)} | {acc[:, 0].mean():.3f} | {_ms(acc[:, -1])} | "
                 f"{_ms([r['balanced_accuracy'][-1] for r in mine])} | {_ms([curve_area(a) for a in acc])} | "
@@ -327,7 +328,8 @@ def main():
                         continue
                     results.append(score_study(pool, fit, params, seed, args))
                     r = results[-1]
-                    print(f"scores {pool} / {fit} / seed {seed}: AUROC probability {r['max_probability']['auroc']:.3f}, "
+                    print(f"scores {pool} / {fit} / seed {seed}: "
+                          f"AUROC probability {r['max_probability']['auroc']:.3f}, "
                           f"cosine {r['max_cosine']['auroc']:.3f} ({r['seconds']:.0f} s)", flush=True)
                     store.write_text(json.dumps(results, indent=1))
                     out.write_text(table(results, args))

@@ -169,11 +169,13 @@ def table(results, header):
         any_run = next(iter(by_arm.values()))[0]
         known = ", ".join(any_run["class_names"])
         lines += [f"## {setting.capitalize()} set ({len(any_run['class_names'])} known classes: {known}"
-                  + (f"; unknown in pool and test: {', '.join(any_run['unknown_classes'])}" if any_run["unknown_classes"]
-                     else "") + ")", ""]
+                  + (f"; unknown in pool and test: {', '.join(any_run['unknown_classes'])}"
+                     if any_run["unknown_classes"] else "") + ")", ""]
         lines += ["| arm | seeds | zero-shot | final accuracy | area under curve | min over rounds - zero-shot "
-                  "(mean / worst seed) | (seed, round) points below zero-shot | mean s/round (query + train, shared CPU) |"
-                  + (" final AUROC | zero-shot AUROC | wasted labels (total of 8 rounds) |" if setting == "open" else ""),
+                  "(mean / worst seed) | (seed, round) points below zero-shot | "
+                  "mean s/round (query + train, shared CPU) |"
+                  + (" final AUROC | zero-shot AUROC | wasted labels (total of 8 rounds) |"
+                     if setting == "open" else ""),
                   "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if setting == "open" else "")]
         for arm, runs in by_arm.items():
             acc = np.array([r["accuracy"] for r in runs])
@@ -188,11 +190,15 @@ def table(results, header):
                 row += f" {_ms(auroc[:, -1])} | {auroc[:, 0].mean():.3f} | {_ms(wasted, 1)} |"
             lines.append(row)
         lines.append("")
-        lines += _per_round(by_arm, "accuracy", f"Accuracy per round ({'known-class test images' if setting == 'open' else 'test set'}; r0 = zero-shot), mean ± std over seeds:")
+        lines += _per_round(by_arm, "accuracy",
+                            f"Accuracy per round ({'known-class test images' if setting == 'open' else 'test set'}; "
+                            "r0 = zero-shot), mean ± std over seeds:")
         if setting == "open":
-            lines += _per_round(by_arm, "auroc", "AUROC known vs unknown test images per round (score_samples = max softmax probability), mean ± std over seeds:")
+            lines += _per_round(by_arm, "auroc", "AUROC known vs unknown test images per round "
+                                "(score_samples = max softmax probability), mean ± std over seeds:")
             lines += _per_round(by_arm, "fpr_at_95_tpr", "FPR at 95 % TPR per round, mean ± std over seeds:")
-            lines += _per_round(by_arm, "wasted", "Labels spent on unknown-class images per round (of 6), mean ± std over seeds:", digits=1)
+            lines += _per_round(by_arm, "wasted", "Labels spent on unknown-class images per round (of 6), "
+                                "mean ± std over seeds:", digits=1)
     return "\n".join(lines) + "\n"
 
 

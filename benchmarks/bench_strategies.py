@@ -150,7 +150,8 @@ def _against_cec(results, names, by_seed):
 def table(results, args):
     names = list(dict.fromkeys(r["strategy"] for r in results))
     by_seed = {(r["strategy"], r["seed"]): r for r in results}
-    first = "round 1 random" if args.first_round == "random" else "round 1 chosen by the strategy from the zero-shot model"
+    first = ("round 1 random" if args.first_round == "random"
+             else "round 1 chosen by the strategy from the zero-shot model")
     lines = [
         f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool {args.pool_per_class}/class, "
         f"test {args.test_per_class}/class, {args.rounds} rounds x 10 labels ({first}), "

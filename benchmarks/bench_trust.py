@@ -191,7 +191,8 @@ class Replayed:
 
 
 def raw_path(run, args):
-    return Path(args.cache_dir) / "trust" / f"{run['strategy']}-seed{run['seed']}-audit{run['audit']}-noise{run['noise']}.npz"
+    return (Path(args.cache_dir) / "trust"
+            / f"{run['strategy']}-seed{run['seed']}-audit{run['audit']}-noise{run['noise']}.npz")
 
 
 def replay(run, args, **monitor_params):
@@ -216,12 +217,14 @@ def replay(run, args, **monitor_params):
         entry = {"round": r, "truth": float((T[r].argmax(1) == y_test).mean()), **report,
                  "ece": expected_calibration_error(y_test, monitor.calibrate(T[r])),
                  "ece_raw": expected_calibration_error(y_test, T[r]),
-                 "ece_floor": expected_calibration_error(y_test, TemperatureScaling().fit(T[r], y_test).transform(T[r])),
+                 "ece_floor": expected_calibration_error(y_test,
+                                                         TemperatureScaling().fit(T[r], y_test).transform(T[r])),
                  "temperature": monitor.calibrator_.temperature_}
         if len(pairs):
             one = TemperatureScaling().fit(pairs.proba, pairs.labels)
             entry["ece_one_temperature"] = expected_calibration_error(y_test, one.transform(T[r]))
-            every = HeldOutPairs(pairs.proba, pairs.labels, audit=np.ones(len(pairs), bool), temperature=pairs.temperature,
+            every = HeldOutPairs(pairs.proba, pairs.labels, audit=np.ones(len(pairs), bool),
+                                 temperature=pairs.temperature,
                                  rounds=pairs.rounds, model_labels=pairs.model_labels)
             est = assess(every, P[r][unlabeled]).estimate
             entry["estimate_all_pairs"] = None if est is None else est.as_dict()
@@ -380,7 +383,8 @@ def suspects_table(results, args):
              f"CEC with 10 % of the oracle's answers flipped (seeded, the same for every strategy of a seed), audit "
              f"share {runs[0]['audit']}, 80 labels. Flags: the labels whose held-out calibrated probability is "
              "below `ratio` times that of the predicted class. Held out: the probabilities the model gave each "
-             "image before it learned it, calibrated as they were then (free: the loop's pairs); 5-fold: out-of-fold probabilities of five refits "
+             "image before it learned it, calibrated as they were then (free: the loop's pairs); "
+             "5-fold: out-of-fold probabilities of five refits "
              "on the 80 labels (five extra trainings). Accuracy: refits on the 80 labeled images with the oracle's "
              "labels, with the flagged ones fixed, and with the true labels.", "",
              "| signal | ratio | flips | flagged | precision | recall |", "|---|---:|---:|---:|---:|---:|"]

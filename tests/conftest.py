@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 CLASS_NAMES = ["cat", "dog", "car"]
-CIFAR10 = Path(os.environ.get("MODAL_VLM_CIFAR10", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"))
+CIFAR10 = Path(os.environ.get("MODAL_VLM_CIFAR10",
+                              Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"))
 
 
 def pytest_configure(config):

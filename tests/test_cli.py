@@ -71,7 +71,8 @@ def test_run_with_config_file_and_overrides(tmp_path, folder, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--strategy", "cec", "magic"], r"Unknown strategy 'magic'; use one of \['random', 'entropy'"),
-    (["--model", "not-a-model"], r"unknown model 'not-a-model'; valid: linear-conse-efficientnet-lite0-minilm, conse-efficientnet-lite0-minilm, "),
+    (["--model", "not-a-model"], r"unknown model 'not-a-model'; valid: linear-conse-efficientnet-lite0-minilm, "
+                                 r"conse-efficientnet-lite0-minilm, "),
     (["--budget", "4", "--rounds", "7"], r"budget x rounds = 4 x 7 = 28 labels do not fit a pool of 24"),
     (["--audit-fraction", "1.5"], r"audit_fraction must be a fraction in \[0, 1\), got 1.5"),
     (["--label-noise", "-0.1"], r"label_noise must be a fraction in \[0, 1\), got -0.1"),

@@ -229,7 +229,8 @@ def test_monitor_calibrates_an_overconfident_model():
     run_loop(monitor, clf, y, rounds=8, learn=0.0)   # a model that does not change: 80 pairs of it
     proba = clf.predict_proba(np.arange(3000))
     assert monitor.calibrator_.temperature_ == pytest.approx(4, rel=0.25)   # the table is 4x too sharp
-    assert expected_calibration_error(y, proba) > 0.15 and expected_calibration_error(y, monitor.calibrate(proba)) < 0.04
+    assert (expected_calibration_error(y, proba) > 0.15
+            and expected_calibration_error(y, monitor.calibrate(proba)) < 0.04)
 
 
 def test_monitor_flags_flipped_labels():

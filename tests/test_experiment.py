@@ -49,7 +49,8 @@ def test_run_records_every_round_and_resumes_exactly(make_clf, images):
     assert seen == history and [r["round"] for r in history] == [0, 1, 2, 3]
     labeled = [i for r in history for i in r["queried"]]
     assert len(set(labeled)) == 6 and history[-1]["class_counts"] == np.bincount(y_pool[labeled], minlength=3).tolist()
-    assert history[0]["seconds"]["encode"] > 0 and set(history[1]["seconds"]) == {"encode", "query", "train", "evaluate"}
+    assert (history[0]["seconds"]["encode"] > 0
+            and set(history[1]["seconds"]) == {"encode", "query", "train", "evaluate"})
     assert len(history[-1]["per_class_accuracy"]) == 3
     assert history[2]["queried_labels"] == y_pool[history[2]["queried"]].tolist()
     for done in (1, 2):
@@ -264,7 +265,8 @@ def test_summary_and_plot(tmp_path):
                for s in ("cec", "random") for seed in (0, 1) for k in range(3)]
     rows = summarize(records + [{**records[0], "seed": 9}])   # an unfinished seed is left out
     assert [(r["strategy"], r["n_seeds"], r["n_labeled"]) for r in rows] == [("cec", 2, 6), ("random", 2, 6)]
-    assert rows[0]["final_accuracy_mean"] == pytest.approx(0.51) and rows[0]["final_accuracy_std"] == pytest.approx(0.01)
+    assert (rows[0]["final_accuracy_mean"] == pytest.approx(0.51)
+            and rows[0]["final_accuracy_std"] == pytest.approx(0.01))
     assert rows[0]["aulc_mean"] == pytest.approx(0.41)
     path = plot_learning_curves(records, tmp_path / "curve.png", title="test")
     assert Image.open(path).size[0] > 300

@@ -144,7 +144,8 @@ def test_bare_import_stays_cheap():
     import subprocess
     import sys
 
-    code = "import sys, modal_vlm; print(sorted(m for m in ('torch', 'sklearn', 'modAL', 'pandas') if m in sys.modules))"
+    code = ("import sys, modal_vlm; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'modAL', 'pandas') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
 

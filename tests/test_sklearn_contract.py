@@ -93,7 +93,8 @@ def small(cls=ClipPromptClassifier, **params):
 
 
 @parametrize_with_checks([small(FeatureImagesClassifier),
-                          FeatureImagesProbe(CLASS_NAMES, model_name="tiny-vit", max_epochs=2, verbose=0, random_state=0)],
+                          FeatureImagesProbe(CLASS_NAMES, model_name="tiny-vit", max_epochs=2, verbose=0,
+                                             random_state=0)],
                          expected_failed_checks=lambda est: NOT_APPLICABLE,
                          xfail_strict=True)
 def test_scikit_learn_estimator_checks(estimator, check):

@@ -512,9 +512,11 @@ def check_finite_embeddings(features: torch.Tensor, names) -> None:
     --------
     >>> import torch
     >>> check_finite_embeddings(torch.tensor([[1.0, 0.0], [float("nan"), 0.0]]), ["X[0]", "X[1]"])
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: The image encoder returned NaN or infinite embeddings for X[1]; check these images and the encoder's weights.
+    ValueError: The image encoder returned NaN or infinite embeddings for X[1]; check these images and the
+    encoder's weights.
     """
     bad = ~torch.isfinite(features).all(dim=1)
     if bad.any():

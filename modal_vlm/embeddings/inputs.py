@@ -71,7 +71,8 @@ class ImageItem:
         if self.kind == "pil":
             im = self.value
             turned = _orientation(im)   # part of the key only where it turns the image
-            return _digest(b"pixels", im.mode, im.size, im.tobytes(), *([b"exif-orientation", turned] if turned else []))
+            return _digest(b"pixels", im.mode, im.size, im.tobytes(),
+                           *([b"exif-orientation", turned] if turned else []))
         array = np.ascontiguousarray(self.value)
         return _digest(self.kind.encode(), array.dtype.str, array.shape, memoryview(array).cast("B"))
 

@@ -90,10 +90,11 @@ def audit_count(audit_fraction, round_, n_instances) -> int:
     --------
     >>> [audit_count(0.25, r, 10) for r in (1, 2, 3, 4)]
     [2, 3, 2, 3]
-    >>> audit_count(0.5, 1, 1)
+    >>> audit_count(0.5, 1, 1)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: an audit share of 0.5 of 1 picks per round leaves rounds with no pick for the query strategy; lower audit_fraction or raise the budget.
+    ValueError: an audit share of 0.5 of 1 picks per round leaves rounds with no pick for the query strategy;
+    lower audit_fraction or raise the budget.
     """
     share = check_fraction("audit_fraction", audit_fraction) * n_instances
     if share and math.ceil(share) >= n_instances:

@@ -130,7 +130,8 @@ class ProjectTrust:
                              [classes.index(row["label"]) for row in rows],
                              audit=[row["audit"] for row in rows],
                              temperature=[np.nan if row["temperature"] is None else row["temperature"] for row in rows],
-                             rounds=[row["batch_id"] for row in rows], model_labels=[row["model_labels"] for row in rows])
+                             rounds=[row["batch_id"] for row in rows],
+                             model_labels=[row["model_labels"] for row in rows])
         return pairs, np.array([row["image_id"] for row in rows], dtype=np.intp)
 
     def calibrator(self) -> TemperatureScaling:

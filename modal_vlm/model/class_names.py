@@ -58,10 +58,11 @@ def check_class_names(names, what: str = "class_names") -> None:
     Examples
     --------
     >>> check_class_names(["cat", "dog"])
-    >>> check_class_names(["cat", "Cat"])
+    >>> check_class_names(["cat", "Cat"])  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    modal_vlm.exceptions.InvalidParameterError: class_names 'cat' and 'Cat' differ only in case or spacing: the model reads them as the same class. Give each class a distinct name.
+    modal_vlm.exceptions.InvalidParameterError: class_names 'cat' and 'Cat' differ only in case or spacing: the model
+    reads them as the same class. Give each class a distinct name.
     """
     if isinstance(names, str) or not hasattr(names, "__len__") or len(names) < 2:
         raise InvalidParameterError(f"{what} must be a list of at least 2 names, got {names!r}.")

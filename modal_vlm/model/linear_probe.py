@@ -238,7 +238,8 @@ class ClipLinearProbe(ClipPromptClassifier):
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, template="a photo of a {}.",
                  lambda_kg=8.0, image_size=None, max_epochs=200, lr=0.01, batch_size=-1,
-                 optimizer=torch.optim.Adam, module=LinearProbeCLIP, encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
+                 optimizer=torch.optim.Adam, module=LinearProbeCLIP,
+                 encode_batch_size=64, encode_dtype=None, jpeg_draft=True,
                  encode_workers=None, cache_dir=None, device="cpu", random_state=None, warm_start=False,
                  verbose=1, fit_mode="supervised", lambda_ueo=1.0, ueo_temperature=1.0,
                  unlabeled_batch_size=64, **kwargs):

@@ -36,10 +36,11 @@ def check_template(template) -> None:
     Examples
     --------
     >>> check_template("a photo of a {}.")
-    >>> check_template("a photo of a {name}.")
+    >>> check_template("a photo of a {name}.")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    modal_vlm.exceptions.InvalidParameterError: template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.'); got 'a photo of a {name}.' with the field(s) {name}.
+    modal_vlm.exceptions.InvalidParameterError: template must hold exactly one '{}' where the class name goes
+    (e.g. 'a photo of a {}.'); got 'a photo of a {name}.' with the field(s) {name}.
     """
     hint = "template must hold exactly one '{}' where the class name goes (e.g. 'a photo of a {}.')"
     if not isinstance(template, str):

@@ -193,8 +193,8 @@ class EpochProgressBar(Callback):
     bar is named by the net's ``PROGRESS_LABEL``; it closes early when training stops early."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.bar_ = tqdm(total=net.fit_epochs_, desc=getattr(net, "PROGRESS_LABEL", "training"), unit="epoch", delay=2.0,
-                         leave=False, disable=(net.verbose != 1) or None)
+        self.bar_ = tqdm(total=net.fit_epochs_, desc=getattr(net, "PROGRESS_LABEL", "training"), unit="epoch",
+                         delay=2.0, leave=False, disable=(net.verbose != 1) or None)
 
     def on_epoch_end(self, net, **kwargs):
         self.bar_.update(1)

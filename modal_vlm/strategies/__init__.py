@@ -126,10 +126,11 @@ def get_strategy(name: str):
     pcb(margin_query, gamma=0.1)
     >>> get_strategy("margin+pcb+open")
     open_set(pcb_margin_query, threshold=0.5)
-    >>> get_strategy("nope")
+    >>> get_strategy("nope")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: Unknown strategy 'nope'; use one of [...] (append '+pcb' for PCB class balancing, '+open' for open-set-aware selection).
+    ValueError: Unknown strategy 'nope'; use one of [...] (append '+pcb' for PCB class balancing,
+    '+open' for open-set-aware selection).
     """
     base, *wrappers = name.split("+")
     if base not in _STRATEGIES or any(w not in _WRAPPERS for w in wrappers) or len(set(wrappers)) != len(wrappers):

@@ -7,7 +7,8 @@ evidence used here: for every pool image, the probability that it is of none of 
 
 .. math::
 
-    p_{none}(x) = \\frac{\\sum_{j \\in N} K(x, x_j)}{\\sum_{j \\in N} K(x, x_j) + \\sum_{j \\in L \\setminus N} K(x, x_j)},
+    p_{none}(x) = \\frac{\\sum_{j \\in N} K(x, x_j)}
+    {\\sum_{j \\in N} K(x, x_j) + \\sum_{j \\in L \\setminus N} K(x, x_j)},
     \\qquad K(x, x') = \\exp\\big((\\cos(f(x), f(x')) - 1) / \\tau\\big),
 
 over the labeled set ``L`` and its images marked none ``N``: a kernel density estimate of each

@@ -19,7 +19,8 @@ cluster (squared distances: the authors' faiss ``IndexFlatL2``).
 Where this differs from the authors' code, so that any pool gives a full batch:
 k-means is :func:`~._kmeans.weighted_kmeans` (k-means++ seeds, faiss's Lloyd iterations,
 seeded by ``random_state``; the best of 10 runs up to 50 clusters, of 3 above, as the
-authors' unseeded scikit-learn ``KMeans`` / ``MiniBatchKMeans`` defaults), fitted on a uniform sample of ``kmeans_subsample`` pool samples (plus the labeled
+authors' unseeded scikit-learn ``KMeans`` / ``MiniBatchKMeans`` defaults), fitted on a uniform sample of
+``kmeans_subsample`` pool samples (plus the labeled
 ones) on larger pools; a cluster whose unlabeled members are all taken leaves the round (the
 authors' code fails there), and when every cluster above the minimum size is spent the
 smaller ones follow in the same order. The neighbours are exact up to 10^4 members and

@@ -192,7 +192,8 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         with httpx.Client(base_url=url) as api:
             state = api.get("api/state").json()
         estimate = state["estimate"]
-        assert f"from {estimate['n']} checked images" in header and f"about {round(100 * estimate['accuracy'])} %" in header
+        assert (f"from {estimate['n']} checked images" in header
+                and f"about {round(100 * estimate['accuracy'])} %" in header)
         assert estimate["n"] == 3 and "audit" not in json.dumps(state)
         browser.save_screenshot(str(shots / "label-app.png"))
 

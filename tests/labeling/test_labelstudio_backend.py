@@ -210,7 +210,8 @@ def test_predict_answers_every_task_with_class_confidence_and_priority(shapes, m
     image_id = b.state.tasks()[tasks[0]["id"]]["image_id"]
     assert answer["results"][0]["result"][0]["score"] == pytest.approx(
         float(np.max(b.worker.ranking.proba[image_id])), abs=1e-6)
-    bad = b.client.post("/predict", json={**body, "tasks": tasks + [{"id": 1, "data": {"image": "/data/local-files/?d=images/nope.png"}}]})
+    bad = b.client.post("/predict", json={**body, "tasks": tasks + [
+        {"id": 1, "data": {"image": "/data/local-files/?d=images/nope.png"}}]})
     assert bad.status_code == 404 and "nope.png" in bad.json()["error"]
 
 
@@ -222,7 +223,8 @@ def test_annotations_are_stored_then_one_debounced_retraining_moves_the_prioriti
     for number, task_id in enumerate(top):   # a burst: each stored before its answer
         task = b.tasks[task_id]
         path = urllib.parse.unquote(task["data"]["image"]).split("images/", 1)[1]
-        response = b.client.post("/webhook", json=webhook("ANNOTATION_CREATED", [annotation(number + 1, task, truth[path])],
+        response = b.client.post("/webhook", json=webhook("ANNOTATION_CREATED",
+                                                          [annotation(number + 1, task, truth[path])],
                                                           [task]))
         assert response.status_code == 201 and response.json()["status"] == "ok"
         assert b.state.counts()["annotations"] == number + 1
