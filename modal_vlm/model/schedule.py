@@ -11,27 +11,16 @@ from skorch.callbacks import (Callback, EarlyStopping, EpochScoring, EpochTimer,
 from tqdm.auto import tqdm
 
 
-#: ``max_epochs="auto"``: epochs by labels per class (see :func:`shot_schedule_epochs`).
+#: ``max_epochs="auto"``: the CoOp authors' few-shot schedule, epochs by labels per class.
 AUTO_EPOCHS = "auto"
 
-#: The supervised fit's epochs at <= 1, <= 4 and more labels per class: CoOp's 50/100/200
-#: shortened (issue 27, ``benchmarks/results/learners.md``).
-SHOT_SCHEDULE = (25, 50, 80)
-#: The CoOp authors' few-shot schedule, kept by the UEO modes (UEO's own 50 epochs without labels).
-COOP_SHOT_SCHEDULE = (50, 100, 200)
 
-
-def shot_schedule_epochs(n_labeled: int, n_classes: int, schedule: tuple = SHOT_SCHEDULE) -> int:
-    """Epochs of ``max_epochs="auto"``: a schedule by labels per class.
+def shot_schedule_epochs(n_labeled: int, n_classes: int) -> int:
+    """Epochs of ``max_epochs="auto"``: the CoOp authors' schedule by labels per class.
 
     CoOp's few-shot configurations train 50 epochs at 1 shot, 100 at 2 and 4 shots and 200
-    at 8 and 16 (``COOP_SHOT_SCHEDULE``). With this estimator's zero-shot start, KgCoOp and
-    lr 0.01, 25/50/80 epochs (``SHOT_SCHEDULE``) keep the test accuracy of the defaults
-    before it (CoOp's schedule, lr 0.005, early stopping) within one std at 10 to 80 labels
-    on 10 classes, and bound a fit on ViT-B-32 to about 11.4 full-length text steps at 10
-    classes and 3.1 at 100 (``benchmarks/results/learners.md``, ``fit_steps.md``). With
-    ``k = n_labeled / n_classes`` labels per class: ``schedule[0]`` epochs for ``k <= 1``,
-    ``schedule[1]`` for ``k <= 4``, ``schedule[2]`` above.
+    at 8 and 16. With ``k = n_labeled / n_classes`` labels per class: 50 epochs for
+    ``k <= 1`` (UEO's 50 too, when nothing is labeled), 100 for ``k <= 4``, 200 above.
 
     Parameters
     ----------
@@ -39,23 +28,19 @@ def shot_schedule_epochs(n_labeled: int, n_classes: int, schedule: tuple = SHOT_
         Labeled training samples.
     n_classes : int
         Number of classes.
-    schedule : tuple of 3 int, default=SHOT_SCHEDULE
-        Epochs at <= 1, <= 4 and more labels per class.
 
     Returns
     -------
     int
-        One of ``schedule``.
+        50, 100 or 200.
 
     Examples
     --------
     >>> [shot_schedule_epochs(n, 10) for n in (10, 20, 40, 50, 80)]
-    [25, 50, 50, 80, 80]
-    >>> [shot_schedule_epochs(n, 10, COOP_SHOT_SCHEDULE) for n in (0, 10, 20, 80)]
-    [50, 50, 100, 200]
+    [50, 100, 100, 200, 200]
     """
     shots = n_labeled / n_classes
-    return schedule[0] if shots <= 1 else schedule[1] if shots <= 4 else schedule[2]
+    return 50 if shots <= 1 else 100 if shots <= 4 else 200
 
 
 class WarmupCosine:
