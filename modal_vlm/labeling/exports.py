@@ -139,7 +139,7 @@ class NothingToExport(ModalVLMError, ValueError):
 class Export(NamedTuple):
     """One rendered export.
 
-    Attributes
+    Parameters
     ----------
     content : str or bytes
         The file's contents (bytes for the model).
