@@ -59,6 +59,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .._files import IMAGE_EXTENSIONS
+from ..exceptions import ModalVLMError
 from .commands import DEFAULT_BACKEND_PORT, DEFAULT_DEBOUNCE
 from .labelstudio import OOD_CHOICE
 from .scan import resolve_inside, scan_images
@@ -98,7 +99,7 @@ TASK_EVENTS = ("TASKS_CREATED", "TASKS_DELETED")
 LOCAL_FILES_PATH = "/data/local-files/"
 
 
-class BackendError(ValueError):
+class BackendError(ModalVLMError, ValueError):
     """A request the backend refuses: the message names the problem (answered as 4xx).
 
     Parameters
@@ -983,13 +984,13 @@ class LabelStudioWorker(BackgroundWorker):
         """Make the next push list Label Studio's tasks (a webhook said they changed)."""
         self.state.set("tasks_listed", None)
 
-    def _tasks(self, project_id, config, relist=False):
+    def _tasks(self, project_id, config, known, relist=False):
         """``([(task id, image url)...], listed)``: the tasks of the last listing while it is
-        younger than :data:`TASK_LIST_MAX_AGE` and no webhook said tasks changed, else (or
-        with ``relist``) Label Studio's list, fetched now (``listed`` True)."""
+        younger than :data:`TASK_LIST_MAX_AGE` and no webhook said tasks changed (their urls
+        from ``known``, the state's tasks), else (or with ``relist``) Label Studio's list,
+        fetched now (``listed`` True)."""
         listing = self.state.get("tasks_listed")
         if not relist and listing and time.time() - listing["at"] < TASK_LIST_MAX_AGE:
-            known = self.state.tasks()
             return [(task_id, known[task_id]["url"]) for task_id in listing["ids"] if task_id in known], False
         tasks = self.client.tasks(project_id)
         return [(task["id"], (task.get("data") or {}).get(config.value_key)) for task in tasks], True
@@ -1008,8 +1009,8 @@ class LabelStudioWorker(BackgroundWorker):
         readable = {image["id"] for image in self.store.images("ok")}
         try:
             for relist in (False, True):
-                tasks, listed = self._tasks(project_id, config, relist)
                 known = self.state.tasks()
+                tasks, listed = self._tasks(project_id, config, known, relist)
                 predictions, refused, resolved = [], 0, []
                 for task_id, url in tasks:
                     row = known.get(task_id)
