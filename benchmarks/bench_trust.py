@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import ClipPromptClassifier, get_strategy
@@ -55,6 +56,8 @@ N_CLASSES = 10
 CALIBRATION_ROUNDS = (0, 1, 2, 4, 8)
 #: The stopping table's kappa thresholds and windows.
 THRESHOLDS, WINDOWS = (0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99), (2, 3, 5)
+#: Accuracy given up that the hindsight rows of the stopping table allow.
+HINDSIGHT_TOLERANCES = (0.01, 0.02)
 #: Suspect-label rules compared: the held-out probability of the given class below this share
 #: of the predicted class's.
 SUSPECT_RATIOS = (0.1, 0.25, 0.35, 0.5)
@@ -195,7 +198,40 @@ def raw_path(run, args):
             / f"{run['strategy']}-seed{run['seed']}-audit{run['audit']}-noise{run['noise']}.npz")
 
 
-def replay(run, args, **monitor_params):
+def _log(proba):
+    return np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-30, None))
+
+
+class UnscaledMonitor(LoopMonitor):
+    """The monitor as it was before the margin scale: every model's scale taken as 1, so the
+    temperature is fitted on the probabilities as each model gave them."""
+
+    def _look(self, estimator):
+        return super()._look(estimator)[0], 1.0
+
+
+def _confidence_variance(confidence):
+    """``c (1 - c)``: the variance of right-or-wrong around a calibrated confidence ``c``."""
+    return confidence * (1 - confidence)
+
+
+def platt_floor_ece(proba, y):
+    """Calibration error of the top-label confidence mapped by a logistic regression on its log-odds,
+    fitted on the test set itself: what a two-parameter calibration could do with 1,000 labels."""
+    from scipy.special import expit, logsumexp
+    from sklearn.linear_model import LogisticRegression
+
+    ordered = np.sort(_log(proba), axis=1)
+    log_odds = (ordered[:, -1] - logsumexp(ordered[:, :-1], axis=1))[:, None]
+    correct = np.asarray(proba).argmax(1) == y
+    fit = LogisticRegression(C=1e6).fit(log_odds, correct)
+    confidence = expit(fit.decision_function(log_odds))
+    bins = np.clip((confidence * 15).astype(int), 0, 14)
+    return float(sum((bins == b).sum() * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+                     for b in np.unique(bins)) / len(y))
+
+
+def replay(run, args, monitor_class=LoopMonitor, **monitor_params):
     """The monitor's output round by round, on the stored probabilities, with the alternatives."""
     from modal_vlm.evaluation import (HeldOutPairs, TemperatureScaling, assess, audit_accuracy,
                                       expected_calibration_error)
@@ -203,7 +239,7 @@ def replay(run, args, **monitor_params):
     raw = np.load(raw_path(run, args))
     P, T, y_given, y_test = raw["pool"], raw["test"], raw["y_oracle"], raw["y_test"]
     rows = np.arange(len(y_given))
-    monitor = LoopMonitor(run["audit"], random_state=run["seed"], **monitor_params).start(Replayed(P[0]), rows)
+    monitor = monitor_class(run["audit"], random_state=run["seed"], **monitor_params).start(Replayed(P[0]), rows)
     labeled, out = [], []
     for r, record in enumerate(run["records"]):
         queried = np.asarray(record["queried"], dtype=int)
@@ -219,6 +255,9 @@ def replay(run, args, **monitor_params):
                  "ece_raw": expected_calibration_error(y_test, T[r]),
                  "ece_floor": expected_calibration_error(y_test,
                                                          TemperatureScaling().fit(T[r], y_test).transform(T[r])),
+                 "ece_platt_floor": platt_floor_ece(T[r], y_test),
+                 "rectifier_variance_floor": float(np.mean(_confidence_variance(
+                     TemperatureScaling().fit(T[r], y_test).transform(T[r]).max(1)))),
                  "temperature": monitor.calibrator_.temperature_}
         if len(pairs):
             one = TemperatureScaling().fit(pairs.proba, pairs.labels)
@@ -250,17 +289,24 @@ def _interval_stats(entries, key="estimate"):
     return f"{cover:.0%}", f"{error:.3f}", f"{width:.3f}", len(made)
 
 
-def calibration_table(replays):
+def calibration_table(replays, unscaled):
     lines = ["## Calibration: expected calibration error of the confidence on the test set", "",
              "Mean ± std over runs (CEC and random, seeds as above). Raw: `predict_proba` as it is. One temperature: "
              "temperature scaling on every test-then-train pair. Shown (the default): temperature scaling on the "
              "pairs of trained models, each round back weighing half as much. Floor: a temperature fitted on the "
-             "test set itself (what temperature scaling could do with 1,000 labels of the current model).", "",
+             "test set itself (what temperature scaling could do with 1,000 labels of the current model). "
+             "Each model's log-probabilities are first divided by its margin scale (the mean gap between its top "
+             "two log-probabilities on the stop set); without the margin scale: the previous default. "
+             "Two-parameter floor: a logistic map of the top class's log-odds fitted on the test set itself.", "",
              "| confidence | " + " | ".join(f"{10 * r} labels" for r in CALIBRATION_ROUNDS) + " |",
              "|---|" + "---:|" * len(CALIBRATION_ROUNDS)]
-    for name, key in [("raw `predict_proba`", "ece_raw"), ("one temperature, every pair", "ece_one_temperature"),
-                      ("shown (default)", "ece"), ("floor: temperature fitted on the test set", "ece_floor")]:
-        cells = [_mean_std([run[r].get(key) for run in replays]) for r in CALIBRATION_ROUNDS]
+    for name, key, source in [("raw `predict_proba`", "ece_raw", replays),
+                              ("one temperature, every pair", "ece_one_temperature", replays),
+                              ("shown (default)", "ece", replays),
+                              ("shown, without the margin scale", "ece", unscaled),
+                              ("floor: temperature fitted on the test set", "ece_floor", replays),
+                              ("two-parameter floor: fitted on the test set", "ece_platt_floor", replays)]:
+        cells = [_mean_std([run[r].get(key) for run in source]) for r in CALIBRATION_ROUNDS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     temps = [_mean_std([run[r]["temperature"] for run in replays], 2) for r in CALIBRATION_ROUNDS]
     lines.append("| (the default's temperature) | " + " | ".join(temps) + " |")
@@ -306,6 +352,16 @@ def estimate_table(replays, strategies):
             cover, _, _, n = _interval_stats([e for run in runs for e in run[1:]], key)
             _, error, width, _ = _interval_stats([run[-1] for run in runs], key)
             lines.append(f"| {name} | {strategy} | {n} | {cover} | {error} | {width} |")
+    variance = np.mean([run[-1]["rectifier_variance_floor"] for run in replays])
+    audited = np.mean([run[-1]["estimate"]["n"] for run, strategy in zip(replays, replays.strategies)
+                       if run[-1]["estimate"] and strategy == "cec"])
+    labels = 10 * (len(replays[0]) - 1)
+    floor = {n: 2 * stats.t.ppf(0.95, n - 1) * np.sqrt(variance / n) for n in (audited, labels)}
+    lines += ["", f"The narrowest valid 90 % interval at {labels} labels for an estimate that rests on labeled "
+              "pairs and a calibrated confidence: with the test-set temperature (perfect calibration) the "
+              f"rectifier's variance is the mean of `c (1 - c)`, {variance:.3f}, so the width is at least "
+              f"{floor[audited]:.3f} with CEC's {audited:.0f} audit pairs and {floor[labels]:.3f} if every one of "
+              f"the {labels} labels were an audit pick."]
     return lines
 
 
@@ -318,23 +374,18 @@ class Replays(list):
 
 
 def audit_cost_table(results, args):
-    stored = {r["seed"]: r["accuracy"][-1] for r in json.loads((ROOT / "benchmarks" / "results" /
-                                                                 "strategies.json").read_text())
-              if r["strategy"] == "cec"}
-    audited = {r["seed"]: r["records"][-1]["accuracy"] for r in results["runs"]
-               if r["strategy"] == "cec" and r["audit"] == args.audit and not r["noise"]}
-    check = {r["seed"]: r["records"][-1]["accuracy"] for r in results["runs"]
-             if r["strategy"] == "cec" and r["audit"] == 0.0 and not r["noise"]}
-    seeds = sorted(set(stored) & set(audited))
-    diff = [audited[s] - stored[s] for s in seeds]
+    final = {(r["audit"], r["seed"]): r["records"][-1]["accuracy"] for r in results["runs"]
+             if r["strategy"] == "cec" and not r["noise"]}
+    audited, plain = ({seed: acc for (audit, seed), acc in final.items() if audit == share}
+                      for share in (args.audit, 0.0))
+    seeds = sorted(set(plain) & set(audited))
+    diff = [audited[s] - plain[s] for s in seeds]
     lines = ["## The cost of auditing", "",
              f"CEC's final accuracy (80 labels) with an audit share of {args.audit} against CEC without audit "
-             "picks (`strategies.json`: the same loop, seeds and defaults; "
-             + ", ".join(f"seed {s} re-run here without audit picks: {check[s]:.3f}, stored {stored[s]:.3f}"
-                         for s in sorted(check)) + ").", "",
+             "picks, the same loop, seeds and defaults, both run by this benchmark.", "",
              "| seed | without audit picks | with audit picks | difference |", "|---:|---:|---:|---:|"]
-    lines += [f"| {s} | {stored[s]:.3f} | {audited[s]:.3f} | {audited[s] - stored[s]:+.3f} |" for s in seeds]
-    lines.append(f"| mean | {np.mean([stored[s] for s in seeds]):.3f} | {np.mean([audited[s] for s in seeds]):.3f} | "
+    lines += [f"| {s} | {plain[s]:.3f} | {audited[s]:.3f} | {audited[s] - plain[s]:+.3f} |" for s in seeds]
+    lines.append(f"| mean | {np.mean([plain[s] for s in seeds]):.3f} | {np.mean([audited[s] for s in seeds]):.3f} | "
                  f"{np.mean(diff):+.3f} ± {np.std(diff):.3f} |")
     return lines
 
@@ -367,6 +418,15 @@ def stopping_table(results, replays):
                 lost.append(curve[-1]["accuracy"] - curve[stop]["accuracy"])
             lines.append(f"| {window} | {threshold:.2f} | {np.mean(saved):.0%} | {np.mean(lost):+.3f} | "
                          f"{np.max(lost):+.3f} | {never} of {len(runs)} |")
+    lines += ["", "Hindsight, the bound no stopping signal can beat: each run stopped at the first round whose "
+              "accuracy is within `tolerance` of its own final accuracy (knowing the future).", "",
+              "| tolerance | labels saved | accuracy given up (mean) | (worst run) |", "|---:|---:|---:|---:|"]
+    for tolerance in HINDSIGHT_TOLERANCES:
+        stops = [next(r for r, point in enumerate(run["curve"])
+                      if point["accuracy"] >= run["curve"][-1]["accuracy"] - tolerance) for run in runs]
+        lost = [run["curve"][-1]["accuracy"] - run["curve"][stop]["accuracy"] for run, stop in zip(runs, stops)]
+        lines.append(f"| {tolerance:.2f} | {np.mean([1 - stop / rounds for stop in stops]):.0%} | "
+                     f"{np.mean(lost):+.3f} | {np.max(lost):+.3f} |")
     kappa = [[e["kappa"] for e in run[1:]] for run in replays]
     lines += ["", "The default learner's kappa between successive models in the 8-round runs (mean over runs): "
               + ", ".join(f"round {r + 1}: {np.mean([k[r] for k in kappa]):.3f}" for r in range(len(kappa[0]))) + "."]
@@ -439,7 +499,8 @@ def write_tables(results, args):
              f"{', '.join(sorted(set(replays.strategies)))}, seeds {seeds}.", "",
              "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_trust.py " + shlex.join(sys.argv[1:]) + "` "
              "(2-core CPU shared with other jobs; no timing here).", ""]
-    lines += calibration_table(replays) + [""] + decay_table(main_runs, args) + [""]
+    unscaled = [replay(run, args, UnscaledMonitor)[0] for run in main_runs]
+    lines += calibration_table(replays, unscaled) + [""] + decay_table(main_runs, args) + [""]
     lines += estimate_table(replays, sorted(set(replays.strategies))) + [""]
     lines += audit_cost_table(results, args) + [""] + stopping_table(results, replays) + [""]
     lines += suspects_table(results, args)
@@ -475,9 +536,8 @@ def main():
     jobs = []
     if "runs" in args.parts:
         jobs += [(s, seed, args.audit, 0.0) for seed in args.seeds for s in args.strategies]
-        # CEC without audit picks: strategies.json holds it (the same loop, seeds and defaults);
-        # the first seed runs again here to check that it reproduces.
-        jobs += [("cec", seed, 0.0, 0.0) for seed in args.seeds[:1]]
+        # CEC without audit picks, for the cost of auditing.
+        jobs += [("cec", seed, 0.0, 0.0) for seed in args.seeds]
     if "noise" in args.parts:
         jobs += [("cec", seed, args.audit, 0.1) for seed in args.seeds]
     done = {(r["strategy"], r["seed"], r["audit"], r["noise"]) for r in results["runs"]}

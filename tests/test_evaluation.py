@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from modal_vlm.evaluation.calibration import margin_scale, rescale
 from modal_vlm.evaluation import (AccuracyEstimate, LoopMonitor, TemperatureScaling, audit_accuracy, audit_count,
                                   expected_calibration_error, flip_labels, is_stable, prediction_agreement,
                                   prediction_powered_accuracy, suspect_order, suspicion)
@@ -228,9 +229,43 @@ def test_monitor_calibrates_an_overconfident_model():
     monitor = LoopMonitor(random_state=0)
     run_loop(monitor, clf, y, rounds=8, learn=0.0)   # a model that does not change: 80 pairs of it
     proba = clf.predict_proba(np.arange(3000))
-    assert monitor.calibrator_.temperature_ == pytest.approx(4, rel=0.25)   # the table is 4x too sharp
+    # The table is 4x too sharp: the temperature on its margin-scaled log-probabilities, times the scale.
+    assert monitor.scale_ * monitor.calibrator_.temperature_ == pytest.approx(4, rel=0.25)
+    assert monitor.scale_ == pytest.approx(margin_scale(clf.predict_proba(monitor.stop_set_)))
     assert (expected_calibration_error(y, proba) > 0.15
             and expected_calibration_error(y, monitor.calibrate(proba)) < 0.04)
+
+
+def test_margin_scale_and_rescale():
+    assert margin_scale([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]) == pytest.approx((np.log(5 / 3) + np.log(3)) / 2)
+    assert margin_scale(np.zeros((0, 3))) == 1.0 and margin_scale([[0.5, 0.5]]) == 1.0   # nothing to normalise
+    proba = softmax(np.random.default_rng(0).normal(size=(50, 4)))
+    for scale in (0.3, 1.0, 4.0):
+        scaled = rescale(proba, scale)
+        assert np.allclose(scaled.sum(1), 1) and (scaled.argmax(1) == proba.argmax(1)).all()
+        assert margin_scale(rescale(proba, margin_scale(proba))) == pytest.approx(1.0)   # scale-free
+    assert np.allclose(rescale(proba[:2], [1.0, 2.0])[1], rescale(proba[1:2], 2.0)[0])   # one scale per row
+
+
+class SharpeningClassifier(TableClassifier):
+    """A model that grows sharper every round without learning anything: a prompt learner's
+    probabilities sharpen as it trains."""
+
+    def predict_proba(self, X):
+        rows = np.asarray(X, dtype=int)
+        return softmax((1 + self.shift) * self.logits[rows])
+
+
+def test_the_margin_scale_keeps_pairs_of_older_models_calibrating_the_current_one():
+    logits, y = calibrated_world(3000, n_classes=5, seed=6)
+    clf = SharpeningClassifier(logits, y)
+    monitor = LoopMonitor(random_state=0, calibration_decay=1.0)
+    run_loop(monitor, clf, y, rounds=8, learn=0.5)   # 5x sharper at the end than at the start
+    proba = clf.predict_proba(np.arange(3000))
+    pairs = monitor.pairs_
+    unscaled = TemperatureScaling().fit(pairs.proba, pairs.labels)   # the pairs as older models gave them
+    assert expected_calibration_error(y, monitor.calibrate(proba)) < 0.04
+    assert expected_calibration_error(y, unscaled.transform(proba)) > 0.1
 
 
 def test_monitor_flags_flipped_labels():

@@ -6,7 +6,7 @@ has. :class:`LoopMonitor` ties the parts together for a loop (the runner and the
 use it); each part also stands alone:
 
 * :mod:`~modal_vlm.evaluation.calibration`: :class:`TemperatureScaling`,
-  :func:`expected_calibration_error`;
+  :func:`expected_calibration_error`, :func:`~modal_vlm.evaluation.calibration.margin_scale`;
 * :mod:`~modal_vlm.evaluation.estimate`: :func:`prediction_powered_accuracy`,
   :func:`audit_accuracy`, :class:`AccuracyEstimate`;
 * :mod:`~modal_vlm.evaluation.stopping`: :func:`prediction_agreement` (Cohen's kappa),
@@ -25,7 +25,7 @@ my model?" page).
 >>> expected_calibration_error(y, scaler.transform(proba)) < expected_calibration_error(y, proba)
 True
 """
-from .assessment import Assessment, HeldOutPairs, assess, fit_calibrator
+from .assessment import Assessment, HeldOutPairs, assess, fit_calibrator, shown_probabilities
 from .calibration import TemperatureScaling, expected_calibration_error
 from .estimate import AccuracyEstimate, audit_accuracy, prediction_powered_accuracy
 from .monitor import DEFAULT_AUDIT_FRACTION, LoopMonitor, audit_count
@@ -35,4 +35,4 @@ from .suspects import flip_labels, suspect_order, suspicion
 __all__ = ["AccuracyEstimate", "Assessment", "DEFAULT_AUDIT_FRACTION", "HeldOutPairs", "LoopMonitor",
            "TemperatureScaling", "fit_calibrator",
            "assess", "audit_accuracy", "audit_count", "expected_calibration_error", "flip_labels", "is_stable",
-           "prediction_agreement", "prediction_powered_accuracy", "suspect_order", "suspicion"]
+           "prediction_agreement", "prediction_powered_accuracy", "shown_probabilities", "suspect_order", "suspicion"]

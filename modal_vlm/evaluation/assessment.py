@@ -3,15 +3,17 @@ and the suspect labels, in one call that every front end shares (the runner's
 :class:`~modal_vlm.evaluation.LoopMonitor`, the labeling app, a Label Studio backend).
 
 A *pair* is one labeled image as the loop saw it before learning it: the probabilities the
-model gave it, the label, the temperature that calibrated what the front end showed for it,
-the round, how many labels that model had learned, and whether the image was an audit pick
-(drawn at random).
+model gave it, the label, that model's margin scale, the temperature that calibrated what the
+front end showed for it, the round, how many labels that model had learned, and whether the
+image was an audit pick (drawn at random).
 
-* **Calibration**: temperature scaling on the pairs, the most recent rounds weighing most
-  (each round back counts ``decay`` times less) and the zero-shot model's pairs left out once
-  trained models have scored enough: a model's calibration changes as it learns (the
-  zero-shot model needs about twice the temperature of one trained on 40 labels;
-  ``benchmarks/results/trust.md``).
+* **Calibration**: temperature scaling on the pairs, each model's log-probabilities first
+  divided by its margin scale (:func:`~modal_vlm.evaluation.calibration.margin_scale`), the
+  most recent rounds weighing most (each round back counts ``decay`` times less) and the
+  zero-shot model's pairs left out once trained models have scored enough: a model's
+  calibration changes as it learns (the zero-shot model needs about twice the temperature of
+  one trained on 40 labels), and the margin scale follows most of that change
+  (``benchmarks/results/trust.md``).
 * **Estimate**: the current model's mean calibrated confidence on the unlabeled pool, plus
   how far the shown confidences fell from the truth on the audit pairs, the rectifier of
   prediction-powered inference. The shown confidence is the one computed *then*, by the
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calibration import TemperatureScaling, _log_proba, _softmax
+from .calibration import TemperatureScaling, _log_proba, _softmax, rescale
 from .estimate import AccuracyEstimate, prediction_powered_accuracy
 from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order, suspicion
 
@@ -67,6 +69,9 @@ class HeldOutPairs:
         The round (batch) each image was labeled in (default: all 1).
     model_labels : array-like of int, shape (n,), optional
         Labels the scoring model had learned (0: zero-shot; default: all 1).
+    scale : array-like of float, shape (n,), optional
+        The scoring model's :func:`~modal_vlm.evaluation.calibration.margin_scale` (default:
+        all 1, the probabilities as they are).
 
     Examples
     --------
@@ -81,6 +86,7 @@ class HeldOutPairs:
     temperature: np.ndarray = None
     rounds: np.ndarray = None
     model_labels: np.ndarray = None
+    scale: np.ndarray = None
     correct: np.ndarray = field(init=False, repr=False)
     shown: np.ndarray = field(init=False, repr=False)
 
@@ -93,7 +99,7 @@ class HeldOutPairs:
         elif proba.ndim != 2 or len(proba) != n:
             raise ValueError(f"proba must be (n_pairs, n_classes) with one row per label, got shape {proba.shape}.")
         defaults = {"audit": (False, bool), "temperature": (np.nan, float), "rounds": (1, np.intp),
-                    "model_labels": (1, np.intp)}
+                    "model_labels": (1, np.intp), "scale": (1.0, float)}
         for name, (default, dtype) in defaults.items():
             value = getattr(self, name)
             object.__setattr__(self, name, np.full(n, default, dtype=dtype) if value is None
@@ -114,10 +120,21 @@ class HeldOutPairs:
         Returns
         -------
         ndarray of shape (n, n_classes)
-            ``softmax(log(proba) / temperature)`` row by row; ``shown`` is its maximum.
+            ``softmax(log(proba) / (scale * temperature))`` row by row; ``shown`` is its maximum.
         """
         temperature = np.where(np.isnan(self.temperature), fallback, self.temperature)
-        return _softmax(_log_proba(self.proba) / temperature[:, None])
+        return _softmax(_log_proba(self.proba) / (self.scale * temperature)[:, None])
+
+    def rescaled(self) -> np.ndarray:
+        """Each pair's probabilities divided by its model's margin scale in the log domain (what
+        the temperature is fitted on).
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            ``rescale(proba, scale)``.
+        """
+        return rescale(self.proba, self.scale) if len(self) else self.proba
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -153,7 +170,36 @@ def fit_calibrator(pairs, decay=DEFAULT_CALIBRATION_DECAY) -> TemperatureScaling
     trained = pairs.model_labels > 0
     use = trained if trained.sum() >= scaler.min_samples else np.ones(len(pairs), dtype=bool)
     weight = decay ** (pairs.rounds.max() - pairs.rounds[use]).astype(float)
-    return scaler.fit(pairs.proba[use], pairs.labels[use], sample_weight=weight)
+    return scaler.fit(pairs.rescaled()[use], pairs.labels[use], sample_weight=weight)
+
+
+def shown_probabilities(calibrator, proba, scale) -> np.ndarray:
+    """A model's probabilities as a person is shown them: margin-scaled and calibrated once the
+    calibration is fitted, as they are before (nothing learned yet to correct them with).
+
+    Parameters
+    ----------
+    calibrator : TemperatureScaling
+        From :func:`fit_calibrator`.
+    proba : array-like of shape (n, n_classes)
+        The model's raw ``predict_proba``.
+    scale : float
+        The model's :func:`~modal_vlm.evaluation.calibration.margin_scale`.
+
+    Returns
+    -------
+    ndarray of float64 of shape (n, n_classes)
+        Same argmax as ``proba``.
+
+    Examples
+    --------
+    >>> unfitted = fit_calibrator(HeldOutPairs(np.zeros((0, 2)), []))
+    >>> shown_probabilities(unfitted, [[0.9, 0.1]], scale=3.0).tolist()
+    [[0.9, 0.1]]
+    """
+    if not calibrator.fitted_:
+        return np.asarray(proba, dtype=np.float64)
+    return calibrator.transform(rescale(proba, scale))
 
 
 @dataclass(frozen=True)
@@ -163,7 +209,7 @@ class Assessment:
     Parameters
     ----------
     calibrator : TemperatureScaling
-        ``calibrator.transform(model.predict_proba(X))`` is the confidence to show.
+        Fitted on margin-scaled probabilities: :meth:`calibrate` gives the confidence to show.
     estimate : AccuracyEstimate or None
         The current model's accuracy on the pool, with its interval; None before
         :data:`MIN_ESTIMATE_PAIRS` audit pairs with a shown calibrated confidence.
@@ -171,12 +217,30 @@ class Assessment:
         Positions of the suspect pairs, most suspect first.
     suspicion : ndarray of float
         Every pair's :func:`~modal_vlm.evaluation.suspicion` (0: the model agreed).
+    scale : float, default=1.0
+        The current model's :func:`~modal_vlm.evaluation.calibration.margin_scale`.
     """
 
     calibrator: TemperatureScaling
     estimate: AccuracyEstimate | None
     suspects: np.ndarray
     suspicion: np.ndarray
+    scale: float = 1.0
+
+    def calibrate(self, proba) -> np.ndarray:
+        """The current model's probabilities as a person is shown them.
+
+        Parameters
+        ----------
+        proba : array-like of shape (n, n_classes)
+            The current model's raw ``predict_proba``.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            :func:`shown_probabilities`: same argmax as ``proba``.
+        """
+        return shown_probabilities(self.calibrator, proba, self.scale)
 
 
 def _temperature_variance(calibrator, pool_proba) -> float:
@@ -188,7 +252,7 @@ def _temperature_variance(calibrator, pool_proba) -> float:
     return float((low - high) / 2) ** 2
 
 
-def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
+def assess(pairs, pool_proba, *, scale=1.0, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
            decay=DEFAULT_CALIBRATION_DECAY) -> Assessment:
     """Calibrate, estimate the accuracy on the pool and flag suspect labels, from the pairs.
 
@@ -199,6 +263,10 @@ def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
     pool_proba : array-like of shape (n_pool, n_classes)
         The current model's probabilities (raw ``predict_proba``) on the images whose
         accuracy is estimated (the unlabeled pool).
+    scale : float, default=1.0
+        The current model's :func:`~modal_vlm.evaluation.calibration.margin_scale`, measured
+        where the pairs' scales were (a loop's stop set); 1: the probabilities as they are,
+        like the pairs' default.
     level : float, default=0.9
         Confidence level of the estimate's interval.
     suspect_ratio : float, default=DEFAULT_SUSPECT_RATIO
@@ -222,20 +290,23 @@ def assess(pairs, pool_proba, *, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
     (10, [0, 1, 2, 3])
     """
     calibrator = fit_calibrator(pairs, decay)
+    pool_proba = np.asarray(pool_proba, dtype=float)
+    scale = float(scale)
     estimate, ranked, score = None, np.zeros(0, dtype=np.intp), np.zeros(0)
     if len(pairs):
         first = pairs.temperature[~np.isnan(pairs.temperature)]   # the pairs scored before any calibration:
         calibrated = pairs.calibrated(first[0] if len(first) else calibrator.temperature_)   # the first one made
         checked = pairs.audit & ~np.isnan(pairs.shown)
-        pool_proba = np.asarray(pool_proba, dtype=float)
         if checked.sum() >= MIN_ESTIMATE_PAIRS and len(pool_proba):
-            estimate = prediction_powered_accuracy(calibrator.transform(pool_proba).max(axis=1), pairs.shown[checked],
+            pool = rescale(pool_proba, scale)
+            estimate = prediction_powered_accuracy(shown_probabilities(calibrator, pool_proba, scale).max(axis=1),
+                                                   pairs.shown[checked],
                                                    pairs.correct[checked], level=level,
-                                                   extra_variance=_temperature_variance(calibrator, pool_proba))
+                                                   extra_variance=_temperature_variance(calibrator, pool))
         score = suspicion(calibrated, pairs.labels)
         ranked = suspect_order(calibrated, pairs.labels, suspect_ratio)
-    return Assessment(calibrator, estimate, ranked, score)
+    return Assessment(calibrator, estimate, ranked, score, scale)
 
 
 __all__ = ["Assessment", "DEFAULT_CALIBRATION_DECAY", "HeldOutPairs", "MIN_ESTIMATE_PAIRS", "assess",
-           "fit_calibrator"]
+           "fit_calibrator", "shown_probabilities"]

@@ -36,6 +36,64 @@ def _softmax(logits) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+def margin_scale(proba) -> float:
+    """A model's typical margin: the mean gap between its two largest log-probabilities.
+
+    Dividing a model's log-probabilities by its margin scale puts every model of a loop on one
+    footing before temperature scaling (:func:`rescale`): a prompt learner sharpens as it learns
+    (the best temperature of the offline model falls from about 12 with no label to about 5 with
+    80), while its temperature *relative to its own margin* moves much less, so pairs scored by
+    earlier models calibrate the current one without lagging behind it. Measured in
+    ``benchmarks/results/trust.md`` (the calibration table's gap-normalised rows).
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        The model's probabilities on a sample of the pool (the stop set).
+
+    Returns
+    -------
+    float
+        The mean gap, in nats; 1.0 for no samples or no gap at all (nothing to normalise).
+
+    Examples
+    --------
+    >>> round(margin_scale([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), 3)   # (log(0.7/0.2) + log(0.6/0.3)) / 2
+    0.973
+    """
+    if not len(proba):
+        return 1.0
+    ordered = np.sort(_log_proba(proba), axis=1)
+    gap = float(np.mean(ordered[:, -1] - ordered[:, -2]))
+    return gap if gap > 1e-6 else 1.0
+
+
+def rescale(proba, scale) -> np.ndarray:
+    """``softmax(log(proba) / scale)``: probabilities on the footing of :func:`margin_scale`.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        A model's probabilities.
+    scale : float or array-like of shape (n_samples,)
+        That model's :func:`margin_scale` (one per row when the rows come from different models).
+
+    Returns
+    -------
+    ndarray of float64 of shape (n_samples, n_classes)
+        Rows summing to 1, with the same argmax as ``proba``.
+
+    Examples
+    --------
+    >>> rescale([[0.8, 0.2]], 2.0).round(3).tolist()
+    [[0.667, 0.333]]
+    """
+    if len(proba) == 0:
+        return np.zeros(np.shape(proba), dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    return _softmax(_log_proba(proba) / (scale[:, None] if scale.ndim else scale))
+
+
 def _label_positions(y, n_samples, n_classes) -> np.ndarray:
     y = np.asarray(y)
     if y.shape != (n_samples,):
@@ -202,4 +260,4 @@ def expected_calibration_error(y_true, proba, n_bins=15) -> float:
     return round(float(error / len(y)), 12)
 
 
-__all__ = ["TEMPERATURE_RANGE", "TemperatureScaling", "expected_calibration_error"]
+__all__ = ["TEMPERATURE_RANGE", "TemperatureScaling", "expected_calibration_error", "margin_scale", "rescale"]

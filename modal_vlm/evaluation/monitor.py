@@ -18,8 +18,8 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .assessment import DEFAULT_CALIBRATION_DECAY, HeldOutPairs, assess, fit_calibrator
-from .calibration import expected_calibration_error
+from .assessment import DEFAULT_CALIBRATION_DECAY, HeldOutPairs, assess, fit_calibrator, shown_probabilities
+from .calibration import expected_calibration_error, margin_scale
 from .stopping import DEFAULT_KAPPA_THRESHOLD, DEFAULT_KAPPA_WINDOW, is_stable, prediction_agreement
 from .suspects import DEFAULT_SUSPECT_RATIO
 from ..sentinels import NONE
@@ -137,6 +137,9 @@ class LoopMonitor(BaseEstimator):
     ----------
     stop_set_ : ndarray of int
         Positions in the pool of the stop set.
+    scale_ : float
+        The current model's :func:`~modal_vlm.evaluation.calibration.margin_scale` on the
+        stop set (set by :meth:`start` and :meth:`update`).
     calibrator_ : TemperatureScaling
         Fitted on the pairs so far (:func:`~modal_vlm.evaluation.fit_calibrator`; refitted
         by :meth:`update`).
@@ -208,8 +211,9 @@ class LoopMonitor(BaseEstimator):
         history : list of dict, optional
             Round records of :func:`~modal_vlm.experiment.run_active_learning` with this
             monitor's fields (``queried``, ``queried_labels``, ``queried_proba``, ``audit``,
-            ``kappa``): a resumed run picks up where they end, ``estimator`` being the model
-            of the last of them. ``queried`` holds positions in ``X_pool``.
+            ``kappa``, ``scale``): a resumed run picks up where they end, ``estimator`` being
+            the model of the last of them. ``queried`` holds positions in ``X_pool``. Records
+            without ``scale`` (written before it existed) count as scale 1.
 
         Returns
         -------
@@ -221,22 +225,23 @@ class LoopMonitor(BaseEstimator):
         rng = np.random.default_rng(self._seed(_STOP_SET_STREAM))
         self.stop_set_ = np.sort(rng.choice(n_pool, min(self.stop_set_size, n_pool), replace=False))
         self._X_stop = _take(X_pool, self.stop_set_)
-        self._stop_predictions = self._predict(estimator, self._X_stop)
+        self._stop_predictions, self.scale_ = self._look(estimator)
         self._columns = {key: [] for key in ("proba", "labels", "audit", "temperature", "rounds", "model_labels",
-                                             "ids")}
+                                             "ids", "scale")}
         self.kappas_ = []
         self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
+        scored_by = 1.0   # the margin scale of the model that scored the next record's pairs
         for record in history:   # the same steps as observe and update took
             self.kappas_.append(record.get("kappa"))
-            if "queried_proba" not in record:   # written before the monitor existed: no pairs
-                continue
-            ids = np.asarray(record["queried"], dtype=np.intp)
-            audit = set(record.get("audit", []))
-            known = _known(record["queried_labels"])
-            self._add(self._positions(estimator, np.asarray(record["queried_labels"])[known]),
-                      np.asarray(record["queried_proba"], dtype=float)[known], ids[known],
-                      [i in audit for i in ids[known]])
-            self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
+            if "queried_proba" in record:   # else written before the monitor existed: no pairs
+                ids = np.asarray(record["queried"], dtype=np.intp)
+                audit = set(record.get("audit", []))
+                known = _known(record["queried_labels"])
+                self._add(self._positions(estimator, np.asarray(record["queried_labels"])[known]),
+                          np.asarray(record["queried_proba"], dtype=float)[known], ids[known],
+                          [i in audit for i in ids[known]], scored_by)
+                self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
+            scored_by = record.get("scale", 1.0)
         return self
 
     @property
@@ -246,11 +251,14 @@ class LoopMonitor(BaseEstimator):
         n_classes = len(c["proba"][0]) if c["proba"] else 2
         return HeldOutPairs(np.asarray(c["proba"], dtype=float).reshape(len(c["labels"]), n_classes), c["labels"],
                             audit=c["audit"], temperature=c["temperature"], rounds=c["rounds"],
-                            model_labels=c["model_labels"])
+                            model_labels=c["model_labels"], scale=c["scale"])
 
-    @staticmethod
-    def _predict(estimator, X):
-        return np.asarray(estimator.predict_proba(X)).argmax(axis=1) if len(X) else np.zeros(0, dtype=np.intp)
+    def _look(self, estimator):
+        """The model's predictions on the stop set, and its margin scale there."""
+        if not len(self._X_stop):
+            return np.zeros(0, dtype=np.intp), 1.0
+        proba = np.asarray(estimator.predict_proba(self._X_stop))
+        return proba.argmax(axis=1), margin_scale(proba)
 
     @staticmethod
     def _positions(estimator, y) -> np.ndarray:
@@ -261,14 +269,16 @@ class LoopMonitor(BaseEstimator):
             raise ValueError(f"labels {sorted(set(np.asarray(y).tolist()) - set(classes))[:10]} are not among the "
                              f"classifier's classes_ {classes[:10]}.") from None
 
-    def _add(self, labels, proba, ids, audit):
-        """Record the pairs of one round, with the temperature of the confidence shown for them."""
+    def _add(self, labels, proba, ids, audit, scale):
+        """Record the pairs of one round, with their model's margin scale and the temperature of the
+        confidence shown for them."""
         c = self._columns
         temperature = self.calibrator_.temperature_ if self.calibrator_.fitted_ else np.nan
         round_, learned = (c["rounds"][-1] + 1 if c["rounds"] else 1), len(c["labels"])
         for key, values in (("labels", labels), ("proba", proba), ("ids", ids), ("audit", audit)):
             c[key].extend(np.asarray(values).tolist())
         c["temperature"].extend([temperature] * len(labels))
+        c["scale"].extend([float(scale)] * len(labels))
         c["rounds"].extend([round_] * len(labels))
         c["model_labels"].extend([learned] * len(labels))
 
@@ -327,7 +337,8 @@ class LoopMonitor(BaseEstimator):
             raise ValueError(f"X, y, ids and audit must describe the same {n} images.")
         proba = _rounded(estimator.predict_proba(X)) if n else np.zeros((0, len(estimator.classes_)))
         known = _known(y)
-        self._add(self._positions(estimator, np.asarray(y)[known]), proba[known], ids[known], audit[known])
+        self._add(self._positions(estimator, np.asarray(y)[known]), proba[known], ids[known], audit[known],
+                  self.scale_)
         return {"queried_proba": proba.tolist(), "audit": ids[audit].tolist()}
 
     def update(self, estimator, X_unlabeled) -> dict:
@@ -345,10 +356,11 @@ class LoopMonitor(BaseEstimator):
         dict
             ``estimate`` (:meth:`AccuracyEstimate.as_dict`, or None before two labels),
             ``kappa`` and ``changed`` (agreement with the previous model on the stop set;
-            None for the first model), ``stable`` (the stopping signal) and
-            ``suspect_labels`` (ids, most suspect first).
+            None for the first model), ``stable`` (the stopping signal),
+            ``suspect_labels`` (ids, most suspect first) and ``scale`` (the model's margin
+            scale, which :meth:`start` reads back on resume).
         """
-        current = self._predict(estimator, self._X_stop)
+        current, self.scale_ = self._look(estimator)
         agreement = prediction_agreement(self._stop_predictions, current) if self.kappas_ or self._columns["ids"] \
             else {"kappa": None, "changed": None}
         self._stop_predictions = current
@@ -356,14 +368,14 @@ class LoopMonitor(BaseEstimator):
         estimate, suspects = None, []
         if self._columns["ids"]:
             pool = np.asarray(estimator.predict_proba(X_unlabeled)) if len(X_unlabeled) else np.zeros((0, 2))
-            found = assess(self.pairs_, pool, level=self.level, suspect_ratio=self.suspect_ratio,
-                           decay=self.calibration_decay)
+            found = assess(self.pairs_, pool, scale=self.scale_, level=self.level,
+                           suspect_ratio=self.suspect_ratio, decay=self.calibration_decay)
             self.calibrator_, estimate = found.calibrator, found.estimate
             suspects = np.asarray(self._columns["ids"])[found.suspects].tolist()
         return {"estimate": None if estimate is None else estimate.as_dict(),
                 "kappa": agreement["kappa"], "changed": agreement["changed"],
                 "stable": is_stable(self.kappas_, self.kappa_threshold, self.kappa_window),
-                "suspect_labels": suspects}
+                "suspect_labels": suspects, "scale": self.scale_}
 
     def test_calibration(self, estimator, X_test, y_test) -> dict:
         """How well the shown confidence is calibrated on a labeled test set.
@@ -391,7 +403,7 @@ class LoopMonitor(BaseEstimator):
                 "ece_uncalibrated": round(expected_calibration_error(y, proba), 6)}
 
     def calibrate(self, proba) -> np.ndarray:
-        """Calibrated probabilities of the current model (``calibrator_.transform``).
+        """Calibrated probabilities of the current model (:func:`~modal_vlm.evaluation.shown_probabilities`).
 
         Parameters
         ----------
@@ -403,7 +415,7 @@ class LoopMonitor(BaseEstimator):
         ndarray of shape (n, n_classes)
             Rows summing to 1, with the same argmax as ``proba``.
         """
-        return self.calibrator_.transform(proba)
+        return shown_probabilities(self.calibrator_, proba, self.scale_)
 
 
 __all__ = ["DEFAULT_AUDIT_FRACTION", "DEFAULT_STOP_SET_SIZE", "LoopMonitor", "audit_count", "check_fraction"]

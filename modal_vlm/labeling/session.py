@@ -244,7 +244,7 @@ class LabelingSession:
         self.model_lock = threading.RLock()
         self.speed = {}
         self._lock = threading.Lock()   # guards the encoding state below and speed
-        self._pool_proba = None      # (model key, image ids, raw probabilities) of the current model
+        self._pool_proba = None      # (model key, image ids, raw probabilities, margin scale) of the current model
         self._encoded = set()        # ids of the images encoded in this process (the pool's)
         self._to_encode = []         # the rest, in the folder's random order
         self._n_readable = 0
@@ -548,7 +548,7 @@ class LabelingSession:
         self.report("scoring", f"scoring {len(images)} images")
         ids = np.array([image["id"] for image in images], dtype=np.intp)
         proba = self._predict_proba(images)
-        self._pool_proba = (key, ids, proba)
+        self._pool_proba = (key, ids, proba, self.trust.scale(ids, proba))
         position = {int(i): k for k, i in enumerate(ids)}
         classes = self.project.settings.classes
         self.trust.record_model(key, {i: classes[int(proba[position[i]].argmax())]
@@ -663,17 +663,16 @@ class LabelingSession:
         self.report("querying", f"{settings.strategy} chooses {n} of {len(pool)} images")
         started = time.perf_counter()
         picked, audit = self.next_batch(pool, len(self.store.batches()) + 1)
-        calibrator = self.trust.calibrator()
         proba = self._predict_proba([pool[i] for i in picked])
         with self._lock:
             self.speed["query"] = time.perf_counter() - started
-        shown = calibrator.transform(proba)
+        scale = self.margin_scale()
+        shown, temperature = self.trust.calibrate(proba, scale)
         items = [(pool[i]["id"], settings.classes[int(p.argmax())], float(c))
                  for i, p, c in zip(picked, shown, confidence(shown))]
         n_labels = self.model_info["n_labels"] if self.model_info else 0
-        temperature = calibrator.temperature_ if calibrator.fitted_ else None
-        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "temperature": temperature}
-                  for i, p in zip(picked, proba)]
+        scores = [{"audit": i in audit, "model_labels": n_labels, "proba": p.tolist(), "temperature": temperature,
+                   "scale": scale} for i, p in zip(picked, proba)]
         round_ = self.model_info["round"] if self.model_info else 0
         batch_id = self.store.create_batch(items, strategy=settings.strategy, model_round=round_, scores=scores)
         return self.store.batch(batch_id)
@@ -705,7 +704,10 @@ class LabelingSession:
         """
         images = self.store.images("ok")
         proba = self._predict_proba(images)
-        return images, proba if not images else self.trust.calibrator().transform(proba)
+        if not images:
+            return images, proba
+        shown, _ = self.trust.calibrate(proba, self.trust.scale([image["id"] for image in images], proba))
+        return images, shown
 
     def predict_one(self, image_id) -> np.ndarray:
         """Calibrated class probabilities of one image, as :meth:`predict_all` gives them.
@@ -721,7 +723,14 @@ class LabelingSession:
             Its probabilities.
         """
         proba = self._predict_proba([self.store.image(image_id)])
-        return self.trust.calibrator().transform(proba)[0]
+        shown, _ = self.trust.calibrate(proba, self.margin_scale())
+        return shown[0]
+
+    def margin_scale(self) -> float:
+        """The current model's margin scale on the stop set (:meth:`ProjectTrust.scale`), from
+        :meth:`score`'s probabilities (scored first if this model has not been)."""
+        self.score()
+        return self._pool_proba[3]
 
 
 #: The name of the training progress callback in the estimator's ``callbacks``.

@@ -36,7 +36,13 @@ SOURCES = ("batch", "review", "import")
 #: Image states of the scan: readable, unreadable (never queried, shown as such), missing.
 IMAGE_STATUSES = ("ok", "unreadable", "missing")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What moves an older store to :data:`SCHEMA_VERSION`, by the version it has; each step runs in
+#: one transaction with the version's update, so a store is either migrated or untouched.
+MIGRATIONS = {
+    # 2: the margin scale of the model that scored each pair (NULL in older rows: scale 1).
+    1: "ALTER TABLE batch_scores ADD COLUMN scale REAL",
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -80,6 +86,7 @@ CREATE TABLE IF NOT EXISTS batch_scores (    -- the test-then-train pairs (modal
     model_labels INTEGER NOT NULL,            -- labels the model that scored it was trained on
     proba TEXT NOT NULL,                      -- that model's probabilities (JSON), before the label
     temperature REAL,                         -- calibrated batch_items.confidence; NULL: not calibrated
+    scale REAL,                               -- that model's margin scale (modal_vlm.evaluation); NULL: 1
     PRIMARY KEY (batch_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS events_by_image ON events (image_id, id);
@@ -175,10 +182,15 @@ class LabelStore:
         version = self._scalar("SELECT value FROM meta WHERE key = 'schema_version'")
         if version is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(version) != SCHEMA_VERSION:
+        elif not min(MIGRATIONS) <= int(version) <= SCHEMA_VERSION:
             self._db.close()
             raise ValueError(f"{self.path} has label-store schema {version}; this modal-vlm reads "
-                             f"schema {SCHEMA_VERSION}")
+                             f"schemas {min(MIGRATIONS)} to {SCHEMA_VERSION}")
+        else:
+            for step in range(int(version), SCHEMA_VERSION):
+                with self._transaction() as db:
+                    db.execute(MIGRATIONS[step])
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step + 1),))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -533,8 +545,8 @@ class LabelStore:
         scores : sequence of dict, optional
             One per item, stored with it for :mod:`modal_vlm.evaluation`: ``audit`` (drawn
             at random), ``model_labels``, ``proba`` (list of float: the model's probabilities
-            before the label) and ``temperature`` (that calibrated ``confidence``; None: not
-            calibrated).
+            before the label), ``temperature`` (that calibrated ``confidence``; None: not
+            calibrated) and ``scale`` (that model's margin scale; None: 1).
 
         Returns
         -------
@@ -562,10 +574,12 @@ class LabelStore:
             db.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?, ?)",
                            [(batch_id, position, int(image_id), guess, float(confidence))
                             for position, (image_id, guess, confidence) in enumerate(items)])
-            db.executemany("INSERT INTO batch_scores VALUES (?, ?, ?, ?, ?, ?)",
+            db.executemany("INSERT INTO batch_scores (batch_id, image_id, audit, model_labels, proba, temperature, "
+                           "scale) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(batch_id, int(image_id), int(bool(score["audit"])), int(score["model_labels"]),
                              json.dumps([float(p) for p in score["proba"]]),
-                             None if score["temperature"] is None else float(score["temperature"]))
+                             None if score["temperature"] is None else float(score["temperature"]),
+                             None if score.get("scale") is None else float(score["scale"]))
                             for (image_id, _, _), score in zip(items, scores or [])])
         return batch_id
 
@@ -576,7 +590,7 @@ class LabelStore:
         -------
         list of dict
             ``batch_id``, ``image_id``, ``audit`` (bool), ``model_labels``, ``proba`` (list
-            of float), ``temperature`` (None: not calibrated), ``confidence`` (shown on the
+            of float), ``temperature`` (None: not calibrated), ``scale`` (None: 1), ``confidence`` (shown on the
             card), and
             ``kind`` / ``label`` of the image's latest event (None without one): in batch
             order, then display order.

@@ -22,8 +22,9 @@ import threading
 
 import numpy as np
 
-from ..evaluation import (HeldOutPairs, LoopMonitor, TemperatureScaling, assess, fit_calibrator, is_stable,
-                          prediction_agreement)
+from ..evaluation import (HeldOutPairs, LoopMonitor, assess, fit_calibrator, is_stable, prediction_agreement,
+                          shown_probabilities)
+from ..evaluation.calibration import margin_scale
 from ..evaluation.monitor import DEFAULT_STOP_SET_SIZE
 
 #: File of the project holding the stop set's predictions and the agreement history.
@@ -131,21 +132,52 @@ class ProjectTrust:
                              audit=[row["audit"] for row in rows],
                              temperature=[np.nan if row["temperature"] is None else row["temperature"] for row in rows],
                              rounds=[row["batch_id"] for row in rows],
-                             model_labels=[row["model_labels"] for row in rows])
+                             model_labels=[row["model_labels"] for row in rows],
+                             scale=[1.0 if row["scale"] is None else row["scale"] for row in rows])
         return pairs, np.array([row["image_id"] for row in rows], dtype=np.intp)
 
-    def calibrator(self) -> TemperatureScaling:
-        """The calibration of the shown confidences, fitted on the pairs so far
+    def calibrate(self, proba, scale):
+        """The current model's probabilities as a person is shown them
+        (:func:`~modal_vlm.evaluation.shown_probabilities`), calibrated on the pairs so far
         (:func:`~modal_vlm.evaluation.fit_calibrator`, as :meth:`assessment`).
+
+        Parameters
+        ----------
+        proba : array-like of shape (n, n_classes)
+            The current model's raw probabilities.
+        scale : float
+            The current model's margin scale (:meth:`scale`).
 
         Returns
         -------
-        TemperatureScaling
-            Fitted (``fitted_`` False before enough labels: probabilities unchanged).
+        probabilities : ndarray of shape (n, n_classes)
+            Same argmax as ``proba``.
+        temperature : float or None
+            The calibration's temperature; None before enough labels (``proba`` unchanged).
         """
-        return fit_calibrator(self.pairs()[0])
+        calibrator = fit_calibrator(self.pairs()[0])
+        return shown_probabilities(calibrator, proba, scale), calibrator.temperature_ if calibrator.fitted_ else None
 
-    def assessment(self, model_key, pool_ids, pool_proba):
+    def scale(self, image_ids, proba) -> float:
+        """A model's margin scale on the stop set (:func:`~modal_vlm.evaluation.calibration.margin_scale`).
+
+        Parameters
+        ----------
+        image_ids : array of int
+            Images the probabilities cover (the stop set is drawn from them).
+        proba : array of shape (len(image_ids), n_classes)
+            The model's raw probabilities of those images.
+
+        Returns
+        -------
+        float
+            The scale.
+        """
+        position = {int(i): k for k, i in enumerate(image_ids)}
+        rows = [position[i] for i in stop_set(position, self.project.settings.seed)]
+        return margin_scale(np.asarray(proba)[rows])
+
+    def assessment(self, model_key, pool_ids, pool_proba, scale):
         """:func:`~modal_vlm.evaluation.assess` of the current pairs and pool, cached until the
         next label event or model.
 
@@ -157,6 +189,8 @@ class ProjectTrust:
             The images the current model's probabilities cover.
         pool_proba : array of shape (len(pool_ids), n_classes)
             Those probabilities (raw ``predict_proba``).
+        scale : float
+            The current model's margin scale (:meth:`scale`).
 
         Returns
         -------
@@ -171,7 +205,7 @@ class ProjectTrust:
         pairs, image_ids = self.pairs()
         unlabeled = set(self._unlabeled_ids())
         in_pool = np.array([i in unlabeled for i in pool_ids], dtype=bool)
-        found = assess(pairs, np.asarray(pool_proba)[in_pool])
+        found = assess(pairs, np.asarray(pool_proba)[in_pool], scale=scale)
         with self._lock:
             self._cache = (key, (found, pairs, image_ids))
         return found, pairs, image_ids

@@ -8,7 +8,7 @@ from conftest import SHAPES, draw_shapes
 
 from modal_vlm.labeling import DEFAULT_MODEL, DEFAULT_STRATEGY, Decision, LabelStore, Project, open_project
 from modal_vlm.labeling.scan import resolve_inside, scan_images
-from modal_vlm.labeling.store import LabelConflict, UnknownImage
+from modal_vlm.labeling.store import SCHEMA_VERSION, LabelConflict, UnknownImage
 from modal_vlm.labeling.session import epochs_for
 
 
@@ -116,6 +116,32 @@ def test_store_is_append_only_and_one_transaction_per_label(tmp_path):
     assert store.sync_images({"a.png": None}) == {"added": 0, "missing": 2, "unreadable": 0}
     assert store.labels()[1]["status"] == "missing"                # the label stays
     store.close()
+
+
+def test_a_store_of_schema_1_is_migrated_and_keeps_its_labels(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "labels.sqlite"
+    store = LabelStore(path)
+    store.sync_images({"a.png": None, "b.png": None})
+    batch = store.create_batch([(1, "cat", 0.9), (2, "dog", 0.6)], strategy="cec", model_round=0,
+                               scores=[{"audit": True, "model_labels": 0, "proba": [0.9, 0.1],
+                                        "temperature": None}] * 2)
+    store.record(1, Decision("class", "cat"), ["cat", "dog"], batch_id=batch)
+    store.close()
+    with sqlite3.connect(path) as db:   # as a store of schema 1 was written: no margin scale
+        db.execute("ALTER TABLE batch_scores DROP COLUMN scale")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store = LabelStore(path)
+    assert store._scalar("SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
+    assert [row["scale"] for row in store.batch_scores()] == [None, None]   # read as scale 1
+    assert [e["label"] for e in store.events()] == ["cat"]
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(ValueError, match=f"has label-store schema {SCHEMA_VERSION + 1}; this modal-vlm reads "
+                                         f"schemas 1 to {SCHEMA_VERSION}"):
+        LabelStore(path)
 
 
 def test_wal_and_durability_settings(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHAPES, label_batch
 
+from modal_vlm.evaluation.calibration import rescale
 from modal_vlm.evaluation import fit_calibrator
 from modal_vlm.labeling.trust import TRUST_FILE, stop_set
 
@@ -55,8 +56,11 @@ def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, cl
     assert all(item["calibrated"] is True for item in third["batch"]["items"])    # 12 labels checked
     scaler = fit_calibrator(worker.session.trust.pairs()[0])
     rows = {row["image_id"]: row for row in store.batch_scores() if row["batch_id"] == third["batch"]["id"]}
+    scale = worker.session.margin_scale()   # the model's typical margin on the stop set
+    assert scale > 0
+    assert all(rows[item["image_id"]]["scale"] == pytest.approx(scale) for item in third["batch"]["items"])
     for item in third["batch"]["items"]:
-        expected = scaler.transform(np.array([rows[item["image_id"]]["proba"]]))[0]
+        expected = scaler.transform(rescale(np.array([rows[item["image_id"]]["proba"]]), scale))[0]
         assert item["confidence"] == pytest.approx(expected.max(), abs=1e-9)
         assert item["guess"] == SHAPES[int(expected.argmax())]
     assert third["estimate"] is None   # no audit pick was scored with a calibrated confidence yet
@@ -65,7 +69,7 @@ def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, cl
     predictions = list(csv.DictReader(io.StringIO(client.get("/export/predictions.csv").text)))
     model = pickle.loads(client.get("/export/model.pkl").content)
     X = np.array([str(folder / row["path"]) for row in predictions])
-    calibrated = scaler.transform(model.predict_proba(X))
+    calibrated = scaler.transform(rescale(model.predict_proba(X), scale))
     assert np.allclose([[float(row[f"p_{n}"]) for n in SHAPES] for row in predictions], calibrated, atol=1e-5)
 
 
