@@ -263,9 +263,9 @@ def replay(run, args, monitor_class=LoopMonitor, **monitor_params):
             one = TemperatureScaling().fit(pairs.proba, pairs.labels)
             entry["ece_one_temperature"] = expected_calibration_error(y_test, one.transform(T[r]))
             every = HeldOutPairs(pairs.proba, pairs.labels, audit=np.ones(len(pairs), bool),
-                                 temperature=pairs.temperature,
-                                 rounds=pairs.rounds, model_labels=pairs.model_labels)
-            est = assess(every, P[r][unlabeled]).estimate
+                                 temperature=pairs.temperature, rounds=pairs.rounds,
+                                 model_labels=pairs.model_labels, scale=pairs.scale)
+            est = assess(every, P[r][unlabeled], scale=monitor.scale_).estimate
             entry["estimate_all_pairs"] = None if est is None else est.as_dict()
             est = audit_accuracy(pairs.correct[pairs.audit])
             entry["estimate_audit_only"] = None if est is None else est.as_dict()
