@@ -98,7 +98,10 @@ numpydoc_validation_exclude = {
     r"^modal_vlm\.strategies\.(Probabilistic|Embedding|Feature|TextEmbedding)Classifier$",
 }
 # For the module template: names exported by ``modal_vlm`` get one page, modal_vlm.<name>.
-autosummary_context = {"top_level_exports": list(modal_vlm.__all__)}
+# For the class template: classes whose public methods partly come from the package's private
+# mixins (modal_vlm.model._encoders) document what they inherit, up to the named base.
+autosummary_context = {"top_level_exports": list(modal_vlm.__all__),
+                       "inherited_members": {"modal_vlm.ClipPromptClassifier": "NeuralNetClassifier"}}
 
 
 def skip_member(app, what, name, obj, skip, options):
@@ -219,8 +222,8 @@ def always_reread(app, env, added, changed, removed):
 
 # Pages that may be missing while a feature is being written; the user guide lists only
 # those that exist (so no toctree ever points at a missing file).
-USER_GUIDE = ["installation", "quickstart", "inputs", "strategies", "ueo", "open_set", "contracts", "experiments",
-              "labeling", "labelstudio", "trust", "performance", "scale", "results"]
+USER_GUIDE = ["installation", "quickstart", "inputs", "estimator", "strategies", "ueo", "open_set", "contracts",
+              "algorithms", "experiments", "labeling", "labelstudio", "trust", "performance", "scale", "results"]
 USER_GUIDE_MARKER = ".. user-guide-toctree::"
 
 

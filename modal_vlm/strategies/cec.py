@@ -1,6 +1,6 @@
 """CEC: Calibrated Entropy-weighted Clustering (Safaei & Patel, WACV 2025).
 
-The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool ``U``:
+The algorithm as implemented, with its paper: :doc:`/algorithms`; in short, for the unlabeled pool ``U``:
 
 1. calibrated entropy ``H(x)``: divide each class's probability by its prior ``P(c)``, the
    mean of its ``top_n`` largest probabilities over ``U`` (CLIP favours some classes);
@@ -55,8 +55,8 @@ EPS = 1e-8
 def class_priors(proba, top_n=None) -> np.ndarray:
     """``P(c)``: the mean of the ``top_n`` largest ``p(c|x)`` over the pool, per class.
 
-    ``P(c) = mean of the top_n largest values of p(c|x) over x in U`` (step 1 of
-    ``shared/specs/cec.md``): CLIP favours some classes, and dividing by ``P(c)`` corrects it.
+    ``P(c) = mean of the top_n largest values of p(c|x) over x in U`` (step 1 of CEC,
+    :doc:`/algorithms`): CLIP favours some classes, and dividing by ``P(c)`` corrects it.
 
     Parameters
     ----------
