@@ -74,7 +74,7 @@ class ClipPromptClassifier(FrozenEncodersMixin, LearnedStateMixin, ParamsMixin, 
     lr : float, default=0.005
         SGD learning rate after the warm-up, annealed by a cosine (CoOp's schedule).
     batch_size : int, default=128
-        Labeled samples per step (-1: all); larger batches train faster.
+        Labeled samples per step (-1: all); larger ones train faster (``benchmarks/results/learners.md``).
     warmup_epochs : int, default=1
         Epochs at ``warmup_lr`` first (CoOp's recipe); 0: none.
     warmup_lr : float, default=1e-5
@@ -108,7 +108,7 @@ class ClipPromptClassifier(FrozenEncodersMixin, LearnedStateMixin, ParamsMixin, 
     unlabeled_batch_size : int, default=64
         Unlabeled samples per step in the UEO modes.
     ood_score : {"max_cosine", "max_probability"}, default="max_cosine"
-        The score of :meth:`score_samples`; the cosine separates unknown images better.
+        The :meth:`score_samples` score; why the cosine: ``benchmarks/results/open_set.md``.
     **kwargs
         Any other skorch parameter (``optimizer``, ``callbacks``, ``train_split``...).
 
