@@ -1,7 +1,7 @@
 """Strategy comparison on the shared CIFAR-10 data with the default offline model.
 
-The protocol of ``shared/specs/protocol.md``: 8 rounds x C = 10 labels, round 1 random for
-every method, a fresh prompt every round. Each run is
+The protocol of PCB's harness (``docs/algorithms.rst``, "The evaluation protocol"): 8 rounds
+x C = 10 labels, round 1 random for every method, a fresh prompt every round. Each run is
 :func:`modal_vlm.experiment.run_active_learning` (each round's query seeded by
 ``round_seed(seed, round)``), with ``ClipPromptClassifier``'s **defaults** unless an arm says
 otherwise; the "CoOp protocol learner" arms use ``modal_vlm.model.COOP_PROTOCOL`` (16 class-specific

@@ -14,10 +14,15 @@ Generated at build time, never edited by hand:
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import pkgutil
 import re
 import sys
 from pathlib import Path
+
+from sphinx.pycode import ModuleAnalyzer
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -97,8 +102,79 @@ numpydoc_validation_exclude = {
     # typing.Protocols: their "signature" is Protocol's (*args, **kwargs); they are never built.
     r"^modal_vlm\.strategies\.(Probabilistic|Embedding|Feature|TextEmbedding)Classifier$",
 }
-# For the module template: names exported by ``modal_vlm`` get one page, modal_vlm.<name>.
-autosummary_context = {"top_level_exports": list(modal_vlm.__all__)}
+
+
+def canonical_name(module: str, name: str) -> str:
+    """Where ``module.name`` is documented: under the outermost package above ``module`` that
+    exports the same object (``modal_vlm.cec_query``, ``modal_vlm.embeddings.EmbeddingPool``),
+    else under ``module``."""
+    obj = getattr(importlib.import_module(module), name)
+    parts = module.split(".")
+    for depth in range(1, len(parts)):
+        package = importlib.import_module(".".join(parts[:depth]))
+        if name in getattr(package, "__all__", ()) and getattr(package, name, None) is obj:
+            return f"{package.__name__}.{name}"
+    return f"{module}.{name}"
+
+
+def reexported_comment(package: str, name: str):
+    """The ``#:`` doc comment of a constant that ``package`` re-exports from a submodule
+    through its lazy ``_EXPORTS`` (``modal_vlm.model.COOP_PROTOCOL``), or None."""
+    defined_in = getattr(importlib.import_module(package), "_EXPORTS", {}).get(name)
+    while defined_in is not None:
+        package = f"{package}.{defined_in}"
+        comment = ModuleAnalyzer.for_module(package).find_attr_docs().get(("", name))
+        if comment:
+            return list(comment)
+        defined_in = getattr(importlib.import_module(package), "_EXPORTS", {}).get(name)
+    return None
+
+
+def public_modules():
+    yield modal_vlm
+    for info in pkgutil.walk_packages(modal_vlm.__path__, "modal_vlm."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            yield importlib.import_module(info.name)
+
+
+def api_names() -> tuple[dict, list]:
+    """For the module template: ``{"module.name": "canonical.name"}`` for every public name
+    that a package above its module exports (each object gets one page; the other tables
+    link there), and the constants packages re-export with a doc comment (documented on the
+    package's page, under the package's name)."""
+    links, constants = {}, []
+    for module in public_modules():
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for name in names:
+            full, target = f"{module.__name__}.{name}", canonical_name(module.__name__, name)
+            if target != full:
+                links[full] = target
+            value = getattr(module, name)
+            if (target == full and not callable(value) and not inspect.ismodule(value)
+                    and reexported_comment(module.__name__, name)):
+                constants.append(full)
+    return links, constants
+
+
+def bases_outside_package(cls) -> str:
+    """``:inherited-members:``'s argument that documents what ``cls`` inherits from this
+    package's classes, not what it inherits from skorch's or scikit-learn's."""
+    return ", ".join(base.__name__ for base in cls.__mro__ if not base.__module__.startswith("modal_vlm."))
+
+
+API_LINKS, REEXPORTED_CONSTANTS = api_names()
+# For the class template: classes whose public methods partly come from the package's private
+# mixins (modal_vlm.model._encoders) also document those.
+autosummary_context = {"api_links": API_LINKS, "reexported_constants": REEXPORTED_CONSTANTS,
+                       "document_inherited": {"modal_vlm.ClipPromptClassifier":
+                                              bases_outside_package(modal_vlm.ClipPromptClassifier)}}
+
+
+def reexported_data_doc(app, what, name, obj, options, lines):
+    # A re-exported constant's doc comment is in the submodule that defines it, where autodoc
+    # does not look (it would show the value's type's docstring).
+    if what == "data" and name in REEXPORTED_CONSTANTS:
+        lines[:] = reexported_comment(*name.rsplit(".", 1))
 
 
 def skip_member(app, what, name, obj, skip, options):
@@ -219,8 +295,8 @@ def always_reread(app, env, added, changed, removed):
 
 # Pages that may be missing while a feature is being written; the user guide lists only
 # those that exist (so no toctree ever points at a missing file).
-USER_GUIDE = ["installation", "quickstart", "inputs", "strategies", "ueo", "open_set", "contracts", "experiments",
-              "labeling", "labelstudio", "trust", "performance", "scale", "results"]
+USER_GUIDE = ["installation", "quickstart", "inputs", "estimator", "strategies", "ueo", "open_set", "contracts",
+              "algorithms", "experiments", "labeling", "labelstudio", "trust", "performance", "scale", "results"]
 USER_GUIDE_MARKER = ".. user-guide-toctree::"
 
 
@@ -241,3 +317,4 @@ def setup(app):
     app.connect("source-read", fill_user_guide)
     app.connect("env-get-outdated", always_reread)
     app.connect("autodoc-skip-member", skip_member)
+    app.connect("autodoc-process-docstring", reexported_data_doc)

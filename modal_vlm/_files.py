@@ -1,5 +1,6 @@
-"""Image files on disk: which files of a folder are images, whether Pillow reads one, and
-files written so that a reader (or a crash) never sees half of one.
+"""Image files on disk: which files of a folder are images, whether Pillow reads one, files
+written so that a reader (or a crash) never sees half of one, and settings files written by
+an older version.
 
 One walker and one readability check, so that the datasets, the experiment runner, the
 distributed encoder and the labeling app agree on what an image folder holds.
@@ -143,3 +144,21 @@ def write_atomic(path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def with_legacy_settings(stored: dict, legacy: dict, only=None) -> dict:
+    """``stored`` settings, read from a file an older version wrote, completed with the value
+    each setting added since (``legacy``: name -> the value files without it were made with)
+    had before it existed; with ``only``, just the settings named there.
+
+    The runner's run directories and the labeling app's projects use it, so that a run or a
+    project saved before a setting existed is read as what it was made with.
+
+    Examples
+    --------
+    >>> with_legacy_settings({"lr": 0.1}, {"learner": "prompt", "noise": 0.0}, only={"noise": 0.2})
+    {'noise': 0.0, 'lr': 0.1}
+    >>> with_legacy_settings({"learner": "linear"}, {"learner": "prompt"})
+    {'learner': 'linear'}
+    """
+    return {**{key: value for key, value in legacy.items() if only is None or key in only}, **stored}

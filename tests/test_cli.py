@@ -193,7 +193,7 @@ def test_settings_are_checked_before_the_backbone_loads(tmp_path, folder, monkey
     def no_backbone(*args, **kwargs):
         raise AssertionError("the backbone was loaded")
 
-    monkeypatch.setattr("modal_vlm.model.classifier.get_backbone", no_backbone)
+    monkeypatch.setattr("modal_vlm.model._encoders.get_backbone", no_backbone)   # where backbone_ loads it
     assert cli.main(argv + extra) == 2
     assert re.search(message, capsys.readouterr().err)
 

@@ -23,13 +23,14 @@ into MiniLM's text space (the ImageNet classifier composed with the class-name e
     z = imagenet_logits(x)                       (1000 values)
     f(x) = normalize(T^T (z - mean(z)))           T: (1000, D), rows text("a photo of a {name}.")
 
-It keeps far more of the image encoder's information, so labels have head-room: on the
-shared CIFAR-10 data at 160 px, zero-shot 0.400 vs. ConSE's 0.383, and a logistic regression
-on 8 labels per class 0.507 vs. 0.356 (``shared/specs/offline-vlm.md``).
+It keeps far more of the image encoder's information, so labels have head-room: a logistic
+regression on a few labels per class gains far more over zero-shot on its embedding than on
+ConSE's (``benchmarks/results/offline_models.md``; the method and its papers:
+:doc:`/algorithms`).
 
 Class prompts go through the same MiniLM, so CoOp context vectors are learned in BERT's input
-embeddings. Zero-shot accuracy on the shared CIFAR-10 subset is about 37-40 % (chance 10 %):
-far below CLIP ViT-B/32, but real, pretrained and fast on a CPU.
+embeddings. Zero-shot accuracy on the shared CIFAR-10 data (``offline_models.md``) is far
+below CLIP ViT-B/32's, but the models are real, pretrained and fast on a CPU.
 """
 from __future__ import annotations
 

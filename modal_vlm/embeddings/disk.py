@@ -44,10 +44,10 @@ class DiskMatrix:
     :class:`~modal_vlm.embeddings.EmbeddingPool` opens) is read with positioned file reads, one per run
     of consecutive rows, into a buffer of the rows asked for: the page cache keeps the file
     for the next pass, and the process's resident memory holds only that buffer. (Indexing
-    the mapping instead maps whole large page-cache folios: one gather of 9,500 random rows
-    of a 10 GB pool made the resident set 5.4 GB.) Any other array (in memory, or a view
-    of a mapping) is indexed, and a mapping's pages are released after every
-    :data:`RELEASE_BYTES` read (``madvise(MADV_DONTNEED)``).
+    the mapping instead maps whole large page-cache folios, so a gather of scattered rows
+    made the resident set a large share of the pool: ``benchmarks/results/query_scaling.md``.)
+    Any other array (in memory, or a view of a mapping) is indexed, and a mapping's pages are
+    released after every :data:`RELEASE_BYTES` read (``madvise(MADV_DONTNEED)``).
 
     Parameters
     ----------
@@ -72,7 +72,7 @@ class DiskMatrix:
         return self.shape[0]
 
     def __getitem__(self, rows) -> torch.Tensor:
-        # torch converts float16 to float32 about 4 times faster than numpy's astype.
+        # torch converts float16 to float32 several times faster than numpy's astype.
         return torch.from_numpy(self._stored(rows)).to(torch.float32)
 
     def _stored(self, rows) -> np.ndarray:

@@ -39,8 +39,8 @@ ENCODE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.f
 #: JPEG files are decoded at a reduced size whose shorter side keeps at least this many times
 #: the backbone's ``resize_size``, so the final resize still shrinks the image 3x or more and
 #: the DCT scaling's block averages span at most a third of an output pixel. Margin 2 (what
-#: Pillow's ``thumbnail`` uses) changed the offline model's embeddings of 12-megapixel photos
-#: at 160 px about 60 % more (``benchmarks/bench_encode_fidelity.py``).
+#: Pillow's ``thumbnail`` uses) changed the offline model's embeddings of large photos
+#: markedly more (``benchmarks/results/encode_fidelity_*.md``).
 DRAFT_MARGIN = 3
 #: Most decoding threads :func:`default_workers` starts.
 MAX_WORKERS = 8

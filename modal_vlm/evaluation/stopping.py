@@ -13,9 +13,9 @@ import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
 #: Mean kappa over the last ``window`` rounds at or above which predictions count as stable.
-#: Bloodgood & Vijay-Shanker's 0.99 (over 3 rounds) never fired in 300 labels here; 0.95 over
-#: 5 rounds gave up 0.011 accuracy on average for 25 % of the labels, the knee of the trade-off
-#: (trust.md's stopping table, a proxy learner).
+#: Bloodgood & Vijay-Shanker's 0.99 (over 3 rounds) never fired in the benchmark's runs; 0.95
+#: over 5 rounds is the knee of the trade-off between labels saved and accuracy given up
+#: (``benchmarks/results/trust.md``, "Stopping", a proxy learner).
 DEFAULT_KAPPA_THRESHOLD = 0.95
 #: Rounds the kappa is averaged over (KappaAverage uses 3; 5 waits out a lucky pair of rounds).
 DEFAULT_KAPPA_WINDOW = 5

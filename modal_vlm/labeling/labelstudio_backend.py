@@ -81,13 +81,12 @@ PREDICT_WAIT = 60.0
 #: Seconds before a push that Label Studio refused (or that could not reach it) is retried.
 PUSH_RETRY = 10.0
 #: A push lists Label Studio's tasks again when its last listing is older than this, even
-#: without a ``TASKS_CREATED`` / ``TASKS_DELETED`` webhook: listing 1,000 tasks takes Label
-#: Studio 5-8 s, the largest part of a push once deletions left it
-#: (``benchmarks/results/labelstudio_latency.md``).
+#: without a ``TASKS_CREATED`` / ``TASKS_DELETED`` webhook: listing the tasks is the largest
+#: part of a push once deletions left it (``benchmarks/results/labelstudio_latency.md``).
 TASK_LIST_MAX_AGE = 300.0
 #: Superseded model versions' predictions are deleted once no annotation came for this many
-#: seconds: Label Studio takes 20-30 s to delete 1,000 predictions on SQLite and holds its
-#: database meanwhile, so this waits for a pause in the labeling instead of delaying the
+#: seconds: deleting many predictions takes Label Studio tens of seconds on SQLite and holds
+#: its database meanwhile, so this waits for a pause in the labeling instead of delaying the
 #: next priorities (the Data Manager only shows the project's current version anyway).
 CLEANUP_AFTER = 60.0
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED")

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from .._files import with_legacy_settings
 from ..model.class_names import check_class_names, name_key
 from .labelstudio import OOD_CHOICE
 
@@ -32,8 +33,9 @@ FIT_MODES = ("supervised", "ueo")
 LEARNERS = ("linear", "prompt")
 SETTINGS_FORMAT = 1
 #: Settings added after projects were first written, with the value a project without them
-#: was made with (as the runner's ``LEGACY_SETTINGS`` for run directories): a project saved
-#: before the learner was a setting was prompt-tuned, and stays so.
+#: was made with (read with :func:`modal_vlm._files.with_legacy_settings`, as the runner's run
+#: directories are): a project saved before the learner was a setting was prompt-tuned, and
+#: stays so.
 LEGACY_SETTINGS = {"learner": "prompt"}
 
 
@@ -163,7 +165,7 @@ class Settings:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
-        return cls(**{**LEGACY_SETTINGS, **data})
+        return cls(**with_legacy_settings(data, LEGACY_SETTINGS))
 
 
 class Project:

@@ -6,10 +6,12 @@
 * :mod:`.estimators`: both by name; :mod:`.class_names`: the one rule for class names.
 
 The estimator's parts, each testable without a backbone: the declared parameters
-(:mod:`._params`), label encoding (:mod:`._labels`), the learned state (:mod:`._state`), the
-fit modes (:mod:`.fit_modes`) and their training data (:mod:`.training_data`), the
-training schedule and callbacks (:mod:`.schedule`), the losses (:mod:`.losses`) and the
-module (:mod:`.prompted_clip`, :mod:`.prompt_learner`).
+(:mod:`._params`), label encoding and the accuracy (:mod:`._labels`), the learned state
+(:mod:`._state`), the scikit-learn tags (:mod:`._tags`), the fit modes (:mod:`.fit_modes`)
+and their training data (:mod:`.training_data`), the training schedule and callbacks
+(:mod:`.schedule`), the losses (:mod:`.losses`) and the module (:mod:`.prompted_clip`,
+:mod:`.prompt_learner`); and what the frozen encoders give it, the embeddings and the class
+text features (:mod:`._encoders`).
 
 The estimators are imported on first use, so :mod:`.class_names` and :mod:`.estimators`
 load without torch (the command line checks names before any model is built).

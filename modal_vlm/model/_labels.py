@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import accuracy_score
 
 from ..exceptions import InvalidParameterError
 from ..sentinels import NONE, UNLABELED, sentinel_mask
@@ -114,3 +115,26 @@ def check_classes(classes, class_names) -> None:
     if not (given <= set(class_names) or given <= set(range(len(class_names)))):
         raise InvalidParameterError(f"classes={sorted(map(str, given))} are not all in class_names "
                                     f"{list(class_names)!r} (or their indices).")
+
+
+def class_accuracy(labels, predicted, sample_weight=None) -> float:
+    """Accuracy of ``predicted`` indices against encoded ``labels``, over the images of the
+    classes: those labeled :data:`~modal_vlm.NONE` have no right class and are left out.
+
+    Raises
+    ------
+    ValueError
+        ``labels`` holds no image of the classes.
+
+    Examples
+    --------
+    >>> from modal_vlm import NONE
+    >>> class_accuracy(np.array([0, 1, NONE]), np.array([0, 0, 1]))
+    0.5
+    """
+    of_a_class = labels != NONE
+    if not of_a_class.any():
+        raise ValueError("y holds only modal_vlm.NONE: accuracy needs images of the classes (score images of "
+                         "none of the classes with score_samples and modal_vlm.metrics.ood_metrics).")
+    weights = None if sample_weight is None else np.asarray(sample_weight)[of_a_class]
+    return float(accuracy_score(labels[of_a_class], predicted[of_a_class], sample_weight=weights))

@@ -63,7 +63,7 @@ class Supervised:
         the images themselves where the encoder's normalisation layers train (augmented)."""
         frozen = net.frozen_transform(X)
         weights = self.sample_weights(net, frozen, labels)
-        if not net._trains_visual_norm():
+        if not trains_visual_norm(net):
             return TrainingSet(torch.from_numpy(frozen), labels, weights)
         return TrainingSet(as_image_items(X), labels, weights, transform=net.backbone_.train_preprocess)
 
@@ -134,9 +134,17 @@ _MODES = {mode.name: mode for mode in (Supervised(), UEO(), InfoMax())}
 FIT_MODES = tuple(_MODES)
 
 
+def trains_visual_norm(net) -> bool:
+    """Whether ``net`` trains the image encoder's normalisation layers: its
+    ``train_visual_norm``, where ``"auto"`` means in the UEO modes."""
+    if net.train_visual_norm == "auto":
+        return net.fit_mode != "supervised"
+    return bool(net.train_visual_norm)
+
+
 def get_fit_mode(name: str) -> Supervised:
     """The fit mode called ``name`` (one of :data:`FIT_MODES`; validated with the parameters)."""
     return _MODES[name]
 
 
-__all__ = ["FIT_MODES", "InfoMax", "Supervised", "UEO", "UEO_LOGIT_SCALE", "get_fit_mode"]
+__all__ = ["FIT_MODES", "InfoMax", "Supervised", "UEO", "UEO_LOGIT_SCALE", "get_fit_mode", "trains_visual_norm"]

@@ -7,8 +7,8 @@ plus KgCoOp's pull toward them, ``lambda_kg * mean_c (1 - cos(w_c, t0_c))`` (the
 regulariser as the prompt learner's; CLAP, Silva-Rodriguez et al., CVPR 2024, and LP++,
 Huang et al., CVPR 2024, show such zero-shot-anchored linear probes matching CoOp in
 few-shot CLIP adaptation). Nothing goes through the text tower after the zero-shot prompts
-are encoded once, so a fit is a few hundred small matrix products: well under a second
-where prompt tuning takes tens of seconds (``benchmarks/results/learners.md``).
+are encoded once, so a fit is a few hundred small matrix products, far faster than prompt
+tuning (``benchmarks/results/learners.md``).
 
 Why a sibling estimator, not a parameter of ``ClipPromptClassifier``: half of the prompt
 learner's parameters (``n_ctx``, ``ctx_init``, ``class_specific_ctx``, its SGD recipe and
@@ -33,9 +33,9 @@ from .classifier import ClipPromptClassifier
 from .prompted_clip import PromptedCLIP
 
 #: Torch threads of the head's training loop. Its steps are products of a few hundred
-#: embeddings with C weight vectors, too small to split: with 2 threads on a busy 2-core
-#: machine, threads waiting for each other made a 100-step fit 9x slower than in one thread
-#: (6.0 s against 0.64 s, 80 labels, offline model; see ``benchmarks/results/learners.md``).
+#: embeddings with C weight vectors, too small to split: on a busy machine, threads waiting
+#: for each other made a fit many times slower than in one thread
+#: (``benchmarks/results/learners.md``).
 TRAIN_THREADS = 1
 
 

@@ -22,7 +22,7 @@ import io
 import json
 from pathlib import Path
 
-from .._files import write_atomic
+from .._files import with_legacy_settings, write_atomic
 from ..exceptions import RunDirectoryError
 
 CONFIG = "config.json"
@@ -218,8 +218,7 @@ class RunDirectory:
             if not isinstance(stored.get("config"), dict) or not isinstance(stored.get("data"), dict):
                 raise RunDirectoryError(f"{config_path} is damaged (no 'config' and 'data' settings). {DAMAGED_ADVICE}")
             if isinstance(header.get("config"), dict):
-                stored["config"] = {**{key: value for key, value in LEGACY_SETTINGS.items()
-                                       if key in header["config"]}, **stored["config"]}
+                stored["config"] = with_legacy_settings(stored["config"], LEGACY_SETTINGS, only=header["config"])
             changes = _differences({k: v for k, v in stored.items() if k != "versions"},
                                    {k: v for k, v in header.items() if k != "versions"})
             if changes:

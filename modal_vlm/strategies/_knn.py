@@ -1,22 +1,24 @@
 """k nearest neighbours of every pool sample among the other pool samples (inner product).
 
 ``exact`` is blocked brute force: a block of rows times a block of the pool, a running top-k
-per row, the row itself masked; it costs ``n^2 d`` multiply-adds (about 3 minutes for
-10^5 x 512 on two CPU cores), so above :data:`EXACT_MAX` samples ``auto`` switches to
-``approximate``, an inverted-file self-join:
+per row, the row itself masked; it costs ``n^2 d`` multiply-adds, which grows too slow for an
+interactive query beyond about 10^4 samples, so above :data:`EXACT_MAX` samples ``auto``
+switches to ``approximate``, an inverted-file self-join (timings, recall and memory at each
+size: ``benchmarks/results/query_scaling.md``):
 
 1. faiss's k-means (:class:`faiss.Kmeans`, spherical, seeded by ``rng``) splits a sample of
    the pool into about ``sqrt(n)`` cells, and every sample goes to its nearest cell center
    (the centers scored in their leading 128 singular directions, the 8 best re-ranked
-   exactly: at 10^7 the full scoring was the largest part of the query), and cells of more
-   than twice the mean size are cut into slabs of about the mean size (:func:`_slab_rule`);
+   exactly: on the largest pools scoring every center in full dominated the query), and
+   cells of more than twice the mean size are cut into slabs of about the mean size, as
+   uneven cells make the scan's cost uneven (:func:`_slab_rule`);
 2. the samples of a cell search the cell and its nearest cells (by center), about
    :data:`SCANNED` candidates per sample, with matrix products of :data:`SCAN_ROWS` queries
    of the cell against all its targets; a pool on disk is first copied in cell order into
    a temporary file (:meth:`DiskMatrix.reordered`), so that a cell's rows are one read;
 3. the product runs in int8 where the CPU has integer dot-product instructions (AVX-512
-   VNNI, AVX-VNNI or AMX: 5 times the float32 speed measured on a 2-core AMD EPYC), each
-   target list quantised with its own scale, else in float32; it keeps the
+   VNNI, AVX-VNNI or AMX: several times float32's throughput there), each target list
+   quantised with its own scale, else in float32; it keeps the
    :data:`CANDIDATE_FACTOR` ``* k`` best candidates, and re-ranks them with exact float32
    inner products.
 
@@ -24,9 +26,10 @@ The neighbours returned are true pool samples with exact similarities; some true
 may be missed (recall is measured in ``benchmarks/bench_query_scaling.py``). A sample whose
 probed cells hold ``k`` others or fewer gets an exact search. The whole-pool self-join is what
 a neighbour-aware strategy needs (every sample's neighbours), so it is organised by cell, one
-dense product per cell, rather than as ``n`` separate index queries (faiss's per-query
-``IndexIVFFlat.search`` with the same 8 of 316 cells probed took 5 times longer per sample at
-10^5 on the benchmark's data).
+dense product per cell, rather than as ``n`` separate index queries: faiss's per-query
+``IndexIVFFlat.search`` with the same cells probed repeats the per-cell work for every
+sample, and was several times slower per sample on the benchmark's data
+(``benchmarks/results/query_scaling.md``).
 """
 from __future__ import annotations
 
@@ -44,10 +47,9 @@ from ._linalg import row_blocks
 #: Largest pool searched exactly by ``method="auto"``.
 EXACT_MAX = 10_000
 #: Candidates scanned per sample: the samples of a cell search their cell and the nearest
-#: cells up to about this many samples (4 of 5,293 cells at 10^7 on the benchmark's pool,
-#: after the large cells are cut: 11,800 candidates per sample, as cells are uneven), so
-#: the cost grows linearly with the pool (and on pools without local structure the recall
-#: falls beyond 10^6).
+#: cells up to about this many samples (more where cells are uneven), so the cost grows
+#: linearly with the pool; on pools without local structure the recall then falls at the
+#: largest sizes (``benchmarks/results/query_scaling.md``).
 SCANNED = 8_000
 #: Candidates kept per sample from the fast product, as a multiple of k, for exact re-ranking.
 CANDIDATE_FACTOR = 2
@@ -55,7 +57,7 @@ CANDIDATE_FACTOR = 2
 TRAIN_PER_LIST = 32
 KMEANS_ITER = 10
 #: Query rows per product: the similarity block and the gathered candidates then stay in the
-#: cores' caches (1.6 times faster per cell than one product per cell, measured at 10^6).
+#: cores' caches, which is faster than one product per cell (``query_scaling.md``).
 SCAN_ROWS = 256
 #: Columns per group in the top-k by groups (group maxima first, then their members), and
 #: how many times the maxima are grouped again (the scan's width is padded to a multiple
@@ -63,11 +65,13 @@ SCAN_ROWS = 256
 GROUP = 8
 SELECT_LEVELS = 2
 #: Cell assignment scores every center in this many dimensions (the centers' leading
-#: singular directions) and re-ranks the :data:`ASSIGN_SHORTLIST` best exactly: at 10^7 x 512
-#: and 3,162 cells, 3.4 times fewer multiply-adds than scoring every center in full.
+#: singular directions) and re-ranks the :data:`ASSIGN_SHORTLIST` best exactly: a quarter of
+#: the 512 dimensions of the benchmark's embeddings, so several times fewer multiply-adds
+#: than scoring every center in full.
 ASSIGN_DIMS = 128
 ASSIGN_SHORTLIST = 8
-#: Rows per step of the int8 rounding (4 times faster than one pass with a full temporary).
+#: Rows per step of the int8 rounding: a block's temporaries stay in cache, where one pass
+#: over the whole matrix would allocate a full-size temporary.
 QUANTIZE_ROWS = 1024
 #: Cells of more than this many times the mean size are cut into slabs of the mean size.
 MAX_CELL_FACTOR = 2
@@ -163,7 +167,7 @@ def _cpu_flags() -> set:
 def _quantize(X, out):
     """``X`` rounded to int8 into ``out``, scaled so that its largest magnitude is 127 (one
     scale for the whole matrix: a row's ranking of the columns is unchanged by it)."""
-    low, high = torch.aminmax(X)  # 15 times faster than an infinity norm
+    low, high = torch.aminmax(X)  # one fused pass: far cheaper than an infinity norm
     scale = 127.0 / max(-float(low), float(high), 1e-30)
     scaled = torch.empty(min(len(X), QUANTIZE_ROWS), X.shape[1])
     for rows in row_blocks(len(X), 1, QUANTIZE_ROWS):  # float temporaries that stay in cache
@@ -216,12 +220,13 @@ def _slab_rule(sample, sample_cell, n_lists: int):
     quantiles of their projections.
 
     k-means cells are uneven where a class has no inner structure: the centroid nearest a
-    blob's middle is the nearest of all for many of its samples (at 10^7 on the benchmark's
-    pool the largest cell held 48,150 samples, 15 times the mean), and every member of a
-    cell scans all of its probed cells, so those cells set the cost (5.6 times the budget of
-    :data:`SCANNED`). Learned from the sample and applied by :func:`_cut` as each block is
-    assigned, the cut needs no second read of the pool (cutting the assigned cells read
-    every large cell's members again: 94 s of scattered reads at 10^7 on disk).
+    blob's middle is the nearest of all for many of its samples (on the benchmark's largest
+    pool the largest cell held many times the mean), and every member of a cell scans all of
+    its probed cells, so those cells set the cost, far above the budget of :data:`SCANNED`.
+    Learned from the sample and applied by :func:`_cut` as each block is assigned, the cut
+    needs no second read of the pool (cutting the assigned cells instead read every large
+    cell's members again, scattered reads that were slow on disk; the measurements:
+    ``benchmarks/results/query_scaling.md``).
 
     Returns
     -------
@@ -301,7 +306,7 @@ def _nearest_center(block, centers, projection):
         return torch.argmax(block @ centers.T, dim=1)
     basis, projected = projection
     nearest = torch.empty(len(block), dtype=torch.int64)
-    # SCAN_ROWS rows at a time: the gathered shortlist then stays in cache (2 times faster).
+    # SCAN_ROWS rows at a time: the gathered shortlist then stays in cache.
     for rows in row_blocks(len(block), 1, SCAN_ROWS):
         x = block[rows]
         scores = x @ basis
@@ -357,7 +362,7 @@ def approximate_knn(F, k: int, rng):
     scanned = [[c] + [p for p in probes[c] if p != c] for c in range(n_lists)]
     sizes = [int(counts[cells].sum()) for cells in scanned]
     # Buffers for the largest target list, reused by every cell: allocations of a new size
-    # per cell fragment the C heap (1.6 GB more resident memory on a disk pool of 2 x 10^6).
+    # per cell fragment the C heap (resident memory grew by gigabytes on large disk pools).
     width = max(sizes) + GROUP ** SELECT_LEVELS
     Ft_buffer = torch.empty(width, d)
     # int8 scans a rounded copy of the gathered rows; float32 scans those rows themselves.
@@ -391,7 +396,7 @@ def approximate_knn(F, k: int, rng):
             invalid = (cand == own[:, None]) | (cand >= m)  # only ever ties at the masked value
             cand[invalid] = 0
             Fc = torch.index_select(Ft, 0, cand.reshape(-1), out=cand_buffer[:cand.numel()]).view(b, keep, d)
-            exact = torch.linalg.vecdot(Fc, Ft[rows, None, :])  # 3 times faster than bmm here
+            exact = torch.linalg.vecdot(Fc, Ft[rows, None, :])  # faster than bmm for these shapes
             exact[invalid] = -math.inf
             top_sim, top = torch.topk(exact, k, dim=1)
             sim[queries[rows]] = top_sim

@@ -1,6 +1,6 @@
 """CEC: Calibrated Entropy-weighted Clustering (Safaei & Patel, WACV 2025).
 
-The specification is ``shared/specs/cec.md``; in short, for the unlabeled pool ``U``:
+The algorithm as implemented, with its paper: :doc:`/algorithms`; in short, for the unlabeled pool ``U``:
 
 1. calibrated entropy ``H(x)``: divide each class's probability by its prior ``P(c)``, the
    mean of its ``top_n`` largest probabilities over ``U`` (CLIP favours some classes);
@@ -55,8 +55,8 @@ EPS = 1e-8
 def class_priors(proba, top_n=None) -> np.ndarray:
     """``P(c)``: the mean of the ``top_n`` largest ``p(c|x)`` over the pool, per class.
 
-    ``P(c) = mean of the top_n largest values of p(c|x) over x in U`` (step 1 of
-    ``shared/specs/cec.md``): CLIP favours some classes, and dividing by ``P(c)`` corrects it.
+    ``P(c) = mean of the top_n largest values of p(c|x) over x in U`` (step 1 of CEC,
+    :doc:`/algorithms`): CLIP favours some classes, and dividing by ``P(c)`` corrects it.
 
     Parameters
     ----------
@@ -87,7 +87,8 @@ def _priors_of_blocks(blocks, n: int, top_n=None) -> np.ndarray:
     only those are kept (as a list of chunks: growing one array would copy it for every
     block), and the top is re-selected when twice ``top_n`` have gathered: on a pool of 10^7
     the selection then runs a few times per class rather than once per block (a top-k over
-    the kept rows and each block took about 1 s per block, 5 minutes in all).
+    the kept rows and each block, once per block, was a large part of the query at that size:
+    ``benchmarks/results/query_scaling.md``).
     """
     chunks = counts = threshold = None
     for P in blocks:
@@ -403,10 +404,9 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
 
         The defaults of ``selection``, ``avoid_labeled`` and ``clusters_per_label`` were
         chosen by ``benchmarks/bench_strategies.py`` (CIFAR-10, the default offline model and
-        learner, 8 rounds x 10 labels): final accuracy 0.543 against 0.531 for random over
-        seeds 0-4 and above random in 8 of 10 seeds (0-9), where the spec's form (``K =
-        n_instances``) was within noise of random. ``avoid_labeled=False,
-        selection="centroid"`` is the spec.
+        learner, 8 rounds x 10 labels): they are ahead of random where the spec's form
+        (``K = n_instances``) was within noise of it (``benchmarks/results/strategies.md``,
+        ``strategies_20_seeds.md``). ``avoid_labeled=False, selection="centroid"`` is the spec.
     weight_power : float, default=1.0
         k-means weights ``U ** weight_power`` (1: the spec; 0: unweighted clusters), see
         :func:`uncertainty_weighted_clustering`.
@@ -415,10 +415,10 @@ def cec_query(classifier, X_pool, n_instances=1, *, random_state=None, top_n=Non
         labeled set marks :data:`~modal_vlm.NONE` ("none of these classes"; see
         :mod:`modal_vlm.strategies.open_set`), so that clusters of junk weigh little and
         are not picked. Before the first "none" answer ``p_none`` is 0: on a pool without
-        junk the picks are exactly those of ``open_set=False``. On pools with 40 % junk it
-        cuts CEC's picks of far junk to 6-8 % (digits, screenshots) and of near junk (other
-        CIFAR-10 classes) to 36 %, against 41 % without it; on near junk it also costs 0.013
-        accuracy, within one std (``benchmarks/results/open_set.md``, 5 seeds).
+        junk the picks are exactly those of ``open_set=False``. On pools with much junk it
+        cuts CEC's picks of far junk (digits, screenshots) sharply and of near junk (other
+        CIFAR-10 classes) a little, at an accuracy cost within one std on near junk
+        (``benchmarks/results/open_set.md``).
     return_metrics : bool, default=False
         Return ``(indices, metrics)`` whatever the installed modAL expects.
 

@@ -16,6 +16,17 @@ def test_defaults_are_the_offline_model_and_cec():
     assert DEFAULT_MODEL == "linear-conse-efficientnet-lite0-minilm" and DEFAULT_STRATEGY == "cec"
 
 
+def test_a_project_saved_before_the_learner_setting_stays_prompt_tuned(shapes, tmp_path):
+    folder, _ = shapes
+    project, _ = open_project(tmp_path / "p", folder, SHAPES, model="tiny-vit")
+    saved = json.loads(project.settings_file.read_text())
+    assert saved["learner"] == "linear"                    # today's default
+    del saved["learner"]                                   # as written before the setting existed
+    project.settings_file.write_text(json.dumps(saved))
+    resumed, _ = open_project(tmp_path / "p")
+    assert resumed.settings.learner == "prompt"
+
+
 def test_new_project_and_resume(shapes, tmp_path):
     folder, _ = shapes
     project, notes = open_project(tmp_path / "p", folder, SHAPES, model="tiny-vit")
