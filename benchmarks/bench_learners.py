@@ -11,7 +11,12 @@ default offline model at ``--image-size`` px on the shared CIFAR-10 data; pool
 ``--pool-per-class`` and test ``--test-per-class`` images per class.
 
     python benchmarks/bench_learners.py [--learners defaults coop ...] [--seeds 0 1 2 3 4]
-        [--budgets 10 20 40 80] [--out benchmarks/results/learners.md] [--resume]
+        [--budgets 10 20 40 80] [--picks nested] [--out benchmarks/results/learners.md] [--resume]
+
+``--picks loop`` labels instead the images the active-learning loop labels in its first,
+random round (``bench_strategies.py``: ``random_query`` drawn with the round-1 seed of
+``run_active_learning``): at budget 10 (the loop's batch on CIFAR-10) the fit is the loop's
+round 1, one fit instead of a whole run.
 
 Writes a markdown table (mean ± std over seeds, and the fit time) and a JSON file of every fit
 beside it. Run the accuracy arms with ``OMP_NUM_THREADS=1`` (results do not depend on it); the
@@ -34,7 +39,9 @@ from sklearn.linear_model import LogisticRegression
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import ClipPromptClassifier
 from modal_vlm.model import COOP_PROTOCOL
+from modal_vlm.experiment import round_seed
 from modal_vlm.model.linear_probe import ClipLinearProbe
+from modal_vlm.strategies import random_query
 
 
 #: The prompt learner's schedule before early stopping became its default (issue 27): every
@@ -89,6 +96,31 @@ LEARNERS = {
                                                          {"lr": 0.01}),
     "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
                                                            {**FULL_SCHEDULE, "lr": 0.01}),
+    # The <= 1-shot regime at few epochs (issue 27: at 100 classes 80 labels are < 1 per class,
+    # and the step target allows 28 epochs there): at 10 labels on CIFAR-10 these are the
+    # regime's schedule, each epoch count at lr 0.005 (the defaults') and around it.
+    "2 epochs": {**FULL_SCHEDULE, "max_epochs": 2},
+    "3 epochs": {**FULL_SCHEDULE, "max_epochs": 3},
+    "5 epochs": {**FULL_SCHEDULE, "max_epochs": 5},
+    "5 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 5, "lr": 0.01},
+    "10 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 10, "lr": 0.01},
+    "10 epochs": {**FULL_SCHEDULE, "max_epochs": 10},
+    "15 epochs": {**FULL_SCHEDULE, "max_epochs": 15},
+    "25 epochs, lr 0.001": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.001},
+    "25 epochs": {**FULL_SCHEDULE, "max_epochs": 25},
+    "25 epochs, lr 0.0025": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.0025},
+    "25 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.01},
+    "25 epochs, lr 0.02": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.02},
+    "25 epochs, no warm-up": {**FULL_SCHEDULE, "max_epochs": 25, "warmup_epochs": 0},
+    "28 epochs": {**FULL_SCHEDULE, "max_epochs": 28},
+    "28 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 28, "lr": 0.01},
+    "100 epochs": {**FULL_SCHEDULE, "max_epochs": 100},
+    "shot schedule 3/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 3, 100: 50, 200: 80}),
+                                                        {"lr": 0.01}),
+    "shot schedule 5/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 5, 100: 50, 200: 80}),
+                                                        {"lr": 0.01}),
+    "shot schedule 10/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 10, 100: 50, 200: 80}),
+                                                         {"lr": 0.01}),
     "defaults, tol 0.02": {"tol": 0.02},
     "defaults, n_iter_no_change 3": {"n_iter_no_change": 3},
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
@@ -128,9 +160,17 @@ def make_classifier(names, params, seed, args):
                                "cache_dir": args.cache_dir, "verbose": 0, "random_state": seed, **params})
 
 
+def labeled_positions(seed, budget, n_pool, picks):
+    """The pool positions labeled for one fit: the first ``budget`` of the seed's random order
+    (``"nested"``), or the loop's random round-1 draw of ``budget`` (``"loop"``)."""
+    if picks == "loop":
+        return random_query(None, range(n_pool), budget, random_state=round_seed(seed, 1), return_metrics=True)[0]
+    return np.random.RandomState(seed).permutation(n_pool)[:budget]
+
+
 def fit_and_score(name, params, seed, budget, data, args):
     X_pool, y_pool, X_test, y_test, names = data
-    labeled = np.random.RandomState(seed).permutation(len(y_pool))[:budget]
+    labeled = labeled_positions(seed, budget, len(y_pool), args.picks)
     start = time.perf_counter()
     base = make_classifier(names, {}, seed, args)
     if isinstance(params, str):
@@ -154,8 +194,10 @@ def table(results, zero_shot, args, learners):
     budgets = sorted({r["budget"] for r in results})
     lines = [
         f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool "
-        f"{args.pool_per_class}/class, test {args.test_per_class}/class; random labels (one nested "
-        f"random order of the pool per seed), seeds {args.seeds}. Zero-shot accuracy: {zero_shot:.3f}.",
+        f"{args.pool_per_class}/class, test {args.test_per_class}/class; random labels ("
+        + ("the active-learning loop's random round-1 draw per seed and budget" if args.picks == "loop"
+           else "one nested random order of the pool per seed")
+        + f"), seeds {args.seeds}. Zero-shot accuracy: {zero_shot:.3f}.",
         "",
         "Command: `python benchmarks/bench_learners.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
         "Each cell: test accuracy, mean ± std over seeds; \"fit s\": mean seconds per fit at the "
@@ -185,6 +227,9 @@ def main(learners=LEARNERS):
     parser.add_argument("--learners", nargs="+", default=list(learners), choices=list(learners))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 40, 80])
+    parser.add_argument("--picks", choices=("nested", "loop"), default="nested",
+                        help="the labeled images: nested prefixes of one random order per seed, or the "
+                             "active-learning loop's random round 1 (bench_strategies.py)")
     parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)
