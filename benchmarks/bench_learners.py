@@ -41,6 +41,7 @@ from modal_vlm import ClipPromptClassifier
 from modal_vlm.model import COOP_PROTOCOL
 from modal_vlm.experiment import round_seed
 from modal_vlm.model.linear_probe import ClipLinearProbe
+from modal_vlm.model.schedule import COOP_SHOT_SCHEDULE, SHOT_SCHEDULE
 from modal_vlm.strategies import random_query
 
 
@@ -49,80 +50,86 @@ from modal_vlm.strategies import random_query
 FULL_SCHEDULE = {"n_iter_no_change": None}
 
 
-def shot_schedule_variant(epochs: dict):
+def shot_schedule_variant(schedule: tuple):
     """``ClipPromptClassifier`` whose ``max_epochs="auto"`` follows another shot schedule:
-    ``epochs`` maps the CoOp schedule's 50/100/200 epochs (at <= 1, <= 4, > 4 labels per
-    class) to the variant's, the cosine then running over the variant's epochs. A prototype of
-    a new default for the arms below (issue 27), with every other parameter the estimator's."""
+    ``schedule`` gives the epochs at <= 1, <= 4 and > 4 labels per class (the default is
+    ``SHOT_SCHEDULE``), the cosine then running over them; every other parameter is the
+    estimator's. How the arms below compare schedules (issue 27)."""
     class ShotScheduleVariant(ClipPromptClassifier):
         def _resolve_epochs(self, X, y):
             super()._resolve_epochs(X, y)
             if self.max_epochs == "auto":
-                self.fit_epochs_ = epochs[self.fit_epochs_]
+                self.fit_epochs_ = schedule[SHOT_SCHEDULE.index(self.fit_epochs_)]
     return ShotScheduleVariant
 
 
+def previous(**params):
+    """An arm on the defaults before issue 27's schedule (CoOp's 50/100/200 epochs, lr 0.005),
+    which the rows measured then kept, so they reproduce."""
+    return shot_schedule_variant(COOP_SHOT_SCHEDULE), {"lr": 0.005, **params}
+
+
+#: The estimator's defaults before issue 27's schedule, by name.
+PREVIOUS_DEFAULTS = "previous defaults (CoOp's 50/100/200 epochs, lr 0.005, early stopping)"
+
 #: name -> ClipPromptClassifier parameters over the defaults, ``(estimator class, parameters)``,
-#: or an anchor's name. After the defaults and CoOp, each lever of the defaults taken away in
-#: turn (measured on the full shot schedule, the defaults then), then shorter schedules, then
-#: the linear probe and its levers.
+#: or an anchor's name. After the defaults and CoOp, each lever of the previous defaults taken
+#: away in turn (measured on the full shot schedule, the defaults then), then shorter schedules
+#: (the chosen one is today's default), then the linear probe and its levers.
 LEARNERS = {
     "defaults": {},
+    PREVIOUS_DEFAULTS: previous(),
     "CoOp protocol": COOP_PROTOCOL,
     "CoOp protocol, 20 epochs": {**COOP_PROTOCOL, "max_epochs": 20},
-    "full shot schedule (the defaults before early stopping)": FULL_SCHEDULE,
-    "full shot schedule, CoOp's random context": {**FULL_SCHEDULE, "ctx_init": None},
-    "full shot schedule without KgCoOp (lambda_kg=0)": {**FULL_SCHEDULE, "lambda_kg": 0.0},
-    "20 epochs instead of the shot schedule": {**FULL_SCHEDULE, "max_epochs": 20},
-    "full shot schedule, CoOp's lr and batch (0.002, 32)": {**FULL_SCHEDULE, "lr": 0.002, "batch_size": 32},
-    "50 epochs": {**FULL_SCHEDULE, "max_epochs": 50},
-    "50 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 50, "lr": 0.01},
-    "30 epochs, lr 0.02": {**FULL_SCHEDULE, "max_epochs": 30, "lr": 0.02},
-    "Adam lr 0.002, 50 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 50},
-    "Adam lr 0.002, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 25},
-    "Adam lr 0.005, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.005, "max_epochs": 25},
-    "halved shot schedule (25/50/100) + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}), {}),
-    "shot schedule 25/50/80 + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), {}),
-    "halved shot schedule (25/50/100), no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                            FULL_SCHEDULE),
-    "shot schedule 25/50/80, no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), FULL_SCHEDULE),
-    "halved shot schedule + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                       {"lr": 0.01}),
-    "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                                   {"n_iter_no_change": 10}),
+    "full shot schedule (the defaults before early stopping)": previous(**FULL_SCHEDULE),
+    "full shot schedule, CoOp's random context": previous(**FULL_SCHEDULE, ctx_init=None),
+    "full shot schedule without KgCoOp (lambda_kg=0)": previous(**FULL_SCHEDULE, lambda_kg=0.0),
+    "20 epochs instead of the shot schedule": previous(**FULL_SCHEDULE, max_epochs=20),
+    "full shot schedule, CoOp's lr and batch (0.002, 32)": previous(**FULL_SCHEDULE, lr=0.002, batch_size=32),
+    "50 epochs": previous(**FULL_SCHEDULE, max_epochs=50),
+    "50 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=50, lr=0.01),
+    "30 epochs, lr 0.02": previous(**FULL_SCHEDULE, max_epochs=30, lr=0.02),
+    "Adam lr 0.002, 50 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.002, max_epochs=50),
+    "Adam lr 0.002, 25 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.002, max_epochs=25),
+    "Adam lr 0.005, 25 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.005, max_epochs=25),
+    "halved shot schedule (25/50/100) + early stopping": (shot_schedule_variant((25, 50, 100)), {"lr": 0.005}),
+    "shot schedule 25/50/80 + early stopping": (shot_schedule_variant((25, 50, 80)), {"lr": 0.005}),
+    "halved shot schedule (25/50/100), no early stopping": (shot_schedule_variant((25, 50, 100)),
+                                                            {**FULL_SCHEDULE, "lr": 0.005}),
+    "shot schedule 25/50/80, no early stopping": (shot_schedule_variant((25, 50, 80)), {**FULL_SCHEDULE, "lr": 0.005}),
+    "halved shot schedule + early stopping, lr 0.01": (shot_schedule_variant((25, 50, 100)), {"lr": 0.01}),
+    "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant((25, 50, 100)),
+                                                                   {"lr": 0.005, "n_iter_no_change": 10}),
     "halved shot schedule + early stopping, lr 0.01, n_iter_no_change 10": (
-        shot_schedule_variant({50: 25, 100: 50, 200: 100}), {"lr": 0.01, "n_iter_no_change": 10}),
-    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
-                                                         {"lr": 0.01}),
-    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+        shot_schedule_variant((25, 50, 100)), {"lr": 0.01, "n_iter_no_change": 10}),
+    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant((25, 50, 80)), {"lr": 0.01}),
+    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant((25, 50, 80)),
                                                            {**FULL_SCHEDULE, "lr": 0.01}),
-    # The <= 1-shot regime at few epochs (issue 27: at 100 classes 80 labels are < 1 per class,
-    # and the step target allows 28 epochs there): at 10 labels on CIFAR-10 these are the
-    # regime's schedule, each epoch count at lr 0.005 (the defaults') and around it.
-    "2 epochs": {**FULL_SCHEDULE, "max_epochs": 2},
-    "3 epochs": {**FULL_SCHEDULE, "max_epochs": 3},
-    "5 epochs": {**FULL_SCHEDULE, "max_epochs": 5},
-    "5 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 5, "lr": 0.01},
-    "10 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 10, "lr": 0.01},
-    "10 epochs": {**FULL_SCHEDULE, "max_epochs": 10},
-    "15 epochs": {**FULL_SCHEDULE, "max_epochs": 15},
-    "25 epochs, lr 0.001": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.001},
-    "25 epochs": {**FULL_SCHEDULE, "max_epochs": 25},
-    "25 epochs, lr 0.0025": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.0025},
-    "25 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.01},
-    "25 epochs, lr 0.02": {**FULL_SCHEDULE, "max_epochs": 25, "lr": 0.02},
-    "25 epochs, no warm-up": {**FULL_SCHEDULE, "max_epochs": 25, "warmup_epochs": 0},
-    "28 epochs": {**FULL_SCHEDULE, "max_epochs": 28},
-    "28 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 28, "lr": 0.01},
-    "100 epochs": {**FULL_SCHEDULE, "max_epochs": 100},
-    "shot schedule 3/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 3, 100: 50, 200: 80}),
-                                                        {"lr": 0.01}),
-    "shot schedule 5/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 5, 100: 50, 200: 80}),
-                                                        {"lr": 0.01}),
-    "shot schedule 10/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 10, 100: 50, 200: 80}),
-                                                         {"lr": 0.01}),
-    "defaults, tol 0.02": {"tol": 0.02},
-    "defaults, n_iter_no_change 3": {"n_iter_no_change": 3},
+    # The <= 1-shot regime (issue 27: at 100 classes 80 labels are < 1 per class, and the step
+    # target allows 28 epochs there): at 10 labels on CIFAR-10 (5: half a label per class)
+    # these fixed epochs are the regime's schedule, at the previous lr 0.005 and around it.
+    "2 epochs": previous(**FULL_SCHEDULE, max_epochs=2),
+    "3 epochs": previous(**FULL_SCHEDULE, max_epochs=3),
+    "5 epochs": previous(**FULL_SCHEDULE, max_epochs=5),
+    "5 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=5, lr=0.01),
+    "10 epochs": previous(**FULL_SCHEDULE, max_epochs=10),
+    "10 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=10, lr=0.01),
+    "15 epochs": previous(**FULL_SCHEDULE, max_epochs=15),
+    "25 epochs": previous(**FULL_SCHEDULE, max_epochs=25),
+    "25 epochs, lr 0.001": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.001),
+    "25 epochs, lr 0.0025": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.0025),
+    "25 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.01),
+    "25 epochs, lr 0.02": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.02),
+    "25 epochs, no warm-up": previous(**FULL_SCHEDULE, max_epochs=25, warmup_epochs=0),
+    "28 epochs": previous(**FULL_SCHEDULE, max_epochs=28),
+    "28 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=28, lr=0.01),
+    "100 epochs": previous(**FULL_SCHEDULE, max_epochs=100),
+    "shot schedule 3/50/80 + early stopping, lr 0.01 (today's defaults)": (shot_schedule_variant((3, 50, 80)),
+                                                                           {"lr": 0.01}),
+    "shot schedule 5/50/80 + early stopping, lr 0.01": (shot_schedule_variant((5, 50, 80)), {"lr": 0.01}),
+    "shot schedule 10/50/80 + early stopping, lr 0.01": (shot_schedule_variant((10, 50, 80)), {"lr": 0.01}),
+    "previous defaults, tol 0.02": previous(tol=0.02),
+    "previous defaults, n_iter_no_change 3": previous(n_iter_no_change=3),
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
     "linear probe, 50 steps": (ClipLinearProbe, {"max_epochs": 50}),
     "linear probe, 100 steps": (ClipLinearProbe, {"max_epochs": 100}),

@@ -25,7 +25,8 @@ from ._labels import check_classes, check_targets, encode_labels
 from ._params import ParamsMixin
 from ._state import LearnedStateMixin
 from .fit_modes import get_fit_mode
-from .schedule import AUTO_EPOCHS, default_callbacks, shot_schedule_epochs, stopped_early
+from .schedule import (AUTO_EPOCHS, COOP_SHOT_SCHEDULE, SHOT_SCHEDULE, default_callbacks, shot_schedule_epochs,
+                       stopped_early)
 from .training_data import dataset_labels
 
 #: The PCB/CEC protocol's CoOp learner (``shared/specs/protocol.md``) as parameters:
@@ -84,9 +85,10 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
         Input resolution of the image encoder; None keeps the model's own.
     max_epochs : int or "auto", default="auto"
         Training epochs of every ``fit`` (at most: see ``n_iter_no_change``); an epoch passes
-        once over the labeled samples. ``"auto"`` is the CoOp authors' few-shot schedule by
-        labels per class ``k``: 50 epochs for ``k <= 1``, 100 for ``k <= 4``, 200 above
-        (:func:`~modal_vlm.model.schedule.shot_schedule_epochs`; ``fit_epochs_`` holds the
+        once over the labeled samples. ``"auto"`` is a schedule by labels per class ``k``:
+        3 epochs for ``k <= 1`` (longer fell below zero-shot), 50 for ``k <= 4``, 80 above
+        (CoOp's 50/100/200 shortened; the UEO modes keep CoOp's; why:
+        :func:`~modal_vlm.model.schedule.shot_schedule_epochs`; ``fit_epochs_`` holds the
         number scheduled, ``len(history_)`` the number run).
     n_iter_no_change : int or None, default=5
         Stop a ``fit`` once the training loss has not fallen by ``tol`` (relative to its best)
@@ -95,12 +97,13 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
         ``benchmarks/results/learners.md``.
     tol : float, default=0.01
         The relative fall of the training loss that counts as progress.
-    lr : float, default=0.005
+    lr : float, default=0.01
         Learning rate of the SGD optimizer (momentum 0.9 and weight decay 5e-4 through
         ``optimizer__momentum`` and ``optimizer__weight_decay``; another ``optimizer`` starts
         from its own defaults) after the warm-up, annealed by CoOp's cosine schedule over
         every ``fit`` and ``partial_fit`` (0 is valid: only the warm-up trains; see
-        :class:`~modal_vlm.model.schedule.WarmupCosineLR` and :doc:`/contracts`).
+        :class:`~modal_vlm.model.schedule.WarmupCosineLR` and :doc:`/contracts`). 0.01 with the
+        shorter ``"auto"`` schedule (``benchmarks/results/learners.md``).
     batch_size : int, default=128
         Labeled samples per training step (and images per prediction batch); -1 puts
         them all in one batch, as in skorch. A step's cost is the text encoder's, whatever
@@ -224,7 +227,7 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
-                 lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.005,
+                 lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.01,
                  batch_size=128, warmup_epochs=1, warmup_lr=1e-5, encode_batch_size=64,
                  encode_dtype=None, jpeg_draft=True,
                  encode_workers=None, cache_dir=None, device="cpu",
@@ -770,7 +773,8 @@ class ClipPromptClassifier(LearnedStateMixin, ParamsMixin, NeuralNetClassifier):
         epochs = self.max_epochs
         if epochs == AUTO_EPOCHS:
             labels = np.asarray(y if y is not None else dataset_labels(X))
-            epochs = shot_schedule_epochs(int(np.sum(labels >= 0)), len(self.class_names))
+            schedule = SHOT_SCHEDULE if self.fit_mode == "supervised" else COOP_SHOT_SCHEDULE  # UEO's: unmeasured
+            epochs = shot_schedule_epochs(int(np.sum(labels >= 0)), len(self.class_names), schedule)
         self.fit_epochs_ = int(epochs)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
