@@ -128,6 +128,9 @@ LEARNERS = {
                                                                            {"lr": 0.01}),
     "shot schedule 5/50/80 + early stopping, lr 0.01": (shot_schedule_variant((5, 50, 80)), {"lr": 0.01}),
     "shot schedule 10/50/80 + early stopping, lr 0.01": (shot_schedule_variant((10, 50, 80)), {"lr": 0.01}),
+    # 2-4 labels per class at fewer epochs than the defaults' 50 (a probe, not adopted).
+    "shot schedule 3/10/80 + early stopping, lr 0.01": (shot_schedule_variant((3, 10, 80)), {"lr": 0.01}),
+    "shot schedule 3/25/80 + early stopping, lr 0.01": (shot_schedule_variant((3, 25, 80)), {"lr": 0.01}),
     "previous defaults, tol 0.02": previous(tol=0.02),
     "previous defaults, n_iter_no_change 3": previous(n_iter_no_change=3),
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
