@@ -34,7 +34,7 @@ def shot_schedule_epochs(n_labeled: int, n_classes: int, schedule: tuple = SHOT_
     (zero-shot 0.400), where 50 epochs gave 0.423 and 0.381, and 25 epochs at lr 0.01 0.414
     and 0.373 (``learners_one_shot.md``, 20 seeds; the loop's first round:
     ``learners_one_shot_loop.md``). A fit on ViT-B-32 with 80 labels is then at most about
-    11.4 full-length text steps at 10 classes and 0.4 at 100 (``fit_steps.md``). With
+    11 full-length text steps at 10 classes and 0.4 at 100 (``fit_steps_3_50_80.md``). With
     ``k = n_labeled / n_classes`` labels per class: ``schedule[0]`` epochs for ``k <= 1``,
     ``schedule[1]`` for ``k <= 4``, ``schedule[2]`` above.
 
