@@ -11,7 +11,12 @@ default offline model at ``--image-size`` px on the shared CIFAR-10 data; pool
 ``--pool-per-class`` and test ``--test-per-class`` images per class.
 
     python benchmarks/bench_learners.py [--learners defaults coop ...] [--seeds 0 1 2 3 4]
-        [--budgets 10 20 40 80] [--out benchmarks/results/learners.md] [--resume]
+        [--budgets 10 20 40 80] [--picks nested] [--out benchmarks/results/learners.md] [--resume]
+
+``--picks loop`` labels instead the images the active-learning loop labels in its first,
+random round (``bench_strategies.py``: ``random_query`` drawn with the round-1 seed of
+``run_active_learning``): at budget 10 (the loop's batch on CIFAR-10) the fit is the loop's
+round 1, one fit instead of a whole run.
 
 Writes a markdown table (mean ± std over seeds, and the fit time) and a JSON file of every fit
 beside it. Run the accuracy arms with ``OMP_NUM_THREADS=1`` (results do not depend on it); the
@@ -34,7 +39,10 @@ from sklearn.linear_model import LogisticRegression
 from _protocol import OFFLINE_MODEL, ROOT, protocol_data
 from modal_vlm import ClipPromptClassifier
 from modal_vlm.model import COOP_PROTOCOL
+from modal_vlm.experiment import round_seed
 from modal_vlm.model.linear_probe import ClipLinearProbe
+from modal_vlm.model.schedule import COOP_SHOT_SCHEDULE, SHOT_SCHEDULE
+from modal_vlm.strategies import random_query
 
 
 #: The prompt learner's schedule before early stopping became its default (issue 27): every
@@ -42,55 +50,89 @@ from modal_vlm.model.linear_probe import ClipLinearProbe
 FULL_SCHEDULE = {"n_iter_no_change": None}
 
 
-def shot_schedule_variant(epochs: dict):
+def shot_schedule_variant(schedule: tuple):
     """``ClipPromptClassifier`` whose ``max_epochs="auto"`` follows another shot schedule:
-    ``epochs`` maps the CoOp schedule's 50/100/200 epochs (at <= 1, <= 4, > 4 labels per
-    class) to the variant's, the cosine then running over the variant's epochs. A prototype of
-    a new default for the arms below (issue 27), with every other parameter the estimator's."""
+    ``schedule`` gives the epochs at <= 1, <= 4 and > 4 labels per class (the default is
+    ``SHOT_SCHEDULE``), the cosine then running over them; every other parameter is the
+    estimator's. How the arms below compare schedules (issue 27)."""
     class ShotScheduleVariant(ClipPromptClassifier):
         def _resolve_epochs(self, X, y):
             super()._resolve_epochs(X, y)
             if self.max_epochs == "auto":
-                self.fit_epochs_ = epochs[self.fit_epochs_]
+                self.fit_epochs_ = schedule[SHOT_SCHEDULE.index(self.fit_epochs_)]
     return ShotScheduleVariant
 
 
+def previous(**params):
+    """An arm on the defaults before issue 27's schedule (CoOp's 50/100/200 epochs, lr 0.005),
+    which the rows measured then kept, so they reproduce."""
+    return shot_schedule_variant(COOP_SHOT_SCHEDULE), {"lr": 0.005, **params}
+
+
+#: The estimator's defaults before issue 27's schedule, by name.
+PREVIOUS_DEFAULTS = "previous defaults (CoOp's 50/100/200 epochs, lr 0.005, early stopping)"
+
 #: name -> ClipPromptClassifier parameters over the defaults, ``(estimator class, parameters)``,
-#: or an anchor's name. After the defaults and CoOp, each lever of the defaults taken away in
-#: turn (measured on the full shot schedule, the defaults then), then shorter schedules, then
-#: the linear probe and its levers.
+#: or an anchor's name. After the defaults and CoOp, each lever of the previous defaults taken
+#: away in turn (measured on the full shot schedule, the defaults then), then shorter schedules
+#: (the chosen one is today's default), then the linear probe and its levers.
 LEARNERS = {
     "defaults": {},
+    PREVIOUS_DEFAULTS: previous(),
     "CoOp protocol": COOP_PROTOCOL,
     "CoOp protocol, 20 epochs": {**COOP_PROTOCOL, "max_epochs": 20},
-    "full shot schedule (the defaults before early stopping)": FULL_SCHEDULE,
-    "full shot schedule, CoOp's random context": {**FULL_SCHEDULE, "ctx_init": None},
-    "full shot schedule without KgCoOp (lambda_kg=0)": {**FULL_SCHEDULE, "lambda_kg": 0.0},
-    "20 epochs instead of the shot schedule": {**FULL_SCHEDULE, "max_epochs": 20},
-    "full shot schedule, CoOp's lr and batch (0.002, 32)": {**FULL_SCHEDULE, "lr": 0.002, "batch_size": 32},
-    "50 epochs": {**FULL_SCHEDULE, "max_epochs": 50},
-    "50 epochs, lr 0.01": {**FULL_SCHEDULE, "max_epochs": 50, "lr": 0.01},
-    "30 epochs, lr 0.02": {**FULL_SCHEDULE, "max_epochs": 30, "lr": 0.02},
-    "Adam lr 0.002, 50 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 50},
-    "Adam lr 0.002, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.002, "max_epochs": 25},
-    "Adam lr 0.005, 25 epochs": {**FULL_SCHEDULE, "optimizer": torch.optim.Adam, "lr": 0.005, "max_epochs": 25},
-    "halved shot schedule (25/50/100) + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}), {}),
-    "shot schedule 25/50/80 + early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), {}),
-    "halved shot schedule (25/50/100), no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                            FULL_SCHEDULE),
-    "shot schedule 25/50/80, no early stopping": (shot_schedule_variant({50: 25, 100: 50, 200: 80}), FULL_SCHEDULE),
-    "halved shot schedule + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                       {"lr": 0.01}),
-    "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant({50: 25, 100: 50, 200: 100}),
-                                                                   {"n_iter_no_change": 10}),
+    "full shot schedule (the defaults before early stopping)": previous(**FULL_SCHEDULE),
+    "full shot schedule, CoOp's random context": previous(**FULL_SCHEDULE, ctx_init=None),
+    "full shot schedule without KgCoOp (lambda_kg=0)": previous(**FULL_SCHEDULE, lambda_kg=0.0),
+    "20 epochs instead of the shot schedule": previous(**FULL_SCHEDULE, max_epochs=20),
+    "full shot schedule, CoOp's lr and batch (0.002, 32)": previous(**FULL_SCHEDULE, lr=0.002, batch_size=32),
+    "50 epochs": previous(**FULL_SCHEDULE, max_epochs=50),
+    "50 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=50, lr=0.01),
+    "30 epochs, lr 0.02": previous(**FULL_SCHEDULE, max_epochs=30, lr=0.02),
+    "Adam lr 0.002, 50 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.002, max_epochs=50),
+    "Adam lr 0.002, 25 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.002, max_epochs=25),
+    "Adam lr 0.005, 25 epochs": previous(**FULL_SCHEDULE, optimizer=torch.optim.Adam, lr=0.005, max_epochs=25),
+    "halved shot schedule (25/50/100) + early stopping": (shot_schedule_variant((25, 50, 100)), {"lr": 0.005}),
+    "shot schedule 25/50/80 + early stopping": (shot_schedule_variant((25, 50, 80)), {"lr": 0.005}),
+    "halved shot schedule (25/50/100), no early stopping": (shot_schedule_variant((25, 50, 100)),
+                                                            {**FULL_SCHEDULE, "lr": 0.005}),
+    "shot schedule 25/50/80, no early stopping": (shot_schedule_variant((25, 50, 80)), {**FULL_SCHEDULE, "lr": 0.005}),
+    "halved shot schedule + early stopping, lr 0.01": (shot_schedule_variant((25, 50, 100)), {"lr": 0.01}),
+    "halved shot schedule + early stopping, n_iter_no_change 10": (shot_schedule_variant((25, 50, 100)),
+                                                                   {"lr": 0.005, "n_iter_no_change": 10}),
     "halved shot schedule + early stopping, lr 0.01, n_iter_no_change 10": (
-        shot_schedule_variant({50: 25, 100: 50, 200: 100}), {"lr": 0.01, "n_iter_no_change": 10}),
-    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
-                                                         {"lr": 0.01}),
-    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant({50: 25, 100: 50, 200: 80}),
+        shot_schedule_variant((25, 50, 100)), {"lr": 0.01, "n_iter_no_change": 10}),
+    "shot schedule 25/50/80 + early stopping, lr 0.01": (shot_schedule_variant((25, 50, 80)), {"lr": 0.01}),
+    "shot schedule 25/50/80, no early stopping, lr 0.01": (shot_schedule_variant((25, 50, 80)),
                                                            {**FULL_SCHEDULE, "lr": 0.01}),
-    "defaults, tol 0.02": {"tol": 0.02},
-    "defaults, n_iter_no_change 3": {"n_iter_no_change": 3},
+    # The <= 1-shot regime (issue 27: at 100 classes 80 labels are < 1 per class, and the step
+    # target allows 28 epochs there): at 10 labels on CIFAR-10 (5: half a label per class)
+    # these fixed epochs are the regime's schedule, at the previous lr 0.005 and around it.
+    "2 epochs": previous(**FULL_SCHEDULE, max_epochs=2),
+    "3 epochs": previous(**FULL_SCHEDULE, max_epochs=3),
+    "5 epochs": previous(**FULL_SCHEDULE, max_epochs=5),
+    "5 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=5, lr=0.01),
+    "10 epochs": previous(**FULL_SCHEDULE, max_epochs=10),
+    "10 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=10, lr=0.01),
+    "15 epochs": previous(**FULL_SCHEDULE, max_epochs=15),
+    "25 epochs": previous(**FULL_SCHEDULE, max_epochs=25),
+    "25 epochs, lr 0.001": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.001),
+    "25 epochs, lr 0.0025": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.0025),
+    "25 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.01),
+    "25 epochs, lr 0.02": previous(**FULL_SCHEDULE, max_epochs=25, lr=0.02),
+    "25 epochs, no warm-up": previous(**FULL_SCHEDULE, max_epochs=25, warmup_epochs=0),
+    "28 epochs": previous(**FULL_SCHEDULE, max_epochs=28),
+    "28 epochs, lr 0.01": previous(**FULL_SCHEDULE, max_epochs=28, lr=0.01),
+    "100 epochs": previous(**FULL_SCHEDULE, max_epochs=100),
+    "shot schedule 3/50/80 + early stopping, lr 0.01 (today's defaults)": (shot_schedule_variant((3, 50, 80)),
+                                                                           {"lr": 0.01}),
+    "shot schedule 5/50/80 + early stopping, lr 0.01": (shot_schedule_variant((5, 50, 80)), {"lr": 0.01}),
+    "shot schedule 10/50/80 + early stopping, lr 0.01": (shot_schedule_variant((10, 50, 80)), {"lr": 0.01}),
+    # 2-4 labels per class at fewer epochs than the defaults' 50 (a probe, not adopted).
+    "shot schedule 3/10/80 + early stopping, lr 0.01": (shot_schedule_variant((3, 10, 80)), {"lr": 0.01}),
+    "shot schedule 3/25/80 + early stopping, lr 0.01": (shot_schedule_variant((3, 25, 80)), {"lr": 0.01}),
+    "previous defaults, tol 0.02": previous(tol=0.02),
+    "previous defaults, n_iter_no_change 3": previous(n_iter_no_change=3),
     "linear probe (ClipLinearProbe defaults)": (ClipLinearProbe, {}),
     "linear probe, 50 steps": (ClipLinearProbe, {"max_epochs": 50}),
     "linear probe, 100 steps": (ClipLinearProbe, {"max_epochs": 100}),
@@ -128,9 +170,17 @@ def make_classifier(names, params, seed, args):
                                "cache_dir": args.cache_dir, "verbose": 0, "random_state": seed, **params})
 
 
+def labeled_positions(seed, budget, n_pool, picks):
+    """The pool positions labeled for one fit: the first ``budget`` of the seed's random order
+    (``"nested"``), or the loop's random round-1 draw of ``budget`` (``"loop"``)."""
+    if picks == "loop":
+        return random_query(None, range(n_pool), budget, random_state=round_seed(seed, 1), return_metrics=True)[0]
+    return np.random.RandomState(seed).permutation(n_pool)[:budget]
+
+
 def fit_and_score(name, params, seed, budget, data, args):
     X_pool, y_pool, X_test, y_test, names = data
-    labeled = np.random.RandomState(seed).permutation(len(y_pool))[:budget]
+    labeled = labeled_positions(seed, budget, len(y_pool), args.picks)
     start = time.perf_counter()
     base = make_classifier(names, {}, seed, args)
     if isinstance(params, str):
@@ -154,8 +204,10 @@ def table(results, zero_shot, args, learners):
     budgets = sorted({r["budget"] for r in results})
     lines = [
         f"Default offline model `{args.model}` ({args.image_size}px), CIFAR-10 pool "
-        f"{args.pool_per_class}/class, test {args.test_per_class}/class; random labels (one nested "
-        f"random order of the pool per seed), seeds {args.seeds}. Zero-shot accuracy: {zero_shot:.3f}.",
+        f"{args.pool_per_class}/class, test {args.test_per_class}/class; random labels ("
+        + ("the active-learning loop's random round-1 draw per seed and budget" if args.picks == "loop"
+           else "one nested random order of the pool per seed")
+        + f"), seeds {args.seeds}. Zero-shot accuracy: {zero_shot:.3f}.",
         "",
         "Command: `python benchmarks/bench_learners.py " + shlex.join(sys.argv[1:]) + "` (2-core CPU). "
         "Each cell: test accuracy, mean ± std over seeds; \"fit s\": mean seconds per fit at the "
@@ -185,6 +237,9 @@ def main(learners=LEARNERS):
     parser.add_argument("--learners", nargs="+", default=list(learners), choices=list(learners))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 40, 80])
+    parser.add_argument("--picks", choices=("nested", "loop"), default="nested",
+                        help="the labeled images: nested prefixes of one random order per seed, or the "
+                             "active-learning loop's random round 1 (bench_strategies.py)")
     parser.add_argument("--model", default=OFFLINE_MODEL)
     parser.add_argument("--pool-per-class", type=int, default=150)
     parser.add_argument("--test-per-class", type=int, default=100)

@@ -207,8 +207,8 @@ def _add_run_parser(sub) -> None:
     model.add_argument("--model", metavar="NAME", help="backbone name (default ViT-B-32)")
     model.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip tag or local weights file")
     model.add_argument("--epochs", type=int, metavar="N",
-                       help="training epochs per round (default: by labels per class, 50 / 100 / 200)")
-    model.add_argument("--lr", type=float, help="learning rate (default 0.005)")
+                       help="training epochs per round (default: by labels per class, 3 / 50 / 80)")
+    model.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     model.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default 128)")
     model.add_argument("--image-size", type=int, metavar="PX", help="image encoder resolution (default: the model's)")
     model.add_argument("--cache-dir", metavar="DIR", help="keep image embeddings on disk here")

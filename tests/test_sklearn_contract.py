@@ -158,10 +158,10 @@ def test_user_callbacks_appear_in_deep_params():
 
 def test_repr_shows_the_non_default_parameters():
     assert repr(ClipPromptClassifier(["cat", "dog"])) == "ClipPromptClassifier(class_names=['cat', 'dog'])"
-    clf = ClipPromptClassifier(CLASS_NAMES, model_name="tiny-vit", lr=0.01, optimizer=torch.optim.Adam,
+    clf = ClipPromptClassifier(CLASS_NAMES, model_name="tiny-vit", lr=0.02, optimizer=torch.optim.Adam,
                                optimizer__momentum=0.5)
     assert repr(clf) == ("ClipPromptClassifier(class_names=['class0', 'class1', 'class2', 'class3', 'class4', "
-                         "'class5', ...], model_name='tiny-vit', lr=0.01, optimizer=torch.optim.adam.Adam, "
+                         "'class5', ...], model_name='tiny-vit', lr=0.02, optimizer=torch.optim.adam.Adam, "
                          "optimizer__momentum=0.5)")
     assert repr(clone(clf)) == repr(clf)
 

@@ -96,7 +96,7 @@ def epochs_for(n_labeled: int, n_classes: int, train_steps: int, batch_size: int
     Examples
     --------
     >>> epochs_for(10, 10, 100, 128), epochs_for(40, 10, 100, 128), epochs_for(1000, 10, 100, 128)
-    (50, 100, 12)
+    (3, 50, 12)
     """
     from ..model.schedule import shot_schedule_epochs
 

@@ -66,13 +66,13 @@ class ClipPromptClassifier(FrozenEncodersMixin, LearnedStateMixin, ParamsMixin, 
     image_size : int, optional
         Input resolution of the image encoder; None: the model's own.
     max_epochs : int or "auto", default="auto"
-        Epochs per ``fit``; ``"auto"``: CoOp's few-shot schedule by labels per class.
+        Epochs per ``fit``; ``"auto"``: by labels per class (:func:`~modal_vlm.model.schedule.shot_schedule_epochs`).
     n_iter_no_change : int or None, default=5
         Stop after this many epochs without progress (``benchmarks/results/learners.md``).
     tol : float, default=0.01
         The relative fall of the training loss that counts as progress.
-    lr : float, default=0.005
-        SGD learning rate after the warm-up, annealed by a cosine (CoOp's schedule).
+    lr : float, default=0.01
+        SGD learning rate after the warm-up, cosine-annealed (CoOp); why: ``benchmarks/results/learners.md``.
     batch_size : int, default=128
         Labeled samples per step (-1: all); larger ones train faster (``benchmarks/results/learners.md``).
     warmup_epochs : int, default=1
@@ -148,7 +148,7 @@ class ClipPromptClassifier(FrozenEncodersMixin, LearnedStateMixin, ParamsMixin, 
 
     def __init__(self, class_names, *, model_name="ViT-B-32", pretrained=None, n_ctx=16,
                  class_specific_ctx=True, ctx_init="template", template="a photo of a {}.",
-                 lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.005,
+                 lambda_kg=8.0, image_size=None, max_epochs="auto", n_iter_no_change=5, tol=0.01, lr=0.01,
                  batch_size=128, warmup_epochs=1, warmup_lr=1e-5, encode_batch_size=64,
                  encode_dtype=None, jpeg_draft=True,
                  encode_workers=None, cache_dir=None, device="cpu",
@@ -467,8 +467,8 @@ class ClipPromptClassifier(FrozenEncodersMixin, LearnedStateMixin, ParamsMixin, 
         """``fit_epochs_`` before skorch's ``on_train_begin`` (the schedule reads it)."""
         epochs = self.max_epochs
         if epochs == AUTO_EPOCHS:
-            labels = np.asarray(y if y is not None else dataset_labels(X))
-            epochs = shot_schedule_epochs(int(np.sum(labels >= 0)), len(self.class_names))
+            labeled = int(np.sum(np.asarray(y if y is not None else dataset_labels(X)) >= 0))
+            epochs = shot_schedule_epochs(labeled, len(self.class_names), self._fit_mode().shot_schedule)
         self.fit_epochs_ = int(epochs)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):

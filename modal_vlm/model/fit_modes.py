@@ -27,6 +27,7 @@ from ..embeddings.inputs import as_image_items
 from ..sentinels import NONE, UNLABELED
 from .losses import ueo_loss, ueo_sample_weights
 from .prompted_clip import zero_shot_text_features
+from .schedule import COOP_SHOT_SCHEDULE, SHOT_SCHEDULE
 from .training_data import SemiSupervisedBatchSampler, TrainingSet, dataset_labels
 
 #: UEO's training logits use CLIP's fixed scale, whatever the backbone's own.
@@ -39,6 +40,8 @@ class Supervised:
     name = "supervised"
     #: Whether unlabeled samples (-1) and "none" samples (-2) take part in training.
     trains_unlabeled = False
+    #: Epochs of ``max_epochs="auto"`` by labels per class (:func:`~modal_vlm.model.schedule.shot_schedule_epochs`).
+    shot_schedule = SHOT_SCHEDULE
 
     def check_labels(self, labels) -> None:
         """Refuse what this mode cannot learn from (``labels``: indices, -1 unlabeled)."""
@@ -101,6 +104,7 @@ class InfoMax(Supervised):
 
     name = "infomax"
     trains_unlabeled = True
+    shot_schedule = COOP_SHOT_SCHEDULE   # CoOp's: the shorter schedule was measured for supervised fits only
 
     def check_labels(self, labels) -> None:
         pass

@@ -11,16 +11,32 @@ from skorch.callbacks import (Callback, EarlyStopping, EpochScoring, EpochTimer,
 from tqdm.auto import tqdm
 
 
-#: ``max_epochs="auto"``: the CoOp authors' few-shot schedule, epochs by labels per class.
+#: ``max_epochs="auto"``: epochs by labels per class (see :func:`shot_schedule_epochs`).
 AUTO_EPOCHS = "auto"
 
+#: The supervised fit's epochs at <= 1, <= 4 and more labels per class (issue 27,
+#: ``benchmarks/results/learners_one_shot.md`` and ``learners.md``).
+SHOT_SCHEDULE = (3, 50, 80)
+#: The CoOp authors' few-shot schedule, kept by the UEO modes (UEO's own 50 epochs without labels).
+COOP_SHOT_SCHEDULE = (50, 100, 200)
 
-def shot_schedule_epochs(n_labeled: int, n_classes: int) -> int:
-    """Epochs of ``max_epochs="auto"``: the CoOp authors' schedule by labels per class.
+
+def shot_schedule_epochs(n_labeled: int, n_classes: int, schedule: tuple = SHOT_SCHEDULE) -> int:
+    """Epochs of ``max_epochs="auto"``: a schedule by labels per class.
 
     CoOp's few-shot configurations train 50 epochs at 1 shot, 100 at 2 and 4 shots and 200
-    at 8 and 16. With ``k = n_labeled / n_classes`` labels per class: 50 epochs for
-    ``k <= 1`` (UEO's 50 too, when nothing is labeled), 100 for ``k <= 4``, 200 above.
+    at 8 and 16 (``COOP_SHOT_SCHEDULE``). With this estimator's zero-shot start, KgCoOp and
+    lr 0.01, ``SHOT_SCHEDULE`` trains 3 / 50 / 80 epochs. Above one label per class, 50 and
+    80 keep the test accuracy of CoOp's schedule (lr 0.005, early stopping) within one std at
+    20 to 80 labels on 10 classes (``benchmarks/results/learners.md``). At one label per
+    class or fewer, longer training moves the prompt away from zero-shot on too little
+    evidence: 3 epochs (a warm-up epoch and two steps) gave 0.456 at 10 labels and 0.421 at 5
+    (zero-shot 0.400), where 50 epochs gave 0.423 and 0.381, and 25 epochs at lr 0.01 0.414
+    and 0.373 (``learners_one_shot.md``, 20 seeds; the loop's first round:
+    ``learners_one_shot_loop.md``). A fit on ViT-B-32 with 80 labels is then at most about
+    11 full-length text steps at 10 classes and 0.4 at 100 (``fit_steps_3_50_80.md``). With
+    ``k = n_labeled / n_classes`` labels per class: ``schedule[0]`` epochs for ``k <= 1``,
+    ``schedule[1]`` for ``k <= 4``, ``schedule[2]`` above.
 
     Parameters
     ----------
@@ -28,19 +44,23 @@ def shot_schedule_epochs(n_labeled: int, n_classes: int) -> int:
         Labeled training samples.
     n_classes : int
         Number of classes.
+    schedule : tuple of 3 int, default=SHOT_SCHEDULE
+        Epochs at <= 1, <= 4 and more labels per class.
 
     Returns
     -------
     int
-        50, 100 or 200.
+        One of ``schedule``.
 
     Examples
     --------
     >>> [shot_schedule_epochs(n, 10) for n in (10, 20, 40, 50, 80)]
-    [50, 100, 100, 200, 200]
+    [3, 50, 50, 80, 80]
+    >>> [shot_schedule_epochs(n, 10, COOP_SHOT_SCHEDULE) for n in (0, 10, 20, 80)]
+    [50, 50, 100, 200]
     """
     shots = n_labeled / n_classes
-    return 50 if shots <= 1 else 100 if shots <= 4 else 200
+    return schedule[0] if shots <= 1 else schedule[1] if shots <= 4 else schedule[2]
 
 
 class WarmupCosine:

@@ -189,9 +189,9 @@ def test_scan_finds_images_and_refuses_the_rest(tmp_path):
 
 
 def test_epochs_bound_the_training_steps():
-    # The classifier's schedule (50 epochs up to one label per class, then 100, then 200)
+    # The classifier's schedule (3 epochs up to one label per class, then 50, then 80)
     # of one step each up to 128 labels, capped at about 100 steps beyond.
-    assert [epochs_for(n, 10, 100, 128) for n in (1, 10, 40, 128, 129, 1280, 50_000)] == [50, 50, 100, 100, 50, 10, 1]
+    assert [epochs_for(n, 10, 100, 128) for n in (1, 10, 40, 128, 129, 1280, 50_000)] == [3, 3, 50, 80, 50, 10, 1]
 
 
 def test_worker_reports_encoding_and_training_progress(shapes, make_session, monkeypatch):
