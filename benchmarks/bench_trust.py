@@ -293,7 +293,7 @@ def calibration_table(replays, unscaled):
     lines = ["## Calibration: expected calibration error of the confidence on the test set", "",
              "Mean ± std over runs (CEC and random, seeds as above). Raw: `predict_proba` as it is. One temperature: "
              "temperature scaling on every test-then-train pair. Shown (the default): temperature scaling on the "
-             "pairs of trained models, each round back weighing half as much. Floor: a temperature fitted on the "
+             "pairs of trained models, each round back weighing 0.7 times as much. Floor: a temperature fitted on the "
              "test set itself (what temperature scaling could do with 1,000 labels of the current model). "
              "Each model's log-probabilities are first divided by its margin scale (the mean gap between its top "
              "two log-probabilities on the stop set); without the margin scale: the previous default. "
