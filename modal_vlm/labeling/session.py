@@ -728,7 +728,13 @@ class LabelingSession:
 
     def margin_scale(self) -> float:
         """The current model's margin scale on the stop set (:meth:`ProjectTrust.scale`), from
-        :meth:`score`'s probabilities (scored first if this model has not been)."""
+        :meth:`score`'s probabilities (scored first if this model has not been).
+
+        Returns
+        -------
+        float
+            The scale the shown confidences and the stored pairs of this model use.
+        """
         self.score()
         return self._pool_proba[3]
 
