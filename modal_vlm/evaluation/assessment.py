@@ -37,8 +37,8 @@ from .estimate import AccuracyEstimate, prediction_powered_accuracy
 from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order, suspicion
 
 #: Each round back, a pair weighs this many times less in the calibration: of 0.5, 0.7, 0.85 and 1,
-#: 0.7 ties for the lowest calibration error at 40 and 80 labels with the default learner, and for
-#: the best coverage (``benchmarks/results/trust.md``, the decay table).
+#: 0.7 keeps the calibration error low at both 40 and 80 labels with the default learner, with a
+#: coverage near the best (``benchmarks/results/trust.md``, the decay table).
 DEFAULT_CALIBRATION_DECAY = 0.7
 #: Fewer audit pairs with a shown calibrated confidence than this: no estimate yet.
 MIN_ESTIMATE_PAIRS = 3
