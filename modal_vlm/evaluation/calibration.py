@@ -41,10 +41,10 @@ def margin_scale(proba) -> float:
 
     Dividing a model's log-probabilities by its margin scale puts every model of a loop on one
     footing before temperature scaling (:func:`rescale`): a prompt learner sharpens as it learns
-    (the best temperature of the offline model falls from about 12 with no label to about 5 with
-    80), while its temperature *relative to its own margin* moves much less, so pairs scored by
-    earlier models calibrate the current one without lagging behind it. Measured in
-    ``benchmarks/results/trust.md`` (the calibration table's gap-normalised rows).
+    (its best temperature falls severalfold over its first labels), while its temperature
+    *relative to its own margin* moves much less, so pairs scored by earlier models calibrate
+    the current one without lagging behind it. Measured in ``benchmarks/results/trust.md``
+    (the calibration table, with and without the margin scale).
 
     Parameters
     ----------
