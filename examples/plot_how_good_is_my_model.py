@@ -92,8 +92,8 @@ print(f"temperature {monitor.calibrator_.temperature_:.2f}; expected calibration
 # %%
 # Suspect labels
 # --------------
-# The labels the model, before it learned them, confidently put in another class, against the
-# oracle's actual slips.
+# The labels the models put in another class (the model before it learned them, the current one
+# and the zero-shot one), against the oracle's actual slips.
 flipped = set(labeled[y_oracle[labeled] != y_true[labeled]].tolist())
 suspects = rows[-1]["suspect_labels"]
 print(f"{len(flipped)} slips among {len(labeled)} labels; {len(suspects)} flagged, "

@@ -46,6 +46,7 @@ def test_fit_changes_predictions_and_reinitialises_each_time(make_clf, images):
     zero_shot = clf.predict_proba(X)
     first = clf.fit(X, y).predict_proba(X)
     assert not np.allclose(first, zero_shot)
+    np.testing.assert_allclose(clf.zero_shot_proba(X), zero_shot, atol=1e-6)   # what no label shaped
     np.testing.assert_allclose(clf.fit(X, y).predict_proba(X), first, atol=1e-6)  # fresh prompt, same seed
     warm = make_clf(max_epochs=5, warm_start=True)
     warm.fit(X, y)

@@ -5,9 +5,9 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from modal_vlm.evaluation.calibration import margin_scale, rescale
-from modal_vlm.evaluation import (AccuracyEstimate, LoopMonitor, TemperatureScaling, audit_accuracy, audit_count,
-                                  expected_calibration_error, flip_labels, is_stable, prediction_agreement,
-                                  prediction_powered_accuracy, suspect_order, suspicion)
+from modal_vlm.evaluation import (AccuracyEstimate, HeldOutPairs, LoopMonitor, TemperatureScaling, assess,
+                                  audit_accuracy, audit_count, expected_calibration_error, flip_labels, is_stable,
+                                  prediction_agreement, prediction_powered_accuracy, suspect_order, suspicion)
 
 
 def softmax(z):
@@ -139,10 +139,32 @@ def test_suspects_are_the_confident_disagreements_most_suspect_first():
     y = np.array([0, 0, 0, 1])
     assert suspicion(proba, y).round(3).tolist() == [0.0, pytest.approx(0.944, abs=1e-3), 0.25,
                                                      pytest.approx(0.979, abs=1e-3)]
-    assert suspect_order(proba, y).tolist() == [3, 1]
+    assert suspect_order(proba, y, ratio=0.25).tolist() == [3, 1]
     assert suspect_order(proba, y, ratio=1.0).tolist() == [3, 1, 2]
     with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]"):
         suspect_order(proba, y, ratio=0)
+
+
+def test_a_label_the_current_model_still_rejects_is_more_suspect():
+    held_out = np.array([[0.4, 0.6], [0.4, 0.6], [0.4, 0.6]])   # doubted before it was learned, all three
+    current = np.array([[0.9, 0.1], [0.1, 0.9], [np.nan, np.nan]])   # learned, still rejected, not scored
+    y = np.array([0, 0, 0])
+    score = suspicion(held_out, y, [current])
+    assert score.round(3).tolist() == [pytest.approx(1 - np.sqrt(2 / 3), abs=1e-3),
+                                       pytest.approx(1 - np.sqrt(2 / 3 / 9), abs=1e-3),
+                                       pytest.approx(1 / 3, abs=1e-3)]   # the held-out ratio alone
+    assert suspect_order(held_out, y, ratio=0.45, others=[current]).tolist() == [1]
+    assert suspect_order(held_out, y, ratio=0.45).tolist() == []   # the held-out doubt alone is not enough
+    pairs = HeldOutPairs(held_out, y)
+    found = assess(pairs, held_out, opinions=[(current, 1.0)])
+    assert found.suspects.tolist() == [1] and found.suspicion[2] == pytest.approx(1 / 3, abs=1e-3)
+    with pytest.raises(ValueError, match=r"opinions\[0\] must hold one row per pair"):
+        assess(pairs, held_out, opinions=[(current[:2], 1.0)])
+    # Each opinion counts once in the geometric mean: the zero-shot model's too.
+    zero_shot = np.array([[0.2, 0.8], [0.9, 0.1], [0.2, 0.8]])
+    three = suspicion(held_out, y, [current, zero_shot])
+    assert three[0] == pytest.approx(1 - (2 / 3 * 1 * 0.25) ** (1 / 3))
+    assert three[2] == pytest.approx(1 - (2 / 3 * 0.25) ** (1 / 2))   # two opinions where the current one is missing
 
 
 def test_flipped_labels_are_seeded_counted_and_never_the_true_class():
@@ -278,6 +300,11 @@ def test_monitor_flags_flipped_labels():
     flipped = set(labeled[y_given[labeled] != y[labeled]].tolist())
     suspects = set(records[-1]["suspect_labels"])
     assert flipped and len(suspects & flipped) >= len(flipped) / 2 and len(suspects & flipped) >= len(suspects) / 2
+    # The flags weigh the current model's opinion of every labeled image in (a table has no zero-shot model).
+    alone = assess(monitor.pairs_, np.zeros((0, 5)), scale=monitor.scale_)
+    both = assess(monitor.pairs_, np.zeros((0, 5)), scale=monitor.scale_,
+                  opinions=[(clf.predict_proba(labeled), monitor.scale_)])
+    assert records[-1]["suspect_labels"] == labeled[both.suspects].tolist() != labeled[alone.suspects].tolist()
 
 
 def test_monitor_checks_its_settings_and_labels():

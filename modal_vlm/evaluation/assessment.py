@@ -21,10 +21,12 @@ image was an audit pick (drawn at random).
   learning model included; audit picks make it unbiased whatever the strategy prefers. The
   interval adds the uncertainty of the current temperature (its standard error moves the
   pool's mean confidence) to the rectifier's.
-* **Suspects**: the labels whose held-out probability, calibrated as it was then, is far below
-  that of the class the model predicted (:func:`~modal_vlm.evaluation.suspect_order`): a weak
-  early model, calibrated by its own soft temperature, flags little; the same probabilities
-  sharpened by a later model's temperature would flag half its labels.
+* **Suspects**: the labels that the models able to judge them put well below the classes they
+  predicted (:func:`~modal_vlm.evaluation.suspect_order`, the geometric mean of the
+  opinions' ratios): the held-out opinion, calibrated as it was then, and other models'
+  (the current one, the zero-shot one), each calibrated with the current temperature on its
+  own margin scale. A weak early model, calibrated by its own soft temperature, flags little;
+  the same probabilities sharpened by a later model's temperature would flag half its labels.
 """
 from __future__ import annotations
 
@@ -253,7 +255,22 @@ def _temperature_variance(calibrator, pool_proba) -> float:
     return float((low - high) / 2) ** 2
 
 
-def assess(pairs, pool_proba, *, scale=1.0, level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
+def _calibrated_opinions(calibrator, opinions, shape):
+    """Other models' probabilities of the labeled images as shown now (rows of NaN kept)."""
+    shown = []
+    for k, (proba, scale) in enumerate(opinions):
+        proba = np.asarray(proba, dtype=float)
+        if proba.shape != shape:
+            raise ValueError(f"opinions[{k}] must hold one row per pair, of shape {shape}, got {proba.shape}.")
+        known = np.isfinite(proba).all(axis=1)
+        calibrated = np.full(shape, np.nan)
+        if known.any():
+            calibrated[known] = shown_probabilities(calibrator, proba[known], scale)
+        shown.append(calibrated)
+    return shown
+
+
+def assess(pairs, pool_proba, *, scale=1.0, opinions=(), level=0.9, suspect_ratio=DEFAULT_SUSPECT_RATIO,
            decay=DEFAULT_CALIBRATION_DECAY) -> Assessment:
     """Calibrate, estimate the accuracy on the pool and flag suspect labels, from the pairs.
 
@@ -268,6 +285,11 @@ def assess(pairs, pool_proba, *, scale=1.0, level=0.9, suspect_ratio=DEFAULT_SUS
         The current model's :func:`~modal_vlm.evaluation.calibration.margin_scale`, measured
         where the pairs' scales were (a loop's stop set); 1: the probabilities as they are,
         like the pairs' default.
+    opinions : sequence of (array-like of shape (n_pairs, n_classes), float), optional
+        Other models' raw probabilities of the pairs' images (row ``k``: pair ``k``; a row of
+        NaN where a model did not score the image), each with that model's margin scale: the
+        current model's and the zero-shot model's, the suspect rule's further opinions.
+        Empty: the held-out opinion alone.
     level : float, default=0.9
         Confidence level of the estimate's interval.
     suspect_ratio : float, default=DEFAULT_SUSPECT_RATIO
@@ -304,8 +326,9 @@ def assess(pairs, pool_proba, *, scale=1.0, level=0.9, suspect_ratio=DEFAULT_SUS
                                                    pairs.shown[checked],
                                                    pairs.correct[checked], level=level,
                                                    extra_variance=_temperature_variance(calibrator, pool))
-        score = suspicion(calibrated, pairs.labels)
-        ranked = suspect_order(calibrated, pairs.labels, suspect_ratio)
+        others = _calibrated_opinions(calibrator, opinions, pairs.proba.shape)
+        score = suspicion(calibrated, pairs.labels, others)
+        ranked = suspect_order(calibrated, pairs.labels, suspect_ratio, others)
     return Assessment(calibrator, estimate, ranked, score, scale)
 
 

@@ -39,6 +39,11 @@ def _take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
 
 
+def _gather(items):
+    """Images kept one by one, back as one batch (rows of an array stacked again)."""
+    return np.stack(items) if isinstance(items[0], np.ndarray) else list(items)
+
+
 def _rounded(proba) -> np.ndarray:
     return np.array([[float(f"{v:.{_DIGITS}g}") for v in row] for row in np.asarray(proba, dtype=float)])
 
@@ -126,7 +131,9 @@ class LoopMonitor(BaseEstimator):
         Rounds averaged for the stopping signal.
     suspect_ratio : float, default=DEFAULT_SUSPECT_RATIO
         A label is suspect when its class gets less than this share of the probability of
-        the class predicted for it (see :func:`~modal_vlm.evaluation.suspect_order`).
+        the class predicted for it, in the geometric mean of the model before it learned the
+        label, the current one and, where the estimator has ``zero_shot_proba``, the zero-shot
+        one (see :func:`~modal_vlm.evaluation.suspect_order`).
     calibration_decay : float, default=DEFAULT_CALIBRATION_DECAY
         Weight factor per round of age of a pair in the calibration (see
         :func:`~modal_vlm.evaluation.fit_calibrator`).
@@ -229,6 +236,8 @@ class LoopMonitor(BaseEstimator):
         self._columns = {key: [] for key in ("proba", "labels", "audit", "temperature", "rounds", "model_labels",
                                              "ids", "scale")}
         self.kappas_ = []
+        self._X_labeled = []   # the pairs' images: other models' opinions of them flag suspects
+        self._zero_shot_scale = None
         self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
         scored_by = 1.0   # the margin scale of the model that scored the next record's pairs
         for record in history:   # the same steps as observe and update took
@@ -240,6 +249,7 @@ class LoopMonitor(BaseEstimator):
                 self._add(self._positions(estimator, np.asarray(record["queried_labels"])[known]),
                           np.asarray(record["queried_proba"], dtype=float)[known], ids[known],
                           [i in audit for i in ids[known]], scored_by)
+                self._X_labeled += list(_take(X_pool, ids[known]))
                 self.calibrator_ = fit_calibrator(self.pairs_, self.calibration_decay)
             scored_by = record.get("scale", 1.0)
         return self
@@ -339,6 +349,7 @@ class LoopMonitor(BaseEstimator):
         known = _known(y)
         self._add(self._positions(estimator, np.asarray(y)[known]), proba[known], ids[known], audit[known],
                   self.scale_)
+        self._X_labeled += list(_take(X, np.flatnonzero(known)))
         return {"queried_proba": proba.tolist(), "audit": ids[audit].tolist()}
 
     def update(self, estimator, X_unlabeled) -> dict:
@@ -368,14 +379,26 @@ class LoopMonitor(BaseEstimator):
         estimate, suspects = None, []
         if self._columns["ids"]:
             pool = np.asarray(estimator.predict_proba(X_unlabeled)) if len(X_unlabeled) else np.zeros((0, 2))
-            found = assess(self.pairs_, pool, scale=self.scale_, level=self.level,
-                           suspect_ratio=self.suspect_ratio, decay=self.calibration_decay)
+            found = assess(self.pairs_, pool, scale=self.scale_, opinions=self._opinions(estimator),
+                           level=self.level, suspect_ratio=self.suspect_ratio, decay=self.calibration_decay)
             self.calibrator_, estimate = found.calibrator, found.estimate
             suspects = np.asarray(self._columns["ids"])[found.suspects].tolist()
         return {"estimate": None if estimate is None else estimate.as_dict(),
                 "kappa": agreement["kappa"], "changed": agreement["changed"],
                 "stable": is_stable(self.kappas_, self.kappa_threshold, self.kappa_window),
                 "suspect_labels": suspects, "scale": self.scale_}
+
+    def _opinions(self, estimator) -> list:
+        """The current model's and, where the estimator has one (``zero_shot_proba``), the
+        zero-shot model's probabilities of the labeled images, with their margin scales."""
+        X = _gather(self._X_labeled)
+        opinions = [(estimator.predict_proba(X), self.scale_)]
+        zero_shot = getattr(estimator, "zero_shot_proba", None)
+        if zero_shot is not None:
+            if self._zero_shot_scale is None:   # the zero-shot model never changes: measured once
+                self._zero_shot_scale = margin_scale(zero_shot(self._X_stop)) if len(self._X_stop) else 1.0
+            opinions.append((zero_shot(X), self._zero_shot_scale))
+        return opinions
 
     def test_calibration(self, estimator, X_test, y_test) -> dict:
         """How well the shown confidence is calibrated on a labeled test set.

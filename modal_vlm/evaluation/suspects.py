@@ -1,26 +1,47 @@
 """Labels a person most likely got wrong, and a careless oracle to test that on.
 
-A label is suspect when a model that did not learn from it confidently predicts another
-class. Out-of-fold predictions (each label predicted by a model trained without it) are the
-textbook signal (confident learning, Northcutt et al., JAIR 2021); an active-learning loop
-also has a free one: every label was predicted by the model *before* it was taught. Which
-signal the loop uses, and its precision and recall against injected flips, are measured in
-``benchmarks/results/trust.md``. No cleanlab (AGPL): the rule is a few lines.
+A label is suspect when models that can judge it confidently predict another class.
+Out-of-fold predictions (each label predicted by a model trained without it) are the textbook
+signal (confident learning, Northcutt et al., JAIR 2021); an active-learning loop has free
+opinions instead:
+
+* the *held-out* one: every label was predicted by the model before it was taught;
+* the *current* model's, which has learned the label: a network fits right labels before
+  wrong ones (Arpit et al., ICML 2017), so a label it still rejects is more suspect than one
+  it merely doubted before;
+* the *zero-shot* model's, which no label shaped (a person's slips cannot have taught it).
+
+The rule takes the geometric mean of the opinions' ratios ``p(given) / p(predicted)``. Which
+opinions, their precision and recall against injected flips and the default threshold are
+measured in ``benchmarks/results/trust.md``. No cleanlab (AGPL): the rule is a few lines.
 """
 from __future__ import annotations
 
 import numpy as np
 
-#: Default: flag a label when the held-out calibrated probability of the given class is
-#: below this share of the probability of the predicted class (see trust.md).
-DEFAULT_SUSPECT_RATIO = 0.25
+#: Default: flag a label when the geometric mean of its opinions' ratios (the calibrated
+#: probability of the given class over that of the predicted class) is below this: the
+#: threshold whose precision and recall against injected slips have the larger minimum
+#: (``benchmarks/results/trust.md``, the suspect-label table).
+DEFAULT_SUSPECT_RATIO = 0.3
 
 
-def suspicion(proba, y) -> np.ndarray:
-    """How strongly held-out probabilities disagree with the given labels, in [0, 1).
+def _given_ratio(proba, y, name):
+    """``p(given class) / p(predicted class)`` row by row; NaN where a row holds NaN."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or y.shape != (len(proba),):
+        raise ValueError(f"{name} must be (n, n_classes) and y (n,), got {proba.shape} and {y.shape}.")
+    given = proba[np.arange(len(y)), y]
+    return given / np.maximum(proba.max(axis=1), 1e-300)
 
-    ``1 - p(given class) / p(predicted class)``: 0 when the model predicts the given class,
-    close to 1 when it is sure of another one.
+
+def suspicion(proba, y, others=()) -> np.ndarray:
+    """How strongly the models disagree with the given labels, in [0, 1).
+
+    ``1 - p(given class) / p(predicted class)`` of the held-out probabilities: 0 when the
+    model predicts the given class, close to 1 when it is sure of another one. With
+    ``others``, the ratio is the geometric mean of the held-out one and theirs (see the
+    module docstring).
 
     Parameters
     ----------
@@ -28,6 +49,10 @@ def suspicion(proba, y) -> np.ndarray:
         Held-out (calibrated) probabilities of the labeled images.
     y : array-like of int, shape (n,)
         The given labels, as class positions (columns of ``proba``).
+    others : sequence of array-like of shape (n, n_classes), optional
+        Other models' (calibrated) probabilities of the same images, e.g. the current
+        model's and the zero-shot model's; a row of NaN where a model did not score an image
+        (the label's mean is then over the opinions it has).
 
     Returns
     -------
@@ -38,22 +63,25 @@ def suspicion(proba, y) -> np.ndarray:
     --------
     >>> suspicion([[0.8, 0.2], [0.3, 0.7]], [0, 0]).round(3).tolist()
     [0.0, 0.571]
+    >>> suspicion([[0.8, 0.2], [0.3, 0.7]], [0, 0], others=[[[0.9, 0.1], [0.6, 0.4]]]).round(3).tolist()
+    [0.0, 0.345]
     """
-    proba = np.asarray(proba, dtype=np.float64)
     y = np.asarray(y, dtype=np.intp)
-    if proba.ndim != 2 or y.shape != (len(proba),):
-        raise ValueError(f"proba must be (n, n_classes) and y (n,), got {proba.shape} and {y.shape}.")
-    if not len(y):
-        return np.zeros(0)
-    given = proba[np.arange(len(y)), y]
-    return 1.0 - given / np.maximum(proba.max(axis=1), 1e-300)
+    log_ratio = np.log(np.maximum(_given_ratio(proba, y, "proba"), 1e-300))
+    count = np.ones(len(y))
+    for k, other in enumerate(others):
+        now = _given_ratio(other, y, f"others[{k}]")
+        known = np.isfinite(now)
+        log_ratio[known] += np.log(np.maximum(now[known], 1e-300))
+        count += known
+    return 1.0 - np.exp(log_ratio / count)
 
 
-def suspect_order(proba, y, ratio=DEFAULT_SUSPECT_RATIO) -> np.ndarray:
+def suspect_order(proba, y, ratio=DEFAULT_SUSPECT_RATIO, others=()) -> np.ndarray:
     """Positions of the suspect labels, most suspect first.
 
-    A label is suspect when ``p(given class) < ratio * p(predicted class)``, i.e. its
-    :func:`suspicion` exceeds ``1 - ratio``.
+    A label is suspect when its :func:`suspicion` exceeds ``1 - ratio``: without ``others``,
+    when ``p(given class) < ratio * p(predicted class)``.
 
     Parameters
     ----------
@@ -63,6 +91,8 @@ def suspect_order(proba, y, ratio=DEFAULT_SUSPECT_RATIO) -> np.ndarray:
         The given labels as class positions.
     ratio : float, default=DEFAULT_SUSPECT_RATIO
         In (0, 1]: smaller flags fewer, surer suspects.
+    others : sequence of array-like of shape (n, n_classes), optional
+        See :func:`suspicion`.
 
     Returns
     -------
@@ -71,12 +101,12 @@ def suspect_order(proba, y, ratio=DEFAULT_SUSPECT_RATIO) -> np.ndarray:
 
     Examples
     --------
-    >>> suspect_order([[0.8, 0.2], [0.1, 0.9], [0.3, 0.7], [0.05, 0.95]], [0, 0, 0, 0]).tolist()
+    >>> suspect_order([[0.8, 0.2], [0.1, 0.9], [0.3, 0.7], [0.05, 0.95]], [0, 0, 0, 0], ratio=0.25).tolist()
     [3, 1]
     """
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}.")
-    score = suspicion(proba, y)
+    score = suspicion(proba, y, others)
     flagged = np.flatnonzero(score > 1 - ratio)
     return flagged[np.argsort(-score[flagged], kind="stable")]
 

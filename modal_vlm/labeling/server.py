@@ -138,7 +138,7 @@ class LabelApp:
                 "stable": bool(stability and stability["stable"]), "stability": stability}
 
     def suspects(self) -> list:
-        """Labels the model, before it learned them, confidently put in another class."""
+        """Labels the models put in another class: before they were learned, now, zero-shot (assess)."""
         found = self.session.assessment()
         if found is None:
             return []

@@ -244,7 +244,9 @@ class LabelingSession:
         self.model_lock = threading.RLock()
         self.speed = {}
         self._lock = threading.Lock()   # guards the encoding state below and speed
-        self._pool_proba = None      # (model key, image ids, raw probabilities, margin scale) of the current model
+        self._pool_proba = None      # (model key, image ids, raw probabilities, margin scale) of the current model,
+        #                              and (probabilities, margin scale) of the zero-shot model on the same images
+        self._zero_shot = {}         # image id -> the zero-shot model's probabilities (they never change)
         self._encoded = set()        # ids of the images encoded in this process (the pool's)
         self._to_encode = []         # the rest, in the folder's random order
         self._n_readable = 0
@@ -547,8 +549,9 @@ class LabelingSession:
             return
         self.report("scoring", f"scoring {len(images)} images")
         ids = np.array([image["id"] for image in images], dtype=np.intp)
-        proba = self._predict_proba(images)
-        self._pool_proba = (key, ids, proba, self.trust.scale(ids, proba))
+        proba, zero_shot = self._predict_proba(images), self._zero_shot_proba(images)
+        self._pool_proba = (key, ids, proba, self.trust.scale(ids, proba),
+                            (zero_shot, self.trust.scale(ids, zero_shot)))
         position = {int(i): k for k, i in enumerate(ids)}
         classes = self.project.settings.classes
         self.trust.record_model(key, {i: classes[int(proba[position[i]].argmax())]
@@ -561,6 +564,17 @@ class LabelingSession:
                 return np.zeros((0, len(self.project.settings.classes)), np.float32)
             clf = self.current()
             return clf.predict_proba_from_features(clf.transform([self.path(image) for image in images]))
+
+    def _zero_shot_proba(self, images) -> np.ndarray:
+        """The zero-shot model's probabilities of store rows, each computed once (a suspect
+        label's third opinion, :meth:`ProjectTrust.assessment`)."""
+        new = [image for image in images if image["id"] not in self._zero_shot]
+        if new:
+            with self.model_lock:
+                rows = self.current().zero_shot_proba([self.path(image) for image in new])
+            self._zero_shot.update(zip((image["id"] for image in new), rows))
+        n_classes = len(self.project.settings.classes)
+        return np.array([self._zero_shot[image["id"]] for image in images], np.float32).reshape(len(images), n_classes)
 
     def assessment(self):
         """What the labels bought so far (:meth:`ProjectTrust.assessment`), or None before the

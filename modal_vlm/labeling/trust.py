@@ -177,7 +177,7 @@ class ProjectTrust:
         rows = [position[i] for i in stop_set(position, self.project.settings.seed)]
         return margin_scale(np.asarray(proba)[rows])
 
-    def assessment(self, model_key, pool_ids, pool_proba, scale):
+    def assessment(self, model_key, pool_ids, pool_proba, scale, zero_shot=None):
         """:func:`~modal_vlm.evaluation.assess` of the current pairs and pool, cached until the
         next label event or model.
 
@@ -186,11 +186,15 @@ class ProjectTrust:
         model_key : object
             Identifies the current model (its training watermark).
         pool_ids : array of int
-            The images the current model's probabilities cover.
+            The images the current model's probabilities cover (the labeled ones among them
+            give the suspect rule the current model's opinion).
         pool_proba : array of shape (len(pool_ids), n_classes)
             Those probabilities (raw ``predict_proba``).
         scale : float
             The current model's margin scale (:meth:`scale`).
+        zero_shot : tuple, optional
+            ``(probabilities, margin scale)`` of the zero-shot model on the same images: the
+            suspect rule's third opinion.
 
         Returns
         -------
@@ -205,7 +209,18 @@ class ProjectTrust:
         pairs, image_ids = self.pairs()
         unlabeled = set(self._unlabeled_ids())
         in_pool = np.array([i in unlabeled for i in pool_ids], dtype=bool)
-        found = assess(pairs, np.asarray(pool_proba)[in_pool], scale=scale)
+        position = {int(i): k for k, i in enumerate(pool_ids)}
+
+        def of_pairs(proba):   # rows in pair order; NaN for an image the probabilities miss
+            proba = np.asarray(proba, dtype=float)
+            rows = np.full(pairs.proba.shape, np.nan)
+            scored = [k for k, i in enumerate(image_ids) if int(i) in position]
+            rows[scored] = proba[[position[int(image_ids[k])] for k in scored]].reshape(len(scored), rows.shape[1])
+            return rows
+
+        opinions = [(of_pairs(pool_proba), scale)] + ([] if zero_shot is None else [(of_pairs(zero_shot[0]),
+                                                                                       zero_shot[1])])
+        found = assess(pairs, np.asarray(pool_proba)[in_pool], scale=scale, opinions=opinions)
         with self._lock:
             self._cache = (key, (found, pairs, image_ids))
         return found, pairs, image_ids

@@ -117,6 +117,39 @@ class FrozenEncodersMixin:
             raise ValueError(f"features rows {bad[:10].tolist()} hold NaN or infinite values.")
         return super().predict_proba(Dataset(features, None))
 
+    def zero_shot_proba(self, X) -> np.ndarray:
+        """Class probabilities of the zero-shot model: the hand-written prompts (``template``) on
+        the frozen image encoder, whatever was learned since.
+
+        An opinion of every image that no label shaped: the trust tools weigh it in when they
+        look for labels a person got wrong (:mod:`modal_vlm.evaluation.suspects`).
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images, uint8 arrays or preprocessed tensors.
+
+        Returns
+        -------
+        ndarray of float32 of shape (n_samples, n_classes)
+            ``predict_proba`` of the estimator before any label.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from modal_vlm import ClipPromptClassifier
+        >>> clf = ClipPromptClassifier(["cat", "dog"], model_name="tiny-vit", verbose=0)
+        >>> X = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+        >>> bool(np.allclose(clf.zero_shot_proba(X), clf.predict_proba(X), atol=1e-6))   # before any label
+        True
+        """
+        self.check_is_fitted()
+        zero_shot = self.module_.zero_shot_features
+        features = torch.from_numpy(self.frozen_transform(X)).to(zero_shot.device, zero_shot.dtype)
+        with torch.no_grad():
+            logits = self.module_.logit_scale * features @ zero_shot.T
+            return torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float32)
+
     def class_text_features(self) -> np.ndarray:
         """The normalised class text features predictions use (zero-shot before ``fit``).
 

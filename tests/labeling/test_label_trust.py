@@ -11,7 +11,7 @@ import pytest
 from conftest import SHAPES, label_batch
 
 from modal_vlm.evaluation.calibration import rescale
-from modal_vlm.evaluation import fit_calibrator
+from modal_vlm.evaluation import assess, fit_calibrator
 from modal_vlm.labeling.trust import TRUST_FILE, stop_set
 
 pytest.importorskip("fastapi", reason="the labeling app needs the 'app' extra: pip install modal-vlm[app]")
@@ -93,6 +93,17 @@ def test_likely_wrong_lists_the_slips_most_suspect_first(shapes, make_session, c
     found, _, image_ids = worker.session.assessment()
     expected = [int(image_ids[k]) for k in found.suspects]
     assert [row["image_id"] for row in listed] == expected
+    # The current and the zero-shot model's opinions of each labeled image are weighed in, as in the runner.
+    pairs, _ = worker.session.trust.pairs()
+    _, pool_ids, pool_proba, scale, (zero_shot, zero_shot_scale) = worker.session._pool_proba
+    rows = [pool_ids.tolist().index(i) for i in image_ids]
+    clf = worker.session.current()
+    paths = [worker.session.path(store.image(int(i))) for i in image_ids]
+    assert np.allclose(zero_shot[rows], clf.zero_shot_proba(paths), atol=1e-6)
+    opinions = [(np.asarray(pool_proba)[rows], scale), (zero_shot[rows], zero_shot_scale)]
+    empty = np.zeros((0, len(SHAPES)))
+    assert np.allclose(found.suspicion, assess(pairs, empty, scale=scale, opinions=opinions).suspicion)
+    assert not np.allclose(found.suspicion, assess(pairs, empty, scale=scale).suspicion)
     assert all(row["suggestion"] in SHAPES and row["suggestion"] != row["label"] for row in listed)
     assert [row["suspicion"] for row in listed] == sorted((row["suspicion"] for row in listed), reverse=True)
     assert client.get("/api/review", params={"filter": "wrongish"}).status_code == 422

@@ -33,7 +33,7 @@ function showError(error) {
 async function loadList() {
   const data = await api("api/review", undefined, {filter});
   document.getElementById("shown").textContent = `${data.items.length} image${data.items.length === 1 ? "" : "s"}` +
-    (filter === "suspect" ? ": labels the model, before it learned them, confidently put in another class; " +
+    (filter === "suspect" ? ": labels the models put in another class (before they were learned, now, and zero-shot); " +
                             "most suspect first" : "");
   document.getElementById("labels").replaceChildren(...data.items.map((item) => {
     const picture = item.status === "ok"
