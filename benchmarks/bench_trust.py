@@ -361,11 +361,15 @@ def estimate_table(replays, strategies):
                        if run[-1]["estimate"] and strategy == "cec"])
     labels = 10 * (len(replays[0]) - 1)
     floor = {n: 2 * stats.t.ppf(0.95, n - 1) * np.sqrt(variance / n) for n in (audited, labels)}
+    # An unbiased estimate with standard error se is off by sqrt(2 / pi) * se on average (normal).
+    error_floor = {n: np.sqrt(2 / np.pi) * np.sqrt(variance / n) for n in (audited, labels)}
     lines += ["", f"The narrowest valid 90 % interval at {labels} labels for an estimate that rests on labeled "
               "pairs and a calibrated confidence: with the test-set temperature (perfect calibration) the "
               f"rectifier's variance is the mean of `c (1 - c)`, {variance:.3f}, so the width is at least "
               f"{floor[audited]:.3f} with CEC's {audited:.0f} audit pairs and {floor[labels]:.3f} if every one of "
-              f"the {labels} labels were an audit pick."]
+              f"the {labels} labels were an audit pick. The same variance sets the mean absolute error of such an "
+              "estimate, unbiased and normal, at sqrt(2 / pi) times its standard error: "
+              f"{error_floor[audited]:.3f} with CEC's audit pairs, {error_floor[labels]:.3f} with {labels}."]
     return lines
 
 
