@@ -337,8 +337,8 @@ def decay_table(main_runs, args):
 def estimate_table(replays, strategies):
     lines = ["## Accuracy estimate without a test set", "",
              "The 90 % interval of `rounds.json`'s `estimate` against the test accuracy of the same round, over "
-             "the rounds that have an estimate (CEC: from the third audit pick scored with a calibrated "
-             "confidence on). Default: the pool's mean calibrated confidence plus the error of the shown "
+             "the rounds that have an estimate (from three audit picks scored with a calibrated confidence, "
+             "by at least two models, on). Default: the pool's mean calibrated confidence plus the error of the shown "
              "confidences on the audit picks (prediction-powered inference), the temperature's uncertainty "
              "added. Every pair: the same rectifier over every labeled image (the strategy's picks too). Audit "
              "only: the share of audit picks the model of their round got right (Wilson interval), no model.", "",

@@ -44,6 +44,11 @@ from .suspects import DEFAULT_SUSPECT_RATIO, suspect_order, suspicion
 DEFAULT_CALIBRATION_DECAY = 0.7
 #: Fewer audit pairs with a shown calibrated confidence than this: no estimate yet.
 MIN_ESTIMATE_PAIRS = 3
+#: Audit pairs scored by fewer models (rounds) than this: no estimate yet. The rectifier of one
+#: model's pairs measures that model's calibration error alone, and the current model differs:
+#: such estimates covered the truth in 68 % of random's second rounds
+#: (``benchmarks/results/trust.md``, the estimate table by round).
+MIN_ESTIMATE_ROUNDS = 2
 
 
 def _column(values, n, dtype, name):
@@ -215,7 +220,8 @@ class Assessment:
         Fitted on margin-scaled probabilities: :meth:`calibrate` gives the confidence to show.
     estimate : AccuracyEstimate or None
         The current model's accuracy on the pool, with its interval; None before
-        :data:`MIN_ESTIMATE_PAIRS` audit pairs with a shown calibrated confidence.
+        :data:`MIN_ESTIMATE_PAIRS` audit pairs with a shown calibrated confidence, scored
+        in at least :data:`MIN_ESTIMATE_ROUNDS` rounds.
     suspects : ndarray of int
         Positions of the suspect pairs, most suspect first.
     suspicion : ndarray of float
@@ -308,7 +314,9 @@ def assess(pairs, pool_proba, *, scale=1.0, opinions=(), level=0.9, suspect_rati
     >>> proba = np.full((40, 3), 0.05); proba[np.arange(40), np.arange(40) % 3] = 0.9
     >>> labels = np.arange(40) % 3; labels[:4] = (labels[:4] + 1) % 3   # four slips
     >>> temperature = np.where(np.arange(40) < 20, np.nan, 1.0)         # calibrated from the 21st on
-    >>> found = assess(HeldOutPairs(proba, labels, audit=np.arange(40) % 2 == 0, temperature=temperature), proba)
+    >>> rounds = 1 + np.arange(40) // 10                                  # four batches of ten
+    >>> pairs = HeldOutPairs(proba, labels, audit=np.arange(40) % 2 == 0, temperature=temperature, rounds=rounds)
+    >>> found = assess(pairs, proba)
     >>> found.estimate.n, sorted(found.suspects.tolist())
     (10, [0, 1, 2, 3])
     """
@@ -320,7 +328,8 @@ def assess(pairs, pool_proba, *, scale=1.0, opinions=(), level=0.9, suspect_rati
         first = pairs.temperature[~np.isnan(pairs.temperature)]   # the pairs scored before any calibration:
         calibrated = pairs.calibrated(first[0] if len(first) else calibrator.temperature_)   # the first one made
         checked = pairs.audit & ~np.isnan(pairs.shown)
-        if checked.sum() >= MIN_ESTIMATE_PAIRS and len(pool_proba):
+        enough = checked.sum() >= MIN_ESTIMATE_PAIRS and len(np.unique(pairs.rounds[checked])) >= MIN_ESTIMATE_ROUNDS
+        if enough and len(pool_proba):
             pool = rescale(pool_proba, scale)
             estimate = prediction_powered_accuracy(shown_probabilities(calibrator, pool_proba, scale).max(axis=1),
                                                    pairs.shown[checked],
@@ -332,5 +341,5 @@ def assess(pairs, pool_proba, *, scale=1.0, opinions=(), level=0.9, suspect_rati
     return Assessment(calibrator, estimate, ranked, score, scale)
 
 
-__all__ = ["Assessment", "DEFAULT_CALIBRATION_DECAY", "HeldOutPairs", "MIN_ESTIMATE_PAIRS", "assess",
-           "fit_calibrator", "shown_probabilities"]
+__all__ = ["Assessment", "DEFAULT_CALIBRATION_DECAY", "HeldOutPairs", "MIN_ESTIMATE_PAIRS", "MIN_ESTIMATE_ROUNDS",
+           "assess", "fit_calibrator", "shown_probabilities"]

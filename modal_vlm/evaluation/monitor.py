@@ -365,7 +365,8 @@ class LoopMonitor(BaseEstimator):
         Returns
         -------
         dict
-            ``estimate`` (:meth:`AccuracyEstimate.as_dict`, or None before two labels),
+            ``estimate`` (:meth:`AccuracyEstimate.as_dict`, or None before enough audit pairs: see
+            :func:`~modal_vlm.evaluation.assess`),
             ``kappa`` and ``changed`` (agreement with the previous model on the stop set;
             None for the first model), ``stable`` (the stopping signal),
             ``suspect_labels`` (ids, most suspect first) and ``scale`` (the model's margin

@@ -127,7 +127,7 @@ def label_by_keyboard(driver, items, truth, expected, tricks=(), decided=0):
 def test_label_two_batches_kill_restart(tmp_path, browser):
     images, project = tmp_path / "images", tmp_path / "project"
     images.mkdir()
-    truth = draw_shapes(images, per_class=8, size=128)
+    truth = draw_shapes(images, per_class=10, size=128)   # five batches
     shots = tmp_path / "screenshots"
     shots.mkdir()
     expected = {}
@@ -186,7 +186,11 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         items = batch_on_screen(browser, 3)
         assert all("%" in card.find_element(By.CSS_SELECTOR, ".guess").text for card in cards(browser))
         label_by_keyboard(browser, items[2:], truth, expected, decided=2)
-        batch_on_screen(browser, 4)
+        fourth = batch_on_screen(browser, 4)
+        settled(browser)
+        assert "accuracy: estimated once images are labeled" in browser.find_element(By.ID, "trust").text
+        label_by_keyboard(browser, fourth, truth, expected)   # a second model's audit picks: an estimate
+        batch_on_screen(browser, 5)
         wait(browser, lambda d: "checked image" in d.find_element(By.ID, "trust").text)
         header = browser.find_element(By.ID, "trust").text
         with httpx.Client(base_url=url) as api:
@@ -194,7 +198,7 @@ def test_label_two_batches_kill_restart(tmp_path, browser):
         estimate = state["estimate"]
         assert (f"from {estimate['n']} checked images" in header
                 and f"about {round(100 * estimate['accuracy'])} %" in header)
-        assert estimate["n"] == 3 and "audit" not in json.dumps(state)
+        assert estimate["n"] == 6 and "audit" not in json.dumps(state)   # batches 3 and 4
         browser.save_screenshot(str(shots / "label-app.png"))
 
         browser.get(url + "review")

@@ -24,22 +24,25 @@ def next_batch(client, worker):
 
 def test_audit_picks_are_stored_but_never_shown(shapes, make_session, client_for):
     folder, truth = shapes
-    project, store, worker = make_session(folder, audit_fraction=0.5)
+    project, store, worker = make_session(folder, audit_fraction=0.5, batch_size=4)
     client = client_for(project, store, worker)
     positions = []
-    for number in (1, 2, 3):
+    for number in (1, 2, 3, 4, 5):
         state = next_batch(client, worker)
         assert state["batch"]["id"] == number
         assert "audit" not in json.dumps(state)          # nothing on the page tells them apart
         scores = [row for row in store.batch_scores() if row["batch_id"] == number]
         shown = [item["image_id"] for item in state["batch"]["items"]]
-        assert [row["image_id"] for row in scores] == shown and sum(row["audit"] for row in scores) == 3
+        assert [row["image_id"] for row in scores] == shown and sum(row["audit"] for row in scores) == 2
         positions.append(tuple(k for k, row in enumerate(scores) if row["audit"]))
         assert all(len(row["proba"]) == len(SHAPES) and abs(sum(row["proba"]) - 1) < 1e-4 for row in scores)
+        # Batches 1-3 fit the first calibration (12 pairs); batch 4's cards are the first calibrated
+        # ones, and one model's pairs make no estimate yet.
+        assert state["estimate"] is None
         label_batch(client, truth)
     assert len(set(positions)) > 1                        # shuffled in: not always the same places
-    estimate = next_batch(client, worker)["estimate"]     # batch 3's audit picks had calibrated cards
-    assert estimate["n"] == 3 and 0 <= estimate["low"] <= estimate["accuracy"] <= estimate["high"] <= 1
+    estimate = next_batch(client, worker)["estimate"]     # batches 4 and 5: two models, 4 audit picks
+    assert estimate["n"] == 4 and 0 <= estimate["low"] <= estimate["accuracy"] <= estimate["high"] <= 1
 
 
 def test_confidence_is_calibrated_once_there_are_labels(shapes, make_session, client_for):
